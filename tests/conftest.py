@@ -1,0 +1,63 @@
+"""Shared fixtures. Shapes in the library's signatures are checked at run time by beartype here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jaxtyping import install_import_hook
+
+with install_import_hook("poser_interp", "beartype.beartype"):
+    import poser_interp  # noqa: F401  (imported under the hook so jaxtyping shapes are enforced)
+
+import pytest
+import torch
+
+from poser_interp.models import ModelSpec, load_model, load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded SmolLM2 tokenizer (tiny models share it)."""
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return load_model(ModelSpec(name="tiny-llama", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2():
+    return load_model(ModelSpec(name="tiny-qwen2", seed=0))
+
+
+@pytest.fixture(scope="session", params=["tiny-llama", "tiny-qwen2"])
+def tiny_model(request, tiny_llama, tiny_qwen2):
+    return tiny_llama if request.param == "tiny-llama" else tiny_qwen2
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real embedded model (integration tests only)."""
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def poser_dir() -> Path:
+    from poser_interp.poser_data import default_poser_dir
+
+    path = default_poser_dir()
+    if not path.exists():
+        pytest.skip(f"POSER data not found at {path} (set POSER_DATA_DIR to use it)")
+    return path
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
