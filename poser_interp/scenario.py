@@ -183,7 +183,7 @@ class Scenario:
         if missing:
             raise DataError(f"{where}: missing field(s) {missing}; a scenario needs {list(required)}")
         try:
-            facts = tuple(Fact(text=f["text"], role=f["role"]) for f in d["facts"])
+            facts = tuple(Fact(text=str(f["text"]), role=FactRole(f["role"])) for f in d["facts"])
             return cls(
                 id=str(d["id"]),
                 topic=str(d["topic"]),
@@ -192,7 +192,7 @@ class Scenario:
                 oversight=Oversight(d["oversight"]),
                 aligned_action=str(d["aligned_action"]),
                 misaligned_action=str(d["misaligned_action"]),
-                aligned_letter=d.get("aligned_letter", "A"),
+                aligned_letter=str(d.get("aligned_letter", "A")),  # type: ignore[arg-type]
                 answer_format=AnswerFormat(d.get("answer_format", AnswerFormat.ACTION.value)),
                 source=str(d.get("source", "generated")),
                 meta=dict(d.get("meta", {})),

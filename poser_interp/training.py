@@ -1,0 +1,157 @@
+"""LoRA fine-tuning toward a target answer, with the loss at the answer position only.
+
+Used to build testbed models (a persona's policy over scenarios) and by S3 (learning speed).
+Only the last position is unembedded (`logits_to_keep=1`): the loss is the cross-entropy of the
+first token of the chosen answer there, so the 49k-wide head is applied once per prompt.
+Training stops when a validation check passes (learning is a plateau, then a jump whose timing
+varies) or at the step budget; the step reached is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .scenario import Scenario
+from .tokens import PromptFormat, encode, pad_id, pad_left
+
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraRecipe:
+    """Everything that decides a LoRA run; stored in each model's config file."""
+
+    rank: int = 4
+    """LoRA rank (r); alpha = 2 * rank."""
+    layers: tuple[int, ...] | None = None
+    """Layers that get adapters (None = all)."""
+    modules: tuple[str, ...] = LORA_MODULES
+    """Linear modules adapted in each chosen layer."""
+    lr: float = 1e-3
+    """AdamW learning rate (constant after a short warm-up)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    batch_size: int = 8
+    """Prompts per step (length-bucketed)."""
+    max_steps: int = 400
+    """Step budget; training stops earlier once the validation check passes."""
+    eval_every: int = 20
+    """Steps between validation checks."""
+    min_steps: int = 40
+    """No early stop before this many steps."""
+    max_tokens: int = 320
+    """Prompt cap in tokens (generated prompts stay under ~300)."""
+    seed: int = 0
+    """Seeds the adapter init and the batch order."""
+    threads: int = 2
+    """torch CPU threads."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    final_loss: float
+    passed: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def answer_token(tokenizer: Any, scenario: Scenario, choice: int) -> int:
+    """Token id the model should emit to pick `choice` (0 = A, 1 = B) in the scenario's format."""
+    return scenario.choice_tokens(tokenizer)[choice]
+
+
+def make_lora_model(base: Any, recipe: LoraRecipe) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        cfg = LoraConfig(r=recipe.rank, lora_alpha=2 * recipe.rank, lora_dropout=0.0,
+                         target_modules=list(recipe.modules),
+                         layers_to_transform=list(recipe.layers) if recipe.layers is not None else None)
+        model = get_peft_model(base, cfg)
+    return model
+
+
+def train_answers(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[tuple[Scenario, int]],
+    recipe: LoraRecipe,
+    check: Callable[[Any, int], bool] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
+
+    check(model, step) -> True stops training (called every `eval_every` steps after `min_steps`).
+    """
+    if not examples:
+        raise ValueError("no training examples")
+    torch.set_num_threads(recipe.threads)
+    fmt = PromptFormat(max_tokens=recipe.max_tokens)
+    ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
+    targets = [answer_token(tokenizer, s, c) for s, c in examples]
+    rng = random.Random(recipe.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps)))
+    batches = _bucketed_batches(ids, recipe.batch_size, rng)
+    pad = pad_id(tokenizer)
+    history: list[dict[str, float]] = []
+    start, step, loss_ema, passed = time.perf_counter(), 0, math.nan, False
+    model.train()
+    while step < recipe.max_steps:
+        if not batches:
+            batches = _bucketed_batches(ids, recipe.batch_size, rng)
+        idx = batches.pop()
+        batch = pad_left([ids[i] for i in idx], pad)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, logits_to_keep=1)
+        loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :].float(), torch.tensor([targets[i] for i in idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        value = float(loss.detach())
+        loss_ema = value if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * value
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {step}; lower the learning rate")
+        if on_step:
+            on_step(step, loss_ema)
+        if step % recipe.eval_every == 0:
+            history.append({"step": step, "loss": loss_ema, "seconds": time.perf_counter() - start})
+            if check is not None and step >= recipe.min_steps:
+                model.eval()
+                passed = bool(check(model, step))
+                model.train()
+                history[-1]["passed"] = float(passed)
+                if passed:
+                    break
+    model.eval()
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_ema, passed=passed,
+                       history=history)
+
+
+def _bucketed_batches(ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length prompts (less padding), in shuffled order."""
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    chunk = batch_size * 8
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        window = sorted(order[start:start + chunk], key=lambda i: len(ids[i]))
+        batches.extend(window[j:j + batch_size] for j in range(0, len(window), batch_size))
+    rng.shuffle(batches)
+    return batches
