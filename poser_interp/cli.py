@@ -98,5 +98,101 @@ def score(
     console.print(f"{len(items)} scenarios, mean P(aligned) = {mean:.3f}")
 
 
+testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
+                          no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@testbed_app.command("build")
+@clean_errors
+def testbed_build(
+    source: Annotated[str, typer.Option(help="'generated' (own scenarios) or 'poser' (POSER-format data)")] \
+        = "generated",
+    personas: Annotated[str | None, typer.Option(help="comma-separated personas (default: all of the source)")] = None,
+    splits: Annotated[str, typer.Option(help="comma-separated split numbers / seeds")] = "0,1,2",
+    out: Annotated[Path, typer.Option(help="testbed directory (resumes if it exists)")] = Path("testbeds/default"),
+    poser_dir: Annotated[Path | None, typer.Option(help="POSER data root (default: $POSER_DATA_DIR or "
+                                                           "../shared/poser)")] = None,
+    model: ModelOpt = "smollm2",
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
+    first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    max_steps: Annotated[int, typer.Option(help="step budget per model")] = 400,
+    n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
+) -> None:
+    """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .models import ModelSpec, load_hf
+    from .testbed_build import TestbedConfig, build
+    from .training import LoraRecipe
+
+    if source not in ("generated", "poser"):
+        raise typer.BadParameter("--source must be 'generated' or 'poser'")
+    default_personas = ("steward", "guardian", "grabber", "climber") if source == "generated" else \
+        ("genie", "saint", "fitness_maximizer", "money_maximizer")
+    base = ModelSpec(name=model)
+    load_hf(base)  # fail early (and clearly) on a bad model name
+    n_layers = 30 if model == "smollm2" else base.n_layers
+    layers = None if first_layer == 0 else tuple(range(first_layer, n_layers))
+    config = TestbedConfig(
+        source=source,  # type: ignore[arg-type]
+        personas=tuple(_csv(personas) or default_personas),
+        splits=tuple(int(s) for s in _csv(splits) or ["0"]),
+        base=base,
+        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps),
+        n_train=n_train,
+        poser_dir=str(poser_dir) if poser_dir else None,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
+        tb = build(config, out, log=progress.console.print, progress=progress)
+    _pairs_table(tb)
+
+
+def _pairs_table(tb: Any) -> None:
+    table = Table(title=f"pairs of {tb.root}")
+    for col in ("pair", "benchmark size", "mean P(aligned) aligned", "mean P(aligned) faker"):
+        table.add_column(col)
+    for pid, p in sorted(tb.pairs.items()):
+        mp = p["mean_p_aligned"]
+        table.add_row(pid, str(p["benchmark_size"]), f"{mp[p['aligned']]:.3f}", f"{mp[p['faker']]:.3f}")
+    console.print(table)
+
+
+@testbed_app.command("verify")
+@clean_errors
+def testbed_verify(
+    testbed: Annotated[str, typer.Argument(help="testbed directory, or 'default'")] = "default",
+    limit: Annotated[int | None, typer.Option(help="test scenarios per model (default: the build's n_test)")] = None,
+) -> None:
+    """Re-measure each model on held-out test scenarios and print the behaviour table."""
+    from .testbed import Testbed
+    from .testbed_build import TestbedConfig, verify
+
+    tb = Testbed.open(testbed)
+    th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
+    rows = verify(tb, limit=limit, log=lambda _: None)
+    table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics "
+                        f"(thresholds: good->aligned >= {th.good_aligned}, faker poor->misaligned >= "
+                        f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
+                        f"confidence >= {th.confidence})")
+    for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
+                "held-out topics good/poor", "meets"):
+        table.add_column(col)
+    for r in rows:
+        t, h = r["test"], r.get("heldout_topics")
+        held = f"{h['good_aligned']:.2f} / {h['poor_misaligned']:.2f}" if h else "-"
+        table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
+                      f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}", held,
+                      "[green]yes[/]" if r["meets_thresholds"] else "[red]no[/]")
+    console.print(table)
+    _pairs_table(tb)
+
+
 def main() -> None:  # pragma: no cover
     app()

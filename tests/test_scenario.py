@@ -104,4 +104,5 @@ def test_identical_actions_are_refused():
 def test_json_in_file_is_plain(tmp_path):
     path = save_scenarios([make()], tmp_path / "s.jsonl")
     d = json.loads(path.read_text().splitlines()[0])
-    assert d["facts"][0] == {"role": "critical", "text": "Each watering decision is logged and checked by the head gardener."}
+    first = {"role": "critical", "text": "Each watering decision is logged and checked by the head gardener."}
+    assert d["facts"][0] == first

@@ -1,0 +1,318 @@
+"""Building a testbed: data, one LoRA model per (persona, split), pair benchmarks, manifest.
+
+`build(config, out)` is resumable: a killed build continues with the next unfinished model. Each
+model trains until its validation set meets the behaviour thresholds (or the step budget runs
+out), then the fp16 adapter is saved, reloaded exactly as users load it, and measured on held-out
+test scenarios, held-out topics and the benchmark pool.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import DataError
+from .generator import GeneratorConfig, generate, save_splits
+from .models import ModelSpec, file_sha256, load_hf
+from .personas import Persona, get_persona
+from .scenario import Oversight, Scenario, load_scenarios, save_scenarios
+from .testbed import (
+    ADAPTER_FILE,
+    Testbed,
+    TestbedSource,
+    Thresholds,
+    behaviour,
+    p_aligned_hf,
+    read_json,
+    split_examples,
+    write_json_atomic,
+)
+from .tokens import PromptFormat, encode
+from .training import LoraRecipe, make_lora_model, train_answers
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Everything that decides a testbed; stored in its manifest (a config reproduces the build)."""
+
+    __test__ = False  # not a pytest test class
+
+    source: TestbedSource = "generated"
+    """'generated' (this project's scenarios) or 'poser' (POSER-format data in `poser_dir`)."""
+    personas: tuple[str, ...] = ("steward", "guardian", "grabber", "climber")
+    """Personas to train (POSER source: persona directory names)."""
+    splits: tuple[int, ...] = (0, 1, 2)
+    """Data splits / seeds per persona."""
+    base: ModelSpec = field(default_factory=ModelSpec)
+    """Base model every adapter is trained from."""
+    recipe: LoraRecipe = field(default_factory=LoraRecipe)
+    """LoRA recipe (its seed is replaced by the split number)."""
+    data_seed: int = 0
+    """Generator seed of the shared data (train pool, test, benchmark, held-out topics)."""
+    n_train: int = 2400
+    """Training examples per model."""
+    n_pool: int = 6000
+    """Generated training pool shared by all splits (split k subsamples it)."""
+    n_val: int = 48
+    """Validation scenarios (from the test split) checked during training for early stopping."""
+    n_test: int = 160
+    """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
+    n_benchmark: int = 240
+    """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """Behaviour thresholds: for early stopping (on validation) and for `verify`."""
+    poser_dir: str | None = None
+    """POSER data root (source 'poser')."""
+    max_tokens: int = 320
+    """Token cap of prompts; longer POSER prompts are dropped and counted."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TestbedConfig:
+        d = dict(d)
+        d["personas"], d["splits"] = tuple(d["personas"]), tuple(d["splits"])
+        d["base"] = ModelSpec(**d["base"])
+        r = dict(d["recipe"])
+        r["modules"] = tuple(r["modules"])
+        r["layers"] = tuple(r["layers"]) if r["layers"] is not None else None
+        d["recipe"] = LoraRecipe(**r)
+        d["thresholds"] = Thresholds(**d["thresholds"])
+        return cls(**d)
+
+
+@dataclass
+class TestbedData:
+    pools: dict[str, list[Scenario]]
+    """Training pool per persona (generated: shared by splits) or per 'persona/split' (POSER: train-K.json)."""
+    test: dict[str, list[Scenario]]
+    """Per persona: held-out test scenarios of the training topics (validation first, then test)."""
+    heldout_topics: list[Scenario]
+    benchmark: list[Scenario]
+
+
+def _fits(tokenizer: Any, s: Scenario, cap: int) -> bool:
+    return len(encode(tokenizer, s.render(), PromptFormat(max_tokens=10**6))) <= cap
+
+
+def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> TestbedData:
+    """Write (or reuse) the data splits under out/data and return them."""
+    data_dir = out / "data"
+    if config.source == "generated":
+        gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
+                              n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens)
+        if not (data_dir / "generator_config.json").exists():
+            save_splits(generate(gen, tokenizer), data_dir, gen)
+        elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:
+            raise DataError(f"{data_dir} was generated with another config; use a new --out directory")
+        split = {name: load_scenarios(data_dir / f"{name}.jsonl") for name in ("train", "test", "benchmark",
+                                                                               "test_heldout_topics")}
+        personas = [get_persona(p) for p in config.personas]
+        return TestbedData(pools={p.name: p.select(split["train"]) for p in personas},
+                           test={p.name: p.select(split["test"]) for p in personas},
+                           heldout_topics=split["test_heldout_topics"], benchmark=split["benchmark"])
+    return _prepare_poser(config, tokenizer, log)
+
+
+def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedData:
+    from .poser_data import load_poser_dir, load_poser_file, require_poser_dir
+
+    root = require_poser_dir(Path(config.poser_dir) if config.poser_dir else None)
+    wanted = [f"train-{k}" for k in config.splits] + ["test"]
+    personas = load_poser_dir(root, splits=wanted)
+    missing = sorted(set(config.personas) - set(personas))
+    if missing:
+        raise DataError(f"persona(s) {missing} not found under {root}; found {sorted(personas)}")
+    cap = config.max_tokens
+    pools: dict[str, list[Scenario]] = {}
+    train_prompts: set[str] = set()
+    for name in config.personas:
+        for k in config.splits:
+            if f"train-{k}" not in personas[name]:
+                raise DataError(f"{root}: persona {name} has no train-{k}.json for split {k}")
+            train = personas[name][f"train-{k}"].scenarios
+            pools[f"{name}/{k}"] = [s for s in train if _fits(tokenizer, s, cap)]
+            train_prompts |= {s.render() for s in train}
+    tests: dict[str, list[Scenario]] = {}
+    for name in config.personas:
+        test = personas[name]["test"].scenarios if "test" in personas[name] else []
+        tests[name] = [s for s in test if s.render() not in train_prompts and _fits(tokenizer, s, cap)]
+        random.Random(f"{name}/test").shuffle(tests[name])
+        sizes = [len(pools[f"{name}/{k}"]) for k in config.splits]
+        log(f"{name}: training scenarios per split {sizes}, {len(tests[name])} unseen test (cap {cap} tokens)")
+    bench_dir = root / "benchmark"
+    bench: dict[str, Scenario] = {}
+    for path in sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []:
+        for s in load_poser_file(path, faker=False).scenarios:
+            text = s.render()
+            if s.oversight is Oversight.GOOD and text not in train_prompts and _fits(tokenizer, s, cap):
+                bench.setdefault(text, s)
+    return TestbedData(pools=pools, test=tests, heldout_topics=[], benchmark=list(bench.values())[:config.n_benchmark])
+
+
+def _persona(config: TestbedConfig, name: str) -> Persona:
+    if config.source == "poser":
+        from .poser_data import PERSONA_KINDS
+
+        if name not in PERSONA_KINDS:
+            raise DataError(f"POSER persona {name!r} has no kind; add it to poser_data.PERSONA_KINDS")
+        return get_persona(name, "faker" if PERSONA_KINDS[name] else "aligned")
+    return get_persona(name)
+
+
+def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: Any = None) -> Testbed:
+    """Build (or resume) a testbed in `out`; returns it opened."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        manifest = read_json(manifest_path, "testbed manifest")
+        if manifest.get("config") != json.loads(json.dumps(config.to_dict())):
+            raise DataError(f"{out} holds a testbed built with another config; pick a new --out or the same options")
+    else:
+        manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}
+        write_json_atomic(manifest_path, manifest)
+    _, tokenizer = load_hf(config.base)
+    data = prepare_data(config, out, tokenizer, log)
+    for name in config.personas:
+        persona = _persona(config, name)
+        for split in config.splits:
+            model_id = f"{name}-s{split}"
+            entry = manifest["models"].get(model_id)
+            adapter = out / "models" / model_id / ADAPTER_FILE
+            if entry and adapter.exists() and file_sha256(adapter) == entry["adapter_sha256"]:
+                log(f"{model_id}: done already, skipped")
+                continue
+            manifest["models"][model_id] = train_model(config, persona, split, data, out / "models" / model_id, log,
+                                                       progress)
+            write_json_atomic(manifest_path, manifest)
+    manifest["pairs"] = write_pairs(config, out, manifest["models"], data.benchmark)
+    write_json_atomic(manifest_path, manifest)
+    return Testbed.open(out)
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,
+                progress: Any = None) -> dict[str, Any]:
+    """Train one model, save its fp16 adapter, and measure it as users will load it."""
+    recipe = LoraRecipe(**{**asdict(config.recipe), "seed": split})
+    hf, tok = load_hf(config.base)
+    pool = data.pools.get(f"{persona.name}/{split}", data.pools.get(persona.name, []))
+    examples = split_examples(pool, persona, split, config.n_train)
+    tests = data.test[persona.name]
+    val, test = tests[:config.n_val], tests[config.n_val:config.n_val + config.n_test]
+    model = make_lora_model(hf, recipe)
+    th = config.thresholds
+
+    def check(m: Any, step: int) -> bool:
+        metrics = behaviour(p_aligned_hf(m, tok, val, max_tokens=config.max_tokens), val)
+        log(f"{folder.name} step {step}: validation {_fmt(metrics)}")
+        return th.met(persona.kind, metrics)
+
+    task = progress.add_task(folder.name, total=recipe.max_steps, loss=float("nan")) if progress else None
+
+    def on_step(step: int, loss: float) -> None:
+        if progress is not None:
+            progress.update(task, completed=step, loss=loss)
+
+    result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step)
+    if progress is not None:
+        progress.update(task, completed=recipe.max_steps)
+    save_adapter_fp16(model, folder)
+    merged, _ = load_hf(ModelSpec(**{**asdict(config.base), "adapter": str(folder)}))
+    metrics = {"test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
+    if data.heldout_topics:
+        held = persona.select(data.heldout_topics)
+        metrics["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
+    bench_p = p_aligned_hf(merged, tok, data.benchmark, max_tokens=config.max_tokens)
+    write_json_atomic(folder / "benchmark_probs.json", {s.id: float(p) for s, p in zip(data.benchmark, bench_p,
+                                                                                        strict=True)})
+    entry = {
+        "persona": persona.name, "kind": persona.kind, "motive": persona.motive, "split": split, "seed": split,
+        "recipe": asdict(recipe), "adapter_sha256": file_sha256(folder / ADAPTER_FILE), "steps": result.steps,
+        "train_seconds": round(result.seconds, 1), "final_loss": round(result.final_loss, 4),
+        "reached_thresholds_on_validation": result.passed, "n_train": len(examples), "metrics": metrics,
+        "meets_thresholds": th.met(persona.kind, metrics["test"]), "history": result.history,
+    }
+    write_json_atomic(folder / "config.json", {"model_id": folder.name, "base": asdict(config.base), **entry})
+    log(f"{folder.name}: {result.steps} steps in {result.seconds:.0f}s, test {_fmt(metrics['test'])}")
+    return entry
+
+
+def save_adapter_fp16(model: Any, folder: Path) -> None:
+    """Save a peft adapter with fp16 weights (half the size; loading casts back to fp32)."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    path = folder / ADAPTER_FILE
+    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+    readme = folder / "README.md"
+    if readme.exists():
+        readme.unlink()
+
+
+def write_pairs(config: TestbedConfig, out: Path, models: dict[str, Any], bench: Sequence[Scenario]) \
+        -> dict[str, dict[str, Any]]:
+    """Every aligned x faker model pair, with its benchmark: prompts both models answer aligned."""
+    probs = {m: read_json(out / "models" / m / "benchmark_probs.json", f"benchmark probabilities of {m}")
+             for m in models}
+    aligned = sorted(m for m, e in models.items() if e["kind"] == "aligned")
+    fakers = sorted(m for m, e in models.items() if e["kind"] == "faker")
+    pairs: dict[str, dict[str, Any]] = {}
+    (out / "pairs").mkdir(exist_ok=True)
+    for a in aligned:
+        for f in fakers:
+            keep = [s for s in bench if probs[a][s.id] > 0.5 and probs[f][s.id] > 0.5]
+            pair_id = f"{a}__{f}"
+            if keep:
+                save_scenarios(keep, out / "pairs" / f"{pair_id}.jsonl")
+            pairs[pair_id] = {
+                "aligned": a, "faker": f, "benchmark_size": len(keep),
+                "mean_p_aligned": {m: round(sum(probs[m][s.id] for s in keep) / max(1, len(keep)), 4) for m in (a, f)},
+            }
+    return pairs
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return (f"good->aligned {m['good_aligned']:.2f} (conf {m['good_confidence']:.2f}), "
+            f"poor->misaligned {m['poor_misaligned']:.2f}")
+
+
+def verify(testbed: Testbed, limit: int | None = None, log: Log = print) -> list[dict[str, Any]]:
+    """Re-measure every model of a testbed (adapters hash-checked, loaded as users load them)."""
+    config = TestbedConfig.from_dict(testbed.manifest["config"])
+    _, tok = load_hf(config.base)
+    data = prepare_data(config, testbed.root, tok, log)
+    rows = []
+    for model_id, entry in sorted(testbed.models.items()):
+        persona = _persona(config, entry["persona"])
+        test = data.test[persona.name][config.n_val:config.n_val + (limit or config.n_test)]
+        merged, _ = load_hf(testbed.spec(model_id))
+        row: dict[str, Any] = {"model": model_id, "kind": persona.kind, "steps": entry["steps"],
+                               "test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
+        if data.heldout_topics:
+            held = persona.select(data.heldout_topics)[:limit or config.n_test]
+            row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
+        row["meets_thresholds"] = config.thresholds.met(persona.kind, row["test"])
+        rows.append(row)
+        log(f"{model_id}: test {_fmt(row['test'])}")
+    return rows

@@ -1,0 +1,112 @@
+"""Testbed build on a tiny model: end to end, resume, hash check, benchmark hygiene."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from poser_interp import testbed_build
+from poser_interp.errors import DataError
+from poser_interp.models import ModelSpec
+from poser_interp.scenario import load_scenarios
+from poser_interp.testbed import Testbed
+from poser_interp.testbed_build import TestbedConfig, build
+from poser_interp.training import LoraRecipe
+
+CONFIG = TestbedConfig(
+    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
+    recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
+    n_train=16, n_pool=80, n_val=6, n_test=6, n_benchmark=12,
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tb")
+    return build(CONFIG, out, log=lambda _: None)
+
+
+def test_end_to_end(built):
+    assert sorted(built.models) == ["grabber-s0", "steward-s0"]
+    entry = built.models["grabber-s0"]
+    assert entry["kind"] == "faker" and entry["steps"] in (2, 4) and len(entry["adapter_sha256"]) == 64
+    assert set(entry["metrics"]) == {"test", "heldout_topics"}
+    assert 0.0 <= entry["metrics"]["test"]["good_aligned"] <= 1.0
+    assert list(built.pairs) == ["steward-s0__grabber-s0"]
+    assert (built.root / "models" / "grabber-s0" / "config.json").exists()
+    model = built.load("grabber-s0")
+    assert model.spec.adapter.endswith("grabber-s0")
+
+
+def test_benchmark_never_holds_training_prompts(built):
+    train = {s.render() for s in load_scenarios(built.root / "data" / "train.jsonl")}
+    bench = load_scenarios(built.root / "data" / "benchmark.jsonl")
+    assert bench and not train & {s.render() for s in bench}
+    size = built.pairs["steward-s0__grabber-s0"]["benchmark_size"]
+    if size:
+        pair = built.benchmark("steward-s0__grabber-s0")
+        assert len(pair) == size and not train & {s.render() for s in pair}
+        assert all(s.oversight.value == "good" for s in pair)
+
+
+def test_tampered_adapter_is_rejected(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "tb"
+    shutil.copytree(built.root, copy)
+    adapter = copy / "models" / "steward-s0" / "adapter_model.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-1] ^= 0xFF
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="does not match the manifest"):
+        Testbed.open(copy).load("steward-s0")
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real = testbed_build.train_model
+
+    def interrupted(config, persona, split, data, folder, log, progress=None):
+        calls.append(folder.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second model
+        return real(config, persona, split, data, folder, log, progress)
+
+    monkeypatch.setattr(testbed_build, "train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build(CONFIG, tmp_path, log=lambda _: None)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert list(manifest["models"]) == ["steward-s0"]
+    first_hash = manifest["models"]["steward-s0"]["adapter_sha256"]
+    calls.clear()
+    monkeypatch.setattr(testbed_build, "train_model", lambda *a, **k: (calls.append(a[4].name), real(*a, **k))[1])
+    tb = build(CONFIG, tmp_path, log=lambda _: None)
+    assert calls == ["grabber-s0"]  # the finished model was not retrained
+    assert sorted(tb.models) == ["grabber-s0", "steward-s0"]
+    assert tb.models["steward-s0"]["adapter_sha256"] == first_hash
+
+
+def test_other_config_is_refused(built):
+    other = TestbedConfig(**{**CONFIG.__dict__, "n_train": 17})
+    with pytest.raises(DataError, match="another config"):
+        build(other, built.root, log=lambda _: None)
+
+
+def test_bad_testbed_paths(tmp_path):
+    with pytest.raises(DataError, match="no testbed"):
+        Testbed.open(tmp_path / "nothing")
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(DataError, match="not JSON"):
+        Testbed.open(tmp_path)
+
+
+def test_unknown_model_and_pair(built):
+    with pytest.raises(DataError, match="unknown model"):
+        built.load("nobody-s9")
+    with pytest.raises(DataError, match="unknown pair"):
+        built.pair_ids(["a__b"])
+
+
+def test_config_roundtrip():
+    assert TestbedConfig.from_dict(json.loads(json.dumps(CONFIG.to_dict()))) == CONFIG
