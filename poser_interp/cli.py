@@ -32,7 +32,7 @@ def clean_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PoserInterpError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -96,6 +96,28 @@ def score(
     console.print(table)
     mean = sum(p[s.aligned_index] for s, p in zip(items, probs.tolist(), strict=True)) / len(items)
     console.print(f"{len(items)} scenarios, mean P(aligned) = {mean:.3f}")
+
+
+@app.command()
+@clean_errors
+def generate(
+    out: Annotated[Path, typer.Option(help="directory for <split>.jsonl files and generator_config.json")],
+    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    n_train: Annotated[int, typer.Option(help="train scenarios")] = 2000,
+    n_test: Annotated[int, typer.Option(help="test scenarios (and held-out-topic scenarios)")] = 500,
+    n_benchmark: Annotated[int, typer.Option(help="benchmark scenarios (good oversight)")] = 500,
+    answer_format: Annotated[str, typer.Option(help="'action' or 'letter'")] = "action",
+) -> None:
+    """Generate disjoint scenario splits from the project's own scenario bank."""
+    from .generator import GeneratorConfig, save_splits
+    from .generator import generate as gen
+    from .models import load_tokenizer
+
+    config = GeneratorConfig(seed=seed, n_train=n_train, n_test=n_test, n_benchmark=n_benchmark,
+                             answer_format=answer_format)  # type: ignore[arg-type]
+    paths = save_splits(gen(config, load_tokenizer()), out, config)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
 
 
 testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",

@@ -1,0 +1,57 @@
+"""The command line: info, score, generate, and clean errors."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from poser_interp.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_info_tiny():
+    res = run("info", "--model", "tiny-llama")
+    assert res.exit_code == 0
+    assert "layers" in res.output and "d_model" in res.output and "hook points" in res.output
+    assert "64" in res.output
+
+
+def test_info_unknown_model_is_a_clean_error():
+    res = run("info", "--model", "no-such-model")
+    assert res.exit_code == 2 and "unknown model 'no-such-model'" in res.output and "Traceback" not in res.output
+
+
+def test_generate_then_score(tmp_path):
+    res = run("generate", "--out", str(tmp_path), "--n-train", "10", "--n-test", "6", "--n-benchmark", "4")
+    assert res.exit_code == 0 and (tmp_path / "benchmark.jsonl").exists()
+    res = run("score", str(tmp_path / "benchmark.jsonl"), "--model", "tiny-llama")
+    assert res.exit_code == 0
+    assert "P(A)" in res.output and "P(B)" in res.output and "4 scenarios" in res.output
+    res = run("score", str(tmp_path / "test.jsonl"), "--model", "tiny-llama", "--answer-format", "letter",
+              "--limit", "3")
+    assert res.exit_code == 0 and "letter" in res.output and "3 scenarios" in res.output
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "does not exist"), ("{oops\n", "not JSON")])
+def test_score_bad_file(tmp_path, content, message):
+    path = tmp_path / "s.jsonl"
+    if content is not None:
+        path.write_text(content)
+    res = run("score", str(path), "--model", "tiny-llama")
+    assert res.exit_code == 2 and message in res.output
+
+
+def test_testbed_verify_missing(tmp_path):
+    res = run("testbed", "verify", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and "no testbed" in res.output
+
+
+@pytest.mark.slow
+def test_info_embedded_model():
+    res = run("info")
+    assert res.exit_code == 0 and "30" in res.output and "576" in res.output
