@@ -64,9 +64,9 @@ class TestbedConfig:
     """Generated training pool shared by all splits (split k subsamples it)."""
     n_val: int = 48
     """Validation scenarios (from the test split) checked during training for early stopping."""
-    n_test: int = 160
+    n_test: int = 120
     """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
-    n_benchmark: int = 240
+    n_benchmark: int = 200
     """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     """Behaviour thresholds: for early stopping (on validation) and for `verify`."""
@@ -184,9 +184,9 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
         write_json_atomic(manifest_path, manifest)
     _, tokenizer = load_hf(config.base)
     data = prepare_data(config, out, tokenizer, log)
-    for name in config.personas:
-        persona = _persona(config, name)
-        for split in config.splits:
+    for split in config.splits:  # split-major: after the first round every persona has a model, so pairs exist
+        for name in config.personas:
+            persona = _persona(config, name)
             model_id = f"{name}-s{split}"
             entry = manifest["models"].get(model_id)
             adapter = out / "models" / model_id / ADAPTER_FILE
@@ -195,8 +195,9 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
                 continue
             manifest["models"][model_id] = train_model(config, persona, split, data, out / "models" / model_id, log,
                                                        progress)
+            manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark)  # usable after every model
             write_json_atomic(manifest_path, manifest)
-    manifest["pairs"] = write_pairs(config, out, manifest["models"], data.benchmark)
+    manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
 
@@ -231,6 +232,8 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     def on_step(step: int, loss: float) -> None:
         if progress is not None:
             progress.update(task, completed=step, loss=loss)
+        if step % recipe.eval_every == 0:
+            log(f"{folder.name} step {step}: loss {loss:.3f}")
 
     result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step)
     if progress is not None:
@@ -270,7 +273,7 @@ def save_adapter_fp16(model: Any, folder: Path) -> None:
         readme.unlink()
 
 
-def write_pairs(config: TestbedConfig, out: Path, models: dict[str, Any], bench: Sequence[Scenario]) \
+def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario]) \
         -> dict[str, dict[str, Any]]:
     """Every aligned x faker model pair, with its benchmark: prompts both models answer aligned."""
     probs = {m: read_json(out / "models" / m / "benchmark_probs.json", f"benchmark probabilities of {m}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class LoraRecipe:
     """Prompts per step (length-bucketed)."""
     max_steps: int = 400
     """Step budget; training stops earlier once the validation check passes."""
-    eval_every: int = 20
+    eval_every: int = 25
     """Steps between validation checks."""
     min_steps: int = 40
     """No early stop before this many steps."""
@@ -74,7 +75,8 @@ def answer_token(tokenizer: Any, scenario: Scenario, choice: int) -> int:
 def make_lora_model(base: Any, recipe: LoraRecipe) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # transformers/peft noise
         torch.manual_seed(recipe.seed)
         cfg = LoraConfig(r=recipe.rank, lora_alpha=2 * recipe.rank, lora_dropout=0.0,
                          target_modules=list(recipe.modules),
