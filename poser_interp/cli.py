@@ -218,3 +218,128 @@ def testbed_verify(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+# --- detection -------------------------------------------------------------------------------------------
+def _fmt_ci(value: float, ci: tuple[float, float]) -> str:
+    if value != value:  # NaN
+        return "[red]NaN[/]"
+    return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
+
+
+def _short(setting: Any) -> str:
+    """'L4 x1.0' for a noise setting; 'k=v' pairs otherwise; '-' when empty."""
+    d = setting.as_dict()
+    if set(d) == {"layer", "scale"}:
+        return f"L{d['layer']} x{d['scale']}"
+    return setting.key
+
+
+@app.command()
+@clean_errors
+def detect(
+    strategies: Annotated[str, typer.Option(help="comma-separated strategies (e.g. noise); the baselines random and "
+                                                 "blackbox always run beside them")] = "noise",
+    testbed: Annotated[str, typer.Option(help="testbed directory, or 'default'")] = "default",
+    pairs: Annotated[str | None, typer.Option(help="comma-separated pair ids 'aligned__faker' (default: all)")] = None,
+    out: Annotated[Path | None, typer.Option(help="results directory; a rerun resumes it (default: "
+                                                  "results/detect-<testbed name>)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the noise draws, the random baseline and the bootstrap")] = 0,
+    max_prompts: Annotated[int, typer.Option(help="at most N benchmark prompts per pair (0 = all); the default "
+                                                  "aims at ~10 min for the 12-model default testbed on 2 cores")] = 24,
+    layers: Annotated[str | None, typer.Option(help="noise: comma-separated layers; the first is the reported one "
+                                                    "(default: 15% of the depth, layer 4 of SmolLM2)")] = None,
+    scales: Annotated[str, typer.Option(help="noise: comma-separated scales (x mean residual norm); the reported "
+                                             "one is 1.0 if swept, else the last")] = "1.0",
+    samples: Annotated[int | None, typer.Option(help="noise: draws per prompt (default 3)")] = None,
+    positions: Annotated[str | None, typer.Option(help="noise: 'all' real tokens or 'last'")] = None,
+    distribution: Annotated[str | None, typer.Option(help="noise: 'gaussian' or 'uniform'")] = None,
+    plots: Annotated[bool, typer.Option(help="write figures to OUT/figures")] = True,
+) -> None:
+    """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
+
+    The defaults run S2 at one setting (layer 4, scale 1.0, 3 draws, 24 prompts per pair) so that the default
+    testbed finishes in minutes; sweep with e.g. --layers 4,10,16 --scales 0.25,0.5,1, or run
+    analyses/noise_injection.py for the full S2 table with a held-out choice of defaults.
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runner import RunConfig, n_layers_of, run_detection
+    from .strategies import BASELINES, known, make
+    from .strategies.noise import default_layers, strategy_for
+    from .testbed import Testbed
+
+    start = time.perf_counter()
+    names = list(dict.fromkeys((_csv(strategies) or []) + list(BASELINES)))
+    unknown = [n for n in names if n not in known()]
+    if unknown:
+        raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
+                                 param_hint="--strategies")
+    tb = Testbed.open(testbed)
+    built = []
+    for name in names:
+        if name == "noise":
+            opts: dict[str, Any] = {"seed": seed}
+            n_layers = n_layers_of(tb.base_spec())
+            opts["layers"] = tuple(int(x) for x in _csv(layers) or []) or default_layers(n_layers)[:1]
+            opts["scales"] = tuple(float(x) for x in _csv(scales) or [])
+            opts["primary_scale"] = 1.0 if 1.0 in opts["scales"] else opts["scales"][-1]
+            opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
+                                           ("distribution", distribution)) if v is not None})
+            built.append(strategy_for(n_layers, **opts))
+        else:
+            built.append(make(name, seed=seed) if name == "random" else make(name))
+    out = out or Path("results") / f"detect-{tb.root.name}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        config = RunConfig(seed=seed, max_prompts=max_prompts or None)
+        ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
+                           log=progress.console.print)
+    _detect_table(ev, tb.root, len(ev.results[0].pair_scores) if ev.results else 0)
+    if plots:
+        from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
+        from .results import ResultsStore
+
+        figs = {"summary": summary_figure(ev)}
+        if "noise" in ev.strategies():
+            store = ResultsStore.open(out)
+            figs |= {"noise_layers": layer_figure(ev, "noise"),
+                     "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
+        paths, note = write_figures(figs, out / "figures")
+        console.print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.html')} ({note})")
+    console.print(f"results: {out} (rerun the same command to resume); wall time {time.perf_counter() - start:.0f} s")
+
+
+def _metric_cells(r: Any) -> tuple[str, str, str]:
+    m = r.summary
+    return _fmt_ci(m.accuracy, m.accuracy_ci), _fmt_ci(m.auroc, m.auroc_ci), f"{m.n_decided}/{m.n_pairs}"
+
+
+def _detect_table(ev: Any, root: Path, n_pairs: int) -> None:
+    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance)")
+    for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided", "compute"):
+        table.add_column(col, no_wrap=col != "score")
+    notes = []
+    for name in ev.strategies():
+        primary = ev.primary(name)
+        for r in ev.find(name, setting=primary.setting):
+            table.add_row(name, _short(r.setting), r.score + (" *" if r.is_primary else ""), *_metric_cells(r),
+                          f"{ev.seconds(name):.0f} s" if r.is_primary else "")
+            if r.summary.describe_nan():
+                notes.append(f"{name} {r.score}: {r.summary.describe_nan()}")
+        if len({r.setting.key for r in ev.find(name)}) > 1:
+            best = max(ev.find(name, primary.score), key=lambda r: (r.summary.accuracy == r.summary.accuracy,
+                                                                     r.summary.accuracy))
+            table.add_row(name, _short(best.setting), f"{best.score} (best setting: optimistic)", *_metric_cells(best),
+                          "")
+    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)  # logs: no squeeze
+    base = {n: ev.primary(n).summary.accuracy for n in ("blackbox", "random") if n in ev.strategies()}
+    for name in ev.strategies():
+        if name not in base and base:
+            acc = ev.primary(name).summary.accuracy
+            console.print(f"{name} ({ev.primary(name).score}): accuracy {acc:.2f} vs " +
+                          ", ".join(f"{b} {a:.2f}" for b, a in base.items()))
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)

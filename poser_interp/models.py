@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -240,9 +240,8 @@ class HookedModel:
             )
         return layer
 
-    def hook_name(self, layer: int, kind: Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
-                  = "resid_pre") -> str:
-        """TL hook name for a residual-stream site, validated against this model."""
+    def hook_name(self, layer: int, kind: str = "resid_pre") -> str:
+        """TL hook name for a residual-stream site (one of HOOK_KINDS), validated against this model."""
         if kind not in HOOK_KINDS:
             raise LayerError(f"unknown hook kind {kind!r}; use one of {HOOK_KINDS}")
         return f"blocks.{self.check_layer(layer)}.hook_{kind}"

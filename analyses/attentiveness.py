@@ -1,0 +1,137 @@
+"""S6 attentiveness to oversight facts on a testbed: accuracy per variant, layer and head, heatmaps.
+
+Run:  .venv/bin/python analyses/attentiveness.py                      (testbeds/default)
+      .venv/bin/python analyses/attentiveness.py --testbed DIR --max-prompts 32 --variants saliency,counterfactual
+
+Three measures of how much each model attends to the `critical` (oversight) facts of the benchmark prompts:
+gradient saliency (the reported setting, fixed in advance: it has no layer to pick), attention from the final
+position per layer x head, and the last-token residual shift when the facts are removed. The model that
+attends more is called the faker. Best cells of the sweeps are printed too, marked optimistic (chosen on the
+same pairs). Results are stored as computed (a rerun resumes); figures are redrawn from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def model_shape(spec) -> tuple[int, int]:  # noqa: ANN001
+    """(layers, attention heads) of a testbed's base model, read from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from poser_interp.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
+
+    if spec.name in TINY_ARCHS:
+        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, vocab_size=2)
+    else:
+        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def open_with_pairs(root: Path, console) -> object | None:  # noqa: ANN001
+    """The testbed at `root` if it has a pair with benchmark prompts; else None, having said why."""
+    from poser_interp.testbed import Testbed
+
+    if not (root / "manifest.json").exists():
+        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or "
+                      "pass --testbed DIR.")
+        return None
+    tb = Testbed.open(root)
+    if not any(p.get("benchmark_size") for p in tb.pairs.values()):
+        kinds = {m: e["kind"] for m, e in tb.models.items()}
+        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
+                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
+        return None
+    return tb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
+    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/attention-<testbed>)")
+    ap.add_argument("--variants", default="saliency,attention,counterfactual", help="comma-separated variants")
+    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
+    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
+    ap.add_argument("--batch-size", type=int, default=4, help="prompts per forward (and backward) pass")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from poser_interp.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
+    from poser_interp.plots import summary_figure, write_figures
+    from poser_interp.results import ResultsStore
+    from poser_interp.runner import RunConfig, run_detection
+    from poser_interp.strategies import make
+    from poser_interp.strategies.attention import strategy_for
+    from poser_interp.testbed import default_testbed_dir
+
+    console = Console(width=max(Console().width, 120))
+    tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
+    if tb is None:
+        return 2
+    start = time.perf_counter()
+    n_layers, n_heads = model_shape(tb.base_spec())
+    strategy = strategy_for(n_layers, n_heads, variants=tuple(args.variants.split(",")), batch_size=args.batch_size)
+    out = args.out or Path("results") / f"attention-{tb.root.name}"
+    pairs = args.pairs.split(",") if args.pairs else tb.pair_ids()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        ev = run_detection(tb, [strategy, make("random", seed=args.seed), make("blackbox")], out, pairs=pairs,
+                           config=RunConfig(seed=args.seed, max_prompts=args.max_prompts), progress=progress,
+                           log=progress.console.print)
+
+    def cell(r) -> str:  # noqa: ANN001
+        m = r.summary
+        return f"{m.accuracy:.2f}" + (f" [{m.n_decided}/{m.n_pairs}]" if m.undecided_pairs else "")
+
+    for score in ("attentiveness", "normalized"):
+        rs = ev.find("attention", score)
+        for variant in strategy.config.variants:
+            vr = [r for r in rs if r.setting["variant"] == variant]
+            if variant == "saliency":
+                console.print(f"S6 saliency, {score}: accuracy {cell(vr[0])} {vr[0].summary.accuracy_ci}, AUROC "
+                              f"{vr[0].summary.auroc:.2f}")
+                continue
+            cols = ["mean", *strategy.config.heads] if variant == "attention" else [None]
+            console.print(f"[bold]S6 {variant}, {score}[/]: accuracy over {len(pairs)} pairs (rows: layer" +
+                          (", columns: head)" if variant == "attention" else ")"))
+            table = Table()
+            table.add_column("layer")
+            for h in cols:
+                table.add_column("accuracy" if h is None else str(h))
+            for layer in strategy.config.layers:
+                row = [r for r in vr if r.setting["layer"] == layer]
+                by_head = {r.setting.get("head"): r for r in row}
+                table.add_row(str(layer), *[cell(by_head[h]) for h in cols])
+            console.print(table)
+        best = max(rs, key=lambda r: (r.summary.accuracy == r.summary.accuracy, r.summary.accuracy))
+        console.print(f"best {score} setting (optimistic: chosen on these pairs): {best.setting.key} accuracy "
+                      f"{cell(best)}")
+    for name in ("attention", "blackbox", "random"):
+        r = ev.primary(name)
+        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy:.2f} "
+                      f"{r.summary.accuracy_ci}, AUROC {r.summary.auroc:.2f} {r.summary.auroc_ci}, compute "
+                      f"{ev.seconds(name):.0f} s" + (f"; {r.summary.describe_nan()}" if r.summary.describe_nan()
+                                                    else ""))
+    store = ResultsStore.open(out)
+    figs = {"summary": summary_figure(ev)}
+    if "attention" in strategy.config.variants:
+        where = {"variant": "attention"}
+        figs |= {"attention_accuracy": setting_heatmap(ev, "attention", "head", "layer", where=where),
+                 "attention_mass_difference": kind_difference_heatmap(store, "attention", "attentiveness", "head",
+                                                                      "layer", where, pairs)}
+    figs["layers"] = setting_lines(ev, "attention", "layer", "variant", where={"head": ("mean", None)})
+    paths, note = write_figures(figs, out / "figures")
+    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
+    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

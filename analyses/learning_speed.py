@@ -1,0 +1,116 @@
+"""S3 learning speed on a testbed: accuracy per method x k, learning curves per model.
+
+Run:  .venv/bin/python analyses/learning_speed.py                      (testbeds/default)
+      .venv/bin/python analyses/learning_speed.py --testbed DIR --max-prompts 32 --steps 1,2,4 --methods lora
+
+Each model is copied and fine-tuned for k steps toward the misaligned answer on good-oversight prompts from the
+testbed's data/test.jsonl (never the benchmark; checked), with LoRA on its upper layers and/or full training of
+those layers; the pair's benchmark prompts are the held-out set. The model whose P(misaligned) rises more is
+called the faker. Reported setting, fixed in advance: LoRA after 4 steps (the original rule's step 4). Every
+(model, method, k) is deterministic and stored as computed, so a rerun resumes and never recomputes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def open_with_pairs(root: Path, console) -> object | None:  # noqa: ANN001
+    """The testbed at `root` if it has a pair with benchmark prompts; else None, having said why."""
+    from poser_interp.testbed import Testbed
+
+    if not (root / "manifest.json").exists():
+        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or "
+                      "pass --testbed DIR.")
+        return None
+    tb = Testbed.open(root)
+    if not any(p.get("benchmark_size") for p in tb.pairs.values()):
+        kinds = {m: e["kind"] for m, e in tb.models.items()}
+        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
+                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
+        return None
+    return tb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
+    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/learning-<testbed>)")
+    ap.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts k")
+    ap.add_argument("--methods", default="lora,full", help="'lora', 'full' or both")
+    ap.add_argument("--upper-layers", type=int, default=None, help="layers trained (default: the last ~15%%)")
+    ap.add_argument("--n-train", type=int, default=32, help="good-oversight training prompts")
+    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
+    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from poser_interp.attention_plots import model_curves, setting_heatmap
+    from poser_interp.plots import summary_figure, write_figures
+    from poser_interp.results import ResultsStore
+    from poser_interp.runner import RunConfig, n_layers_of, run_detection
+    from poser_interp.strategies import make
+    from poser_interp.strategies.learning_speed import strategy_for
+    from poser_interp.testbed import default_testbed_dir
+
+    console = Console(width=max(Console().width, 120))
+    tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
+    if tb is None:
+        return 2
+    start = time.perf_counter()
+    steps = tuple(int(x) for x in args.steps.split(","))
+    methods = tuple(args.methods.split(","))
+    options = {"upper_layers": args.upper_layers} if args.upper_layers else {}
+    strategy = strategy_for(n_layers_of(tb.base_spec()), steps=steps, methods=methods, n_train=args.n_train,
+                            seed=args.seed, data=str(tb.root / "data"), primary_method=methods[0],
+                            primary_steps=4 if 4 in steps else steps[-1], **options)
+    out = args.out or Path("results") / f"learning-{tb.root.name}"
+    pairs = args.pairs.split(",") if args.pairs else tb.pair_ids()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        ev = run_detection(tb, [strategy, make("random", seed=args.seed), make("blackbox")], out, pairs=pairs,
+                           config=RunConfig(seed=args.seed, max_prompts=args.max_prompts), progress=progress,
+                           log=progress.console.print)
+
+    for score in [s.name for s in strategy.scores()]:
+        console.print(f"[bold]S3 {score}[/]: accuracy (AUROC) over {len(pairs)} pairs; rows: method, columns: k")
+        table = Table()
+        table.add_column("method")
+        for k in steps:
+            table.add_column(f"k={k}")
+        for method in methods:
+            cells = []
+            for k in steps:
+                (r,) = [r for r in ev.find("learning_speed", score) if r.setting.as_dict() ==
+                        {"method": method, "steps": k}]
+                m = r.summary
+                cells.append(f"{m.accuracy:.2f} ({m.auroc:.2f})" + (f" [{m.n_decided}/{m.n_pairs}]"
+                                                                    if m.undecided_pairs else ""))
+            table.add_row(method, *cells)
+        console.print(table)
+    for name in ("learning_speed", "blackbox", "random"):
+        r = ev.primary(name)
+        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy:.2f} "
+                      f"{r.summary.accuracy_ci}, AUROC {r.summary.auroc:.2f} {r.summary.auroc_ci}, compute "
+                      f"{ev.seconds(name):.0f} s" + (f"; {r.summary.describe_nan()}" if r.summary.describe_nan()
+                                                    else ""))
+    store = ResultsStore.open(out)
+    figs = {"summary": summary_figure(ev), "accuracy": setting_heatmap(ev, "learning_speed", "steps", "method")}
+    for method in methods:
+        figs[f"curves_{method}"] = model_curves(store, "learning_speed", "steps", "p_after", start="p_before",
+                                                where={"method": method}, pair_ids=pairs)
+    paths, note = write_figures(figs, out / "figures")
+    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
+    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""S2 noise injection on a testbed: the accuracy table per layer x scale, a held-out choice of defaults, figures.
+
+Run:  .venv/bin/python analyses/noise_injection.py                 (the shipped testbeds/default)
+      .venv/bin/python analyses/noise_injection.py DIR --max-prompts 32 --layers 4,10 --scales 0.5,1
+
+How defaults are picked, honestly: pairs are split by the models' training split. The (layer, scale, score)
+with the best accuracy on the *selection* pairs (both models from split 0) is reported on the *held-out*
+pairs (both models from other splits: no model in common), next to the black-box baseline on the same
+held-out pairs. With a single split, pairs are halved by a hash of their id instead (models then overlap,
+which is said in the output). Results are stored (resumable) and the figures redrawn from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _csv(text: str | None, cast: type) -> tuple | None:
+    return tuple(cast(x) for x in text.split(",") if x.strip()) if text else None
+
+
+def split_pairs(testbed: Any) -> tuple[list[str], list[str], str]:
+    """(selection pairs, held-out pairs, how) with disjoint models when the testbed has several splits."""
+    from poser_interp.strategies.base import stable_seed
+
+    split = {m: e.get("split", 0) for m, e in testbed.models.items()}
+    pairs = testbed.pair_ids()
+    first = min(split.values())
+    sel = [p for p in pairs if split[testbed.pairs[p]["aligned"]] == first == split[testbed.pairs[p]["faker"]]]
+    held = [p for p in pairs if first not in (split[testbed.pairs[p]["aligned"]], split[testbed.pairs[p]["faker"]])]
+    if sel and held:
+        return sel, held, f"selection: pairs of split-{first} models; held out: pairs with no split-{first} model"
+    ordered = sorted(pairs, key=lambda p: stable_seed("split", p))
+    half = max(1, len(ordered) // 2)
+    return ordered[:half], ordered[half:], "one split only: pairs halved by a hash of their id (models overlap)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from poser_interp.errors import PoserInterpError
+
+    try:
+        return run(argv)
+    except PoserInterpError as e:  # errors the toolkit raises on purpose: one clear line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("testbed", nargs="?", default=None, help="testbed directory (default: testbeds/default)")
+    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/noise-<testbed>)")
+    ap.add_argument("--layers", default=None, help="comma-separated layers (default: 15/35/55%% of the depth)")
+    ap.add_argument("--scales", default="0.25,0.5,1.0", help="comma-separated scales")
+    ap.add_argument("--samples", type=int, default=3, help="noise draws per prompt")
+    ap.add_argument("--positions", default="all", choices=("all", "last"), help="noise at all real tokens or the last")
+    ap.add_argument("--distribution", default="gaussian", choices=("gaussian", "uniform"))
+    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
+    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from poser_interp.plots import dose_response_figure, layer_figure, summary_figure, write_figures
+    from poser_interp.results import ResultsStore
+    from poser_interp.runner import RunConfig, evaluate, n_layers_of, run_detection
+    from poser_interp.strategies import make
+    from poser_interp.strategies.noise import strategy_for
+    from poser_interp.testbed import Testbed, default_testbed_dir
+
+    console = Console(width=max(Console().width, 120))
+    root = Path(args.testbed) if args.testbed else default_testbed_dir()
+    if not (root / "manifest.json").exists():
+        what = "the default testbed has not been built (or shipped) yet" if args.testbed is None else "no manifest.json"
+        console.print(f"[red]no testbed at {root}[/] ({what}). Build one with `poser-interp testbed build --out "
+                      f"{root}`, or pass a testbed directory.")
+        return 2
+    start = time.perf_counter()
+    tb = Testbed.open(root)
+    scales = _csv(args.scales, float)
+    noise = strategy_for(n_layers_of(tb.base_spec()), layers=_csv(args.layers, int), scales=scales,
+                         primary_scale=1.0 if 1.0 in scales else scales[-1], samples=args.samples, seed=args.seed,
+                         positions=args.positions, distribution=args.distribution)
+    strategies = [noise, make("random", seed=args.seed), make("blackbox")]
+    out = args.out or Path("results") / f"noise-{tb.root.name}"
+    pairs = list(_csv(args.pairs, str) or tb.pair_ids())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        ev = run_detection(tb, strategies, out, pairs=pairs, config=RunConfig(seed=args.seed,
+                           max_prompts=args.max_prompts), progress=progress, log=progress.console.print)
+
+    for score in [s.name for s in noise.scores()]:
+        table = Table(title=f"S2 accuracy over {len(pairs)} pairs, score {score} (rows: layer, columns: scale)")
+        table.add_column("layer")
+        for s in noise.config.scales:
+            table.add_column(f"x{s}")
+        for layer in noise.config.layers:
+            cells = []
+            for s in noise.config.scales:
+                (r,) = [r for r in ev.find("noise", score) if r.setting.as_dict() == {"layer": layer, "scale": s}]
+                m = r.summary
+                cells.append(f"{m.accuracy:.2f} (AUROC {m.auroc:.2f})" + (f" [{m.n_decided}/{m.n_pairs}]"
+                                                                          if m.undecided_pairs else ""))
+            table.add_row(str(layer), *cells)
+        console.print(table)
+    for name in ("blackbox", "random"):
+        r = ev.primary(name)
+        console.print(f"baseline {name} ({r.score}): accuracy {r.summary.accuracy:.2f} {r.summary.accuracy_ci}, "
+                      f"AUROC {r.summary.auroc:.2f}")
+
+    store = ResultsStore.open(out)
+    sel, held, how = split_pairs(tb) if args.pairs is None else (pairs, [], "given pairs: no held-out split")
+    extra = {}
+    if sel and held:
+        ev_sel, ev_held = (evaluate(store, ps, seed=args.seed, strategies=["noise", "blackbox"]) for ps in (sel, held))
+        best = max(ev_sel.find("noise"), key=lambda r: (r.summary.accuracy == r.summary.accuracy,
+                                                         r.summary.accuracy, r.is_primary))
+        (h,) = ev_held.find("noise", best.score, best.setting)
+        bb = ev_held.primary("blackbox")
+        console.print(f"[bold]defaults chosen on {len(sel)} selection pairs[/] ({how}): {best.setting.key}, score "
+                      f"{best.score} (selection accuracy {best.summary.accuracy:.2f}). [bold]Held out[/] "
+                      f"({len(held)} pairs): accuracy {h.summary.accuracy:.2f} {h.summary.accuracy_ci}, AUROC "
+                      f"{h.summary.auroc:.2f}; black-box on the same pairs {bb.summary.accuracy:.2f} "
+                      f"{bb.summary.accuracy_ci}")
+        extra = {"held-out": h}
+    figs = {"summary": summary_figure(ev, extra), "dose_response": dose_response_figure(store, "noise", pairs)}
+    figs |= {f"layers_{s.name}": layer_figure(ev, "noise", s.name) for s in noise.scores()}
+    paths, note = write_figures(figs, out / "figures")
+    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
+    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The strategy interface: what a detection strategy computes, and how its output becomes a decision.
+
+A strategy computes, for one model and a list of benchmark prompts, *per-prompt values* (e.g. the clean
+and noised P(misaligned) of each prompt) at each of its *settings* (e.g. noise at layer 4, scale 1.0; a
+strategy without a sweep has the one empty setting). The runner stores these per model, once, and reuses
+them for every pair the model is in. A `Score` turns the values of a set of prompts into one number per
+model, higher meaning "more likely the faker"; a pair is decided by comparing its two models' scores on
+that pair's benchmark prompts. Strategies never learn which model is the faker.
+
+New strategies (S1 steering, S3 learning speed, S4 probes, S5 lens, S6 attention) implement `Strategy`
+and register themselves with `register`; the runner, store, metrics, plots and CLI need no change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import PoserInterpError
+from ..scenario import Scenario
+
+Values = Mapping[str, np.ndarray]
+"""Per-prompt values of one model at one setting: value name -> array with one float per prompt."""
+
+
+class StrategyError(PoserInterpError, ValueError):
+    """An unknown strategy, or a strategy option that cannot work."""
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (e.g. seed, prompt id, layer, sample), the same on every machine."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of a strategy's sweep, as sorted (name, value) items; empty for strategies without a sweep."""
+
+    items: tuple[tuple[str, int | float | str], ...] = ()
+
+    @classmethod
+    def of(cls, **params: int | float | str) -> Setting:
+        return cls(tuple(sorted(params.items())))
+
+    @property
+    def key(self) -> str:
+        """Stable text key, e.g. 'layer=4,scale=1.0' ('-' for the empty setting)."""
+        return ",".join(f"{k}={v}" for k, v in self.items) or "-"
+
+    def __getitem__(self, name: str) -> int | float | str:
+        return dict(self.items)[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict(self.items).get(name, default)
+
+    def as_dict(self) -> dict[str, int | float | str]:
+        return dict(self.items)
+
+
+@dataclass(frozen=True, eq=False)
+class PromptValues:
+    """Per-prompt values a strategy computed for one model at one setting (validated on creation)."""
+
+    setting: Setting
+    prompt_ids: tuple[str, ...]
+    values: Mapping[str, np.ndarray]
+    meta: Mapping[str, float] = field(default_factory=dict)
+    """Per-model diagnostics of this setting (e.g. the residual norm the noise was scaled to)."""
+
+    def __post_init__(self) -> None:
+        ids = tuple(self.prompt_ids)
+        if len(set(ids)) != len(ids):
+            raise StrategyError(f"setting {self.setting.key}: duplicate prompt ids")
+        arrays = {}
+        for name, v in self.values.items():
+            a = np.asarray(v, dtype=np.float64).copy()
+            if a.shape != (len(ids),):
+                raise StrategyError(f"setting {self.setting.key}: value {name!r} has shape {a.shape}, "
+                                    f"expected ({len(ids)},), one float per prompt")
+            a.flags.writeable = False
+            arrays[name] = a
+        object.__setattr__(self, "prompt_ids", ids)
+        object.__setattr__(self, "values", arrays)
+        object.__setattr__(self, "meta", {k: float(v) for k, v in self.meta.items()})
+
+    def subset(self, prompt_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The values of these prompts, in this order (raises if a prompt was not computed)."""
+        index = {p: i for i, p in enumerate(self.prompt_ids)}
+        missing = [p for p in prompt_ids if p not in index]
+        if missing:
+            raise StrategyError(f"setting {self.setting.key}: no values for prompts {missing[:5]}; the stored "
+                                "results were computed on other prompts (use a new --out directory)")
+        take = np.array([index[p] for p in prompt_ids], dtype=np.int64)
+        return {k: v[take] for k, v in self.values.items()}
+
+
+def _nan_if_empty(fn: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], float]:
+    return lambda a: float(fn(a)) if a.size else math.nan
+
+
+PerPrompt = str | Callable[[Values], np.ndarray]
+"""A value name, or a function of the values giving one number per prompt."""
+
+
+def _per_prompt(what: PerPrompt) -> Callable[[Values], np.ndarray]:
+    return (lambda v: v[what]) if isinstance(what, str) else what
+
+
+def mean_of(what: PerPrompt) -> Callable[[Values], float]:
+    """Aggregate: the mean over prompts. A NaN value makes the score NaN (never skipped); no prompts: NaN."""
+    get, agg = _per_prompt(what), _nan_if_empty(np.mean)
+    return lambda v: agg(get(v))
+
+
+def median_of(what: PerPrompt) -> Callable[[Values], float]:
+    """Aggregate: the median over prompts (NaN if any value is NaN, or there are no prompts)."""
+    get, agg = _per_prompt(what), _nan_if_empty(lambda a: math.nan if np.isnan(a).any() else np.median(a))
+    return lambda v: agg(get(v))
+
+
+PairAggregate = Callable[[Values, Values], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A named way to turn per-prompt values into a model score (higher = more likely the faker).
+
+    `model` scores one model on any prompt set (used for pairs and for AUROC over models). `pair`, when
+    given, scores both models of a pair together on the pair's prompts, e.g. restricted to prompts
+    matched in clean confidence; AUROC then still uses `model`.
+    """
+
+    name: str
+    description: str
+    model: Callable[[Values], float]
+    pair: PairAggregate | None = None
+
+    def decide(self, aligned: Values, faker: Values) -> tuple[float, float]:
+        """(score of the first model, score of the second) on one pair's prompts."""
+        if self.pair is not None:
+            return self.pair(aligned, faker)
+        return self.model(aligned), self.model(faker)
+
+
+class Subject:
+    """A model under test as strategies see it: an opaque id, and its hooked model loaded on first use."""
+
+    def __init__(self, model_id: str, load: Callable[[], Any]):
+        self.id = model_id
+        self._load = load
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the runner needs from a strategy. See `NoiseStrategy` for a full example."""
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool]
+    config: Any
+    """A frozen dataclass; stored in the results manifest and compared on resume."""
+
+    def settings(self) -> tuple[Setting, ...]:
+        """Every setting of the sweep, in a fixed order."""
+        ...
+
+    def primary(self) -> Setting:
+        """The setting chosen in advance (not on the evaluated pairs) that summaries report."""
+        ...
+
+    def scores(self) -> tuple[Score, ...]:
+        """The scores this strategy reports; the first is its chosen (primary) score."""
+        ...
+
+    def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
+            -> Iterator[PromptValues]:
+        """Compute per-prompt values for the requested settings, yielding each as soon as it is done."""
+        ...
+
+
+_REGISTRY: dict[str, tuple[type, type]] = {}
+
+
+def register(config_cls: type) -> Callable[[type], type]:
+    """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results)."""
+
+    def wrap(cls: type) -> type:
+        _REGISTRY[cls.name] = (cls, config_cls)  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def known() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **options: Any) -> Strategy:
+    """A strategy by name with config options, e.g. `make("noise", layers=(4,), scales=(1.0,))`."""
+    if name not in _REGISTRY:
+        raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
+    cls, config_cls = _REGISTRY[name]
+    names = {f.name for f in fields(config_cls)}
+    bad = sorted(set(options) - names)
+    if bad:
+        raise StrategyError(f"strategy {name!r} has no option(s) {bad}; its options are {sorted(names)}")
+    return cls(config_cls(**options))
+
+
+def from_config(name: str, config: Mapping[str, Any]) -> Strategy:
+    """Rebuild a strategy from its stored config (lists become tuples again)."""
+    return make(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
+def config_dict(strategy: Strategy) -> dict[str, Any]:
+    return asdict(strategy.config)

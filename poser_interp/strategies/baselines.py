@@ -1,0 +1,100 @@
+"""Baselines reported beside every strategy: random guessing, and a black-box confidence baseline.
+
+The Poser rules forbid deciding by output confidence, so a white-box strategy is only interesting where it
+beats both: `random` (a fair coin per pair, seeded) and `blackbox` (the model less confident in the aligned
+answer on the benchmark is called the faker; it reads nothing but the two answer logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..scenario import Scenario
+from ..scoring import answer_logits
+from ..tokens import PromptFormat
+from .base import PromptValues, Score, Setting, Subject, mean_of, register, stable_seed
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    """Random guessing."""
+
+    seed: int = 0
+    """Seed of the per-(model, prompt) uniform draws; a pair's outcome is a seeded coin flip."""
+
+
+@register(RandomConfig)
+class RandomBaseline:
+    """Scores each model by the mean of uniform draws: chance level, with the same machinery as strategies."""
+
+    name: ClassVar[str] = "random"
+    needs_model: ClassVar[bool] = False
+
+    def __init__(self, config: RandomConfig = RandomConfig()):
+        self.config = config
+
+    def settings(self) -> tuple[Setting, ...]:
+        return (Setting(),)
+
+    def primary(self) -> Setting:
+        return Setting()
+
+    def scores(self) -> tuple[Score, ...]:
+        return (Score("coin", "mean of seeded uniform draws (chance level)", mean_of("u")),)
+
+    def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
+            -> Iterator[PromptValues]:
+        u = [np.random.default_rng(stable_seed("random", self.config.seed, subject.id, p.id)).random()
+             for p in prompts]
+        yield PromptValues(Setting(), tuple(p.id for p in prompts), {"u": np.array(u)})
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    """Black-box confidence baseline."""
+
+    batch_size: int = 8
+    """Prompts per forward pass."""
+    max_tokens: int = 512
+    """Token cap of a prompt."""
+
+
+@register(ConfidenceConfig)
+class ConfidenceBaseline:
+    """The model less confident in the aligned answer (higher mean P(misaligned)) is called the faker."""
+
+    name: ClassVar[str] = "blackbox"
+    needs_model: ClassVar[bool] = True
+
+    def __init__(self, config: ConfidenceConfig = ConfidenceConfig()):
+        self.config = config
+
+    def settings(self) -> tuple[Setting, ...]:
+        return (Setting(),)
+
+    def primary(self) -> Setting:
+        return Setting()
+
+    def scores(self) -> tuple[Score, ...]:
+        return (
+            Score("p_misaligned", "mean P(misaligned answer) on the clean benchmark", mean_of("p_misaligned")),
+            Score("neg_margin", "mean of minus the clean logit margin (aligned - misaligned)",
+                  mean_of(lambda v: -v["margin"])),
+        )
+
+    def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
+            -> Iterator[PromptValues]:
+        if not prompts:
+            return
+        logits = answer_logits(subject.model, prompts, fmt=PromptFormat(max_tokens=self.config.max_tokens),
+                               batch_size=self.config.batch_size)
+        mis = torch.tensor([1 - p.aligned_index for p in prompts])
+        p_mis = logits.softmax(-1).gather(1, mis[:, None])[:, 0]
+        margin = logits.gather(1, (1 - mis)[:, None])[:, 0] - logits.gather(1, mis[:, None])[:, 0]
+        yield PromptValues(Setting(), tuple(p.id for p in prompts),
+                           {"p_misaligned": p_mis.numpy(), "margin": margin.numpy()})

@@ -1,0 +1,126 @@
+"""S3 learning speed: deterministic per seed, the model under test is never trained, runner + resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from poser_interp.attention_plots import model_curves, setting_heatmap
+from poser_interp.generator import GeneratorConfig, generate
+from poser_interp.models import ModelSpec, load_model
+from poser_interp.results import ROWS, ResultsStore, rows_equal
+from poser_interp.runner import run_detection
+from poser_interp.scenario import save_scenarios
+from poser_interp.strategies import StrategyError, Subject, make
+from poser_interp.strategies.base import stable_seed
+from poser_interp.testbed_build import TestbedConfig, build
+from poser_interp.training import LoraRecipe
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed
+    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
+    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
+    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+SMALL = dict(steps=(1, 2), primary_steps=2, upper_layers=1, n_train=6, batch_size=3, lora_lr=1e-2, full_lr=1e-3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
+    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = generate(GeneratorConfig(seed=0, n_train=0, n_test=12, n_benchmark=4, n_heldout=0))
+    root = tmp_path_factory.mktemp("data")
+    save_scenarios(out["test"], root / "test.jsonl")
+    return root, out["benchmark"]
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return Subject("m", lambda: load_model(ModelSpec(name="tiny-llama", n_layers=2, seed=3)))
+
+
+def _run(subject, prompts, **options):
+    st = make("learning_speed", **{**SMALL, **options})
+    return {v.setting.key: v for v in st.run(subject, prompts, st.settings())}
+
+
+def test_deterministic_per_seed_and_the_subject_is_never_trained(subject, data):
+    root, bench = data
+    before = {k: v.clone() for k, v in subject.model.hf_model.state_dict().items()}
+    a = _run(subject, bench, data=str(root))
+    b = _run(subject, bench, data=str(root))
+    assert a.keys() == b.keys() == {f"method={m},steps={k}" for m in ("lora", "full") for k in (1, 2)}
+    for key in a:
+        for name in a[key].values:
+            assert np.array_equal(a[key].values[name], b[key].values[name]), (key, name)
+    other = _run(subject, bench, data=str(root), seed=1)
+    key = "method=lora,steps=2"
+    assert not np.array_equal(other[key].values["p_after"], a[key].values["p_after"])
+    after = subject.model.hf_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    v = a["method=full,steps=2"].values  # training toward misaligned lowers its loss
+    assert np.mean(v["loss_before"] - v["loss_after"]) > 0 and v["p_before"].shape == (4,)
+    assert np.array_equal(v["p_before"], a["method=lora,steps=1"].values["p_before"])
+    assert a["method=lora,steps=2"].meta["first_layer"] == 1
+
+
+def test_a_later_k_alone_equals_the_same_k_of_a_full_sweep(subject, data):
+    root, bench = data
+    st = make("learning_speed", data=str(root), **SMALL)
+    full = {v.setting.key: v for v in st.run(subject, bench, st.settings())}
+    (only,) = st.run(subject, bench, [s for s in st.settings() if s.key == "method=lora,steps=2"])
+    assert np.array_equal(only.values["p_after"], full["method=lora,steps=2"].values["p_after"])
+
+
+def test_bad_config_is_refused(subject, data):
+    with pytest.raises(StrategyError, match="unknown method 'adam'"):
+        make("learning_speed", methods=("adam",))
+    with pytest.raises(StrategyError, match="primary setting"):
+        make("learning_speed", steps=(1, 2), primary_steps=4)
+    with pytest.raises(StrategyError, match="distinct positive"):
+        make("learning_speed", steps=(0, 4))
+    with pytest.raises(StrategyError, match="not a testbed model"):  # no data and no testbed to find it in
+        _run(subject, data[1])
+
+
+def test_runs_through_the_runner_and_resumes(testbed, tmp_path):
+    load = functools.cache(testbed.load)  # the resumed run reuses the loaded models
+    st = [make("learning_speed", **{**SMALL, "methods": ("lora",)}), make("random")]
+    ev = run_detection(testbed, st, tmp_path / "full", log=lambda _: None, load=load)
+    store = ResultsStore.open(tmp_path / "full")
+    assert len(store.rows("learning_speed")) == 2 * 2
+    assert ev.primary("learning_speed").setting.key == "method=lora,steps=2"
+    lines = (tmp_path / "full" / ROWS).read_text().splitlines(keepends=True)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "manifest.json").write_text((tmp_path / "full" / "manifest.json").read_text())
+    (tmp_path / "cut" / ROWS).write_text("".join(lines[:1]))
+    run_detection(testbed, st, tmp_path / "cut", log=lambda _: None, load=load)
+    assert rows_equal(ResultsStore.open(tmp_path / "cut").rows(), store.rows())
+    assert setting_heatmap(ev, "learning_speed", "steps", "method").data
+    assert model_curves(store, "learning_speed", "steps", "p_after", start="p_before", where={"method": "lora"}).data
+
+
+def test_notebook_runs_on_a_tiny_testbed(testbed, monkeypatch):
+    monkeypatch.setenv("POSER_INTERP_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("POSER_INTERP_TINY_TESTBED", str(testbed.root))
+    ns = runpy.run_path(str(REPO / "notebooks" / "learning_speed.py"))
+    assert ns["ev"].strategies()[0] == "learning_speed" and ns["figures"]

@@ -1,0 +1,56 @@
+"""Metrics: pair outcomes, accuracy, AUROC, seeded bootstrap intervals, and NaN handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from poser_interp.metrics import (
+    accuracy,
+    auroc,
+    bootstrap_accuracy,
+    bootstrap_auroc,
+    pair_outcomes,
+    summarize,
+)
+
+
+def test_pair_outcomes_and_accuracy():
+    out = pair_outcomes([0.1, 0.5, 0.3, 0.2], [0.2, 0.4, 0.3, math.nan])
+    assert out[:3].tolist() == [1.0, 0.0, 0.5]
+    assert math.isnan(out[3])
+    assert accuracy(out) == pytest.approx(0.5)  # (1 + 0 + 0.5) / 3 decided pairs
+    assert math.isnan(accuracy([math.nan, math.nan]))
+
+
+def test_auroc_matches_rank_definition():
+    scores = [0.9, 0.8, 0.3, 0.1, 0.5]
+    faker = [True, False, True, False, False]
+    # fakers 0.9, 0.3 vs aligned 0.8, 0.1, 0.5: 0.9 beats 3, 0.3 beats 1 -> 4 / 6
+    assert auroc(scores, faker) == pytest.approx(4 / 6)
+    assert auroc([1, 1], [True, False]) == 0.5
+    assert math.isnan(auroc([1.0, 2.0], [True, True]))  # one class only
+    assert auroc([0.9, math.nan, 0.1], [True, True, False]) == 1.0  # NaN model left out
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    out = (rng.random(40) < 0.8).astype(float)
+    a, b = bootstrap_accuracy(out, seed=3), bootstrap_accuracy(out, seed=3)
+    assert a == b and a[0] <= accuracy(out) <= a[1] and a[1] - a[0] > 0.05
+    scores, faker = rng.random(20) + np.arange(20) % 2 * 0.5, np.arange(20) % 2 == 1
+    lo, hi = bootstrap_auroc(scores, faker, seed=0)
+    assert lo <= auroc(scores, faker) <= hi
+
+
+def test_summary_reports_nan_instead_of_averaging_it():
+    s = summarize(["p1", "p2", "p3"], [0.1, math.nan, 0.2], [0.3, 0.4, 0.1], ["a1", "a2", "f1"],
+                  [0.1, math.nan, 0.5], [False, False, True])
+    assert s.undecided_pairs == ("p2",) and s.n_decided == 2 and s.accuracy == 0.5
+    assert s.nan_models == ("a2",) and s.auroc == 1.0
+    assert "1 of 3 pairs undecided" in s.describe_nan() and "a2" not in s.describe_nan()
+    assert "1 of 3 models" in s.describe_nan()
+    clean = summarize(["p"], [0.1], [0.2], ["a", "f"], [0.1, 0.2], [False, True])
+    assert clean.describe_nan() == "" and clean.accuracy == 1.0

@@ -1,0 +1,156 @@
+"""S2 noise injection: fast path = reference path = nnsight, seeded shared draws, norms, scores, baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from poser_interp.errors import LayerError
+from poser_interp.generator import GeneratorConfig, generate
+from poser_interp.nnsight_backend import NNsightModel
+from poser_interp.scoring import answer_probs, p_misaligned, prepare
+from poser_interp.strategies import (
+    BridgeEngine,
+    ConfidenceBaseline,
+    NNsightEngine,
+    NoiseConfig,
+    NoiseStrategy,
+    RandomBaseline,
+    Setting,
+    StrategyError,
+    Subject,
+    make,
+    noise_values,
+)
+from poser_interp.strategies.noise import default_layers, noise_directions, noise_tensor
+from poser_interp.strategies.noise_engines import LastPosition
+from poser_interp.tokens import pad_id
+
+CFG = NoiseConfig(layers=(0, 2), scales=(0.5, 3.0), samples=2, primary_layer=2, primary_scale=3.0, batch_size=3,
+                  max_rows=5)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return generate(GeneratorConfig(seed=0, n_train=0, n_test=0, n_benchmark=5, n_heldout=0))["benchmark"]
+
+
+def _values(engine, prompts, cfg=CFG):
+    return {v.setting.key: v for v in noise_values(engine, prompts, NoiseStrategy(cfg).settings(), cfg)}
+
+
+def _max_gap(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k].values[n] - b[k].values[n]).max()) for k in a for n in a[k].values)
+
+
+@pytest.mark.parametrize("positions,distribution", [("all", "gaussian"), ("last", "uniform")])
+def test_fast_path_equals_reference_path(tiny_model, prompts, positions, distribution):
+    cfg = NoiseConfig(**{**CFG.__dict__, "positions": positions, "distribution": distribution})
+    fast, slow = _values(BridgeEngine(tiny_model), prompts, cfg), _values(BridgeEngine(tiny_model, fast=False),
+                                                                          prompts, cfg)
+    assert _max_gap(fast, slow) <= 1e-4
+    hi = fast["layer=2,scale=3.0"].values
+    assert np.abs(hi["p_noisy"] - hi["p_clean"]).max() > 1e-3  # the noise does something
+    batch = next(prepare(tiny_model.tokenizer, prompts).batches(2, pad_id(tiny_model.tokenizer)))[1]
+    reused = BridgeEngine(tiny_model).prefix(batch, 2, last_only=positions == "last")
+    assert isinstance(reused, LastPosition if positions == "last" else torch.Tensor)  # the fast path was taken
+    assert len(tiny_model.hf_model.model.layers) == tiny_model.n_layers  # the bridge was not modified
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_nnsight_backend_gives_the_same_scores(tiny_llama, prompts, positions):
+    cfg = NoiseConfig(**{**CFG.__dict__, "positions": positions})
+    bridge = _values(BridgeEngine(tiny_llama), prompts, cfg)
+    traced = _values(NNsightEngine(NNsightModel(tiny_llama.spec)), prompts, cfg)
+    assert _max_gap(bridge, traced) <= 1e-4
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny_llama, prompts):
+    a, b = _values(BridgeEngine(tiny_llama), prompts), _values(BridgeEngine(tiny_llama), prompts)
+    assert _max_gap(a, b) == 0.0
+    other = _values(BridgeEngine(tiny_llama), prompts, NoiseConfig(**{**CFG.__dict__, "seed": 1}))
+    assert _max_gap(a, other) > 1e-4
+
+
+def test_draws_depend_only_on_prompt_sample_layer_seed():
+    d = noise_directions("p1", 7, 16, layer=3, sample=0, seed=0)
+    assert torch.equal(d, noise_directions("p1", 7, 16, layer=3, sample=0, seed=0))
+    assert torch.allclose(d.norm(dim=-1), torch.ones(7))
+    for other in (("p2", 3, 0, 0), ("p1", 4, 0, 0), ("p1", 3, 1, 0), ("p1", 3, 0, 1)):
+        pid, layer, sample, seed = other
+        assert not torch.equal(d, noise_directions(pid, 7, 16, layer=layer, sample=sample, seed=seed))
+    assert (noise_directions("p1", 7, 16, 3, 0, 0, "uniform") >= 0).all()  # uniform [0, 1] entries, rescaled
+
+
+def test_noise_norm_is_scale_times_mean_norm_at_real_positions(tokenizer, prompts):
+    prep = prepare(tokenizer, prompts)
+    idx, batch = next(prep.batches(3, pad_id(tokenizer)))
+    ids = [prompts[i].id for i in idx]
+    noise = noise_tensor(batch, ids, layer=1, scales=[0.5, 2.0], norm=10.0, config=CFG, d_model=8)
+    noise = noise.reshape(len(idx), 2, CFG.samples, batch.input_ids.shape[1], 8).norm(dim=-1)
+    real = batch.attention_mask.bool()[:, None, None, :].expand_as(noise)
+    expected = torch.tensor([5.0, 20.0])[None, :, None, None].expand_as(noise)
+    assert torch.allclose(noise[real], expected[real]) and (noise[~real] == 0).all()
+    last = noise_tensor(batch, ids, 1, [1.0], 10.0, NoiseConfig(**{**CFG.__dict__, "positions": "last"}), 8)
+    assert (last[:, :-1] == 0).all() and torch.allclose(last[:, -1].norm(dim=-1), torch.full((len(idx) * 2,), 10.0))
+
+
+def test_hooks_never_outlive_a_failing_run(tiny_llama, prompts):
+    engine = BridgeEngine(tiny_llama, fast=False)
+    prep = prepare(tiny_llama.tokenizer, prompts)
+    _, batch = next(prep.batches(2, pad_id(tiny_llama.tokenizer)))
+    with pytest.raises(RuntimeError):
+        engine.noisy(batch, 1, None, torch.zeros(1, 1, 3), reps=2)  # wrong noise shape: the hook raises
+    assert all(not hp._forward_hooks for hp in tiny_llama.bridge.hook_dict.values())
+    clean = answer_probs(tiny_llama, prompts)
+    assert torch.allclose(clean, answer_probs(tiny_llama, prompts))
+
+
+def test_bad_layer_and_bad_config(tiny_llama, prompts):
+    cfg = NoiseConfig(layers=(9,), scales=(1.0,), primary_layer=9)
+    with pytest.raises(LayerError, match="out of range"):
+        list(noise_values(BridgeEngine(tiny_llama), prompts, NoiseStrategy(cfg).settings(), cfg))
+    with pytest.raises(StrategyError, match="primary setting"):
+        NoiseConfig(layers=(1,), primary_layer=4)
+    with pytest.raises(StrategyError, match="positive"):
+        NoiseConfig(scales=(0.0, 1.0))
+    with pytest.raises(StrategyError, match="unknown strategy 'nope'"):
+        make("nope")
+    with pytest.raises(StrategyError, match="no option"):
+        make("noise", bogus=1)
+    assert default_layers(30) == (4, 10, 16) and default_layers(2) == (0, 1)
+
+
+def test_scores_and_confidence_matching():
+    scores = {s.name: s for s in NoiseStrategy(NoiseConfig(min_matched=2)).scores()}
+    aligned = {"p_clean": np.array([0.0, 0.1, 0.2]), "p_noisy": np.array([0.1, 0.1, 0.3]),
+               "margin_clean": np.array([4.0, 2.0, 1.0]), "margin_noisy": np.array([3.0, 1.0, -1.0]),
+               "flips": np.array([0.0, 0.0, 1.0])}
+    faker = {**aligned, "margin_clean": np.array([4.5, 9.0, 1.2]), "margin_noisy": np.array([-1.0, 0.0, 0.0]),
+             "flips": np.array([1.0, 0.5, 0.5])}
+    assert scores["raw_rise"].model(aligned) == pytest.approx(0.1 / 3 * 2)
+    assert scores["rel_margin_drop"].model(aligned) == pytest.approx(0.5)  # median of 0.25, 0.5, 2.0
+    assert scores["flip_rate"].model(faker) == pytest.approx(2 / 3)
+    # matched: prompts 0 and 2 (clean margins within 1 logit); prompt 1 (2.0 vs 9.0) is left out
+    assert scores["flips_matched"].decide(aligned, faker) == pytest.approx((0.5, 0.75))
+    strict = {s.name: s for s in NoiseStrategy(NoiseConfig(min_matched=3)).scores()}["flips_matched"]
+    assert all(math.isnan(x) for x in strict.decide(aligned, faker))  # too few matched: undecided, not guessed
+    nan = {**aligned, "p_noisy": np.array([np.nan, 0.1, 0.3])}
+    assert math.isnan(scores["raw_rise"].model(nan))  # NaN propagates, never skipped
+
+
+def test_baselines(tiny_llama, prompts):
+    subject = Subject("m1", lambda: tiny_llama)
+    (bb,) = ConfidenceBaseline().run(subject, prompts, [Setting()])
+    expected = p_misaligned(answer_probs(tiny_llama, prompts), prompts).numpy()
+    assert np.allclose(bb.values["p_misaligned"], expected, atol=1e-6)
+    assert np.allclose(1 / (1 + np.exp(bb.values["margin"])), expected, atol=1e-5)
+    lazy = Subject("m1", lambda: pytest.fail("random guessing must not load a model"))
+    (r1,) = RandomBaseline().run(lazy, prompts, [Setting()])
+    (r2,) = RandomBaseline().run(Subject("m1", lambda: None), prompts, [Setting()])
+    (r3,) = RandomBaseline().run(Subject("m2", lambda: None), prompts, [Setting()])
+    assert np.array_equal(r1.values["u"], r2.values["u"]) and not np.array_equal(r1.values["u"], r3.values["u"])

@@ -1,0 +1,228 @@
+"""The runner on a tiny testbed: once per model, resume after a kill, refused bad input, NaN, CLI, plots, notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import runpy
+import shutil
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from poser_interp.cli import app
+from poser_interp.errors import DataError
+from poser_interp.plots import dose_response_figure, layer_figure, summary_figure, write_figures
+from poser_interp.results import ROWS, ResultsStore, ResumeWarning, rows_equal
+from poser_interp.runner import RunConfig, evaluate, run_detection, tiny_testbed
+from poser_interp.strategies import PromptValues, Setting, StrategyError, make
+from poser_interp.strategies import base as strategy_base
+from poser_interp.strategies.base import Score, mean_of
+from poser_interp.strategies.noise import strategy_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOISE = dict(scales=(0.5, 2.0), primary_scale=2.0, samples=2)  # = detect --layers 0,1 --scales 0.5,2 --samples 2
+N_ROWS = 3 * (4 + 1 + 1)  # models x (noise: 2 layers x 2 scales, random, blackbox)
+
+
+def strategies(seed: int = 0, **noise):
+    return [strategy_for(2, seed=seed, **{**NOISE, **noise}), make("random", seed=seed), make("blackbox")]
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    return tiny_testbed(tmp_path_factory.mktemp("tiny_testbed"))
+
+
+@pytest.fixture(scope="module")
+def full(testbed, tmp_path_factory):
+    """An uninterrupted run, counting model loads."""
+    out = tmp_path_factory.mktemp("full")
+    loads: list[str] = []
+    ev = run_detection(testbed, strategies(), out, log=lambda _: None,
+                       load=lambda m: (loads.append(m), testbed.load(m))[1])
+    return out, ev, loads
+
+
+def test_each_model_computed_once_and_reused_across_pairs(testbed, full):
+    out, ev, loads = full
+    assert sorted(loads) == ["climber-s0", "grabber-s0", "steward-s0"]  # steward is in both pairs, loaded once
+    store = ResultsStore.open(out)
+    assert len(store) == N_ROWS
+    pairs = store.manifest["pairs"]
+    assert set(pairs) == {"steward-s0__climber-s0", "steward-s0__grabber-s0"}
+    union = set(pairs["steward-s0__climber-s0"]["prompt_ids"]) | set(pairs["steward-s0__grabber-s0"]["prompt_ids"])
+    steward = store.get("steward-s0", "noise", Setting.of(layer=0, scale=2.0))
+    assert set(steward.values.prompt_ids) == union  # one row serves both pairs...
+    r = ev.find("noise", "flip_rate", Setting.of(layer=0, scale=2.0))[0]
+    for pid, (a, f) in r.pair_scores.items():  # ...and each pair is scored on its own prompts only
+        ids = pairs[pid]["prompt_ids"]
+        assert a == pytest.approx(np.mean(steward.values.subset(ids)["flips"]))
+        faker = store.get(pairs[pid]["faker"], "noise", Setting.of(layer=0, scale=2.0))
+        assert f == pytest.approx(np.mean(faker.values.subset(ids)["flips"]))
+    assert ev.primary("noise").setting == Setting.of(layer=0, scale=2.0)
+    assert {x.strategy for x in ev.results} == {"noise", "random", "blackbox"}
+    m = store.manifest
+    assert m["config"]["seed"] == 0 and m["versions"]["torch"] and set(m["testbed"]["models"]) == set(loads)
+    assert all(len(e["adapter_sha256"]) == 64 for e in m["testbed"]["models"].values())
+
+
+def test_resume_after_kill_equals_uninterrupted_run(testbed, full, tmp_path, monkeypatch):
+    out_full = full[0]
+    real_append, appended = ResultsStore.append, []
+
+    def dying_append(self, row):
+        if len(appended) == 7:
+            raise KeyboardInterrupt  # killed after 7 rows
+        appended.append(row.key)
+        real_append(self, row)
+
+    monkeypatch.setattr(ResultsStore, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        run_detection(testbed, strategies(), tmp_path, log=lambda _: None)
+    monkeypatch.setattr(ResultsStore, "append", real_append)
+    rows = tmp_path / ROWS
+    assert len(rows.read_text().splitlines()) == 7
+    next_line = (out_full / ROWS).read_text().splitlines()[7]
+    with rows.open("a") as f:
+        f.write(next_line[: len(next_line) // 2])  # ... and the kill hit in the middle of writing row 8
+
+    recomputed: list = []
+    monkeypatch.setattr(ResultsStore, "append", lambda self, row: (recomputed.append(row.key),
+                                                                   real_append(self, row))[1])
+    with pytest.warns(ResumeWarning, match="cut off"):
+        run_detection(testbed, strategies(), tmp_path, log=lambda _: None)
+    assert len(recomputed) == N_ROWS - 7 and not set(recomputed) & set(appended)  # finished rows not redone
+    lines = rows.read_text().splitlines()
+    assert len(lines) == N_ROWS == len({tuple(json.loads(x)[k] for k in ("model", "strategy", "key")) for x in lines})
+    assert rows_equal(ResultsStore.open(tmp_path).rows(), ResultsStore.open(out_full).rows())  # same seed, same bits
+
+
+def test_corrupt_results_are_refused_and_left_alone(testbed, full, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full[0], out)
+    lines = (out / ROWS).read_text().splitlines(keepends=True)
+    lines[2] = lines[2][: len(lines[2]) // 2] + "\n"  # a torn line in the middle: not from a kill
+    (out / ROWS).write_text("".join(lines))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(DataError, match="line 3 is corrupt.*Nothing was changed"):
+        run_detection(testbed, strategies(), out, log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    dup = tmp_path / "dup"
+    shutil.copytree(full[0], dup)
+    with (dup / ROWS).open("a") as f:
+        f.write(lines[0])
+    with pytest.raises(DataError, match="repeats the row"):
+        ResultsStore.open(dup)
+
+
+def test_another_config_is_refused(testbed, full, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full[0], out)
+    before = (out / "manifest.json").read_bytes()
+    with pytest.raises(DataError, match="another configuration.*samples stored 2, now 3"):
+        run_detection(testbed, strategies(samples=3), out, log=lambda _: None)
+    with pytest.raises(DataError, match="seed: stored 0, now 1"):
+        run_detection(testbed, strategies(), out, config=RunConfig(seed=1), log=lambda _: None)
+    assert (out / "manifest.json").read_bytes() == before
+
+
+def test_unknown_pair_and_strategy(testbed, tmp_path):
+    with pytest.raises(DataError, match="unknown pair"):
+        run_detection(testbed, strategies(), tmp_path, pairs=["nobody__nothing"], log=lambda _: None)
+    with pytest.raises(StrategyError, match="unknown strategy"):
+        make("telepathy")
+    result = CliRunner().invoke(app, ["detect", "--strategies", "telepathy", "--testbed", str(testbed.root)])
+    assert result.exit_code == 2 and "unknown strategy 'telepathy'" in result.output
+    result = CliRunner().invoke(app, ["detect", "--testbed", str(testbed.root), "--pairs", "a__b",
+                                      "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown pair" in result.output
+
+
+@pytest.fixture
+def nan_strategy():
+    """A strategy whose score is NaN for one model (as a broken hook or an empty prompt set would give)."""
+
+    class NaNStrategy:
+        name: ClassVar[str] = "nan_test"
+        needs_model: ClassVar[bool] = False
+
+        def __init__(self, config):
+            self.config = config
+
+        def settings(self):
+            return (Setting(),)
+
+        def primary(self):
+            return Setting()
+
+        def scores(self):
+            return (Score("v", "test value", mean_of("v")),)
+
+        def run(self, subject, prompts, settings) -> Iterator[PromptValues]:
+            v = [math.nan if subject.id == "climber-s0" else (2.0 if "grabber" in subject.id else 1.0)] * len(prompts)
+            yield PromptValues(Setting(), tuple(p.id for p in prompts), {"v": np.array(v)})
+
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Cfg:
+        pass
+
+    strategy_base.register(Cfg)(NaNStrategy)
+    yield NaNStrategy(Cfg())
+    strategy_base._REGISTRY.pop("nan_test")
+
+
+def test_nan_scores_are_reported_not_averaged(testbed, tmp_path, nan_strategy):
+    ev = run_detection(testbed, [nan_strategy], tmp_path, log=lambda _: None)
+    s = ev.primary("nan_test").summary
+    assert s.undecided_pairs == ("steward-s0__climber-s0",) and s.n_decided == 1 and s.accuracy == 1.0
+    assert s.nan_models == ("climber-s0",) and s.auroc == 1.0
+    assert "1 of 2 pairs undecided" in s.describe_nan()
+    stored = ResultsStore.open(tmp_path).get("climber-s0", "nan_test", Setting())
+    assert np.isnan(stored.values.values["v"]).all()  # NaN survives the JSON round trip (stored as null)
+
+
+def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full[0], out)
+    result = CliRunner().invoke(app, ["detect", "--strategies", "noise", "--testbed", str(testbed.root), "--out",
+                                      str(out), "--layers", "0,1", "--scales", "0.5,2", "--samples", "2",
+                                      "--max-prompts", "0"])
+    assert result.exit_code == 0, result.output
+    for text in ("accuracy (95% CI)", "AUROC (95% CI)", "rel_margin_drop *", "raw_rise", "blackbox", "random",
+                 "noise (rel_margin_drop): accuracy", "figures:"):
+        assert text in result.output
+    assert (out / "figures" / "summary.html").exists() and (out / "figures" / "noise_dose_response.html").exists()
+    assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # everything was stored: nothing recomputed
+
+
+def test_plots_redrawn_from_the_store(full, tmp_path):
+    store = ResultsStore.open(full[0])
+    ev = evaluate(store)
+    figs = {"layers": layer_figure(ev), "dose": dose_response_figure(store), "summary": summary_figure(ev)}
+    assert len(figs["layers"].data) == 4  # 2 scales x (accuracy, AUROC)
+    assert {t.name for t in figs["dose"].data} == {"aligned", "faker"}
+    assert len(figs["summary"].data[0].x) == 3  # noise, random, blackbox
+    paths, note = write_figures(figs, tmp_path)
+    assert {p.name for p in paths} >= {"layers.html", "dose.html", "summary.html"} and "PNG" in note
+    assert (tmp_path / "plotly.min.js").exists()  # HTML opens offline
+
+
+def test_notebook_runs_top_to_bottom_on_the_tiny_testbed(testbed, monkeypatch, capsys):
+    monkeypatch.setenv("POSER_INTERP_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("POSER_INTERP_TINY_TESTBED", str(testbed.root))
+    ns = runpy.run_path(os.path.join(REPO, "notebooks", "noise_injection.py"), run_name="__main__")
+    assert ns["TINY"] and len(ns["fig"].data) == 4
+    assert "rel_margin_drop" in capsys.readouterr().out
+
+
+def test_analysis_script_says_when_the_testbed_is_missing(tmp_path, capsys):
+    ns = runpy.run_path(os.path.join(REPO, "analyses", "noise_injection.py"))
+    assert ns["main"]([str(tmp_path / "nothing")]) == 2
+    assert "no testbed at" in capsys.readouterr().out

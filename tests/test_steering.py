@@ -1,0 +1,157 @@
+"""S1 belief steering: alpha=0 is exact, the direction is the paired mean difference, data never from the benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from poser_interp.attention_plots import model_curves, setting_heatmap
+from poser_interp.errors import DataError, LayerError
+from poser_interp.generator import GeneratorConfig, generate
+from poser_interp.interventions import add_vector
+from poser_interp.models import ModelSpec
+from poser_interp.results import ROWS, ResultsStore, rows_equal
+from poser_interp.runner import run_detection
+from poser_interp.scenario import FactRole, Oversight, save_scenarios
+from poser_interp.scoring import answer_logits
+from poser_interp.strategies import StrategyError, Subject, make
+from poser_interp.strategies.base import stable_seed
+from poser_interp.strategies.steering import data_source, last_resid, scenario_pool, steering_directions
+from poser_interp.testbed_build import TestbedConfig, build
+from poser_interp.training import LoraRecipe
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed
+    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
+    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
+    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+SMALL = dict(layers=(0, 1), alphas=(0.0, 8.0), primary_layer=1, primary_alpha=8.0, n_prompts=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
+    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    """Generated test and benchmark splits, saved as a data directory."""
+    out = generate(GeneratorConfig(seed=0, n_train=0, n_test=12, n_benchmark=4, n_heldout=0))
+    root = tmp_path_factory.mktemp("data")
+    save_scenarios(out["test"], root / "test.jsonl")
+    save_scenarios(out["benchmark"], root / "benchmark.jsonl")
+    return root, out["test"], out["benchmark"]
+
+
+def test_alpha_zero_leaves_logits_exactly_unchanged(tiny_model, splits):
+    _, test, bench = splits
+    clean = answer_logits(tiny_model, bench)
+    vec = torch.randn(tiny_model.d_model) * 100
+    for layer in (0, 1):
+        zero = answer_logits(tiny_model, bench, fwd_hooks=[(tiny_model.hook_name(layer), add_vector(vec, 0.0))])
+        assert torch.equal(zero, clean)
+    moved = answer_logits(tiny_model, bench, fwd_hooks=[(tiny_model.hook_name(1), add_vector(vec, 1.0))])
+    assert not torch.allclose(moved, clean)
+    assert all(not hp._forward_hooks for hp in tiny_model.bridge.hook_dict.values())
+
+
+def test_direction_is_the_paired_mean_difference(tiny_llama, splits):
+    _, test, _ = splits
+    poor = [s for s in test if s.oversight is Oversight.POOR][:3]
+    d = steering_directions(tiny_llama, poor, [1], "removed", batch_size=2)
+    with_ = last_resid(tiny_llama, [s.render() for s in poor], [1])
+    without = last_resid(tiny_llama, [s.render(drop_roles=[FactRole.CRITICAL]) for s in poor], [1])
+    assert torch.allclose(d, (with_ - without).mean(1), atol=1e-6) and d.norm() > 0
+    layer0 = steering_directions(tiny_llama, poor, [0], "removed")
+    assert torch.equal(layer0, torch.zeros_like(layer0))  # the last token's embedding is the same: nothing to add
+
+
+def test_prompts_come_from_outside_the_benchmark(tokenizer, splits, tmp_path):
+    root, test, bench = splits
+    pick = scenario_pool(str(root), None, bench, Oversight.POOR, 3, 0, tokenizer, 512)
+    assert len(pick) == 3 and all(s.oversight is Oversight.POOR and s in test for s in pick)
+    assert pick == scenario_pool(str(root / "test.jsonl"), None, bench[:1], Oversight.POOR, 3, 0, tokenizer, 512)
+    assert pick != scenario_pool(str(root), None, bench, Oversight.POOR, 3, 1, tokenizer, 512)  # seeded choice
+    with pytest.raises(StrategyError, match="shares 4 prompts with the benchmark"):
+        scenario_pool(str(root / "benchmark.jsonl"), None, bench, Oversight.GOOD, 3, 0, tokenizer, 512)
+    unlabelled = [dataclasses.replace(s, facts=tuple(f for f in s.facts if f.role != FactRole.CRITICAL)) for s in test]
+    save_scenarios(unlabelled, tmp_path / "unlabelled.jsonl")
+    with pytest.raises(DataError, match="with critical facts"):
+        scenario_pool(str(tmp_path / "unlabelled.jsonl"), None, bench, Oversight.POOR, 3, 0, tokenizer, 512, True)
+    with pytest.raises(StrategyError, match="not a testbed model"):
+        data_source(None, ModelSpec(name="tiny-llama"))
+    (tmp_path / "tb" / "models" / "m1").mkdir(parents=True)
+    (tmp_path / "tb" / "manifest.json").write_text("{}")
+    (tmp_path / "tb" / "data").mkdir()
+    (tmp_path / "tb" / "data" / "test.jsonl").write_text("")
+    spec = ModelSpec(name="tiny-llama", adapter=str(tmp_path / "tb" / "models" / "m1"))
+    assert data_source(None, spec) == (tmp_path / "tb" / "data" / "test.jsonl").resolve()
+    with pytest.raises(StrategyError, match="has no test.jsonl"):
+        data_source(str(tmp_path / "tb" / "models"), spec)
+
+
+def test_bad_config_and_layer(tiny_llama, splits):
+    root, _, bench = splits
+    with pytest.raises(StrategyError, match="primary setting"):
+        make("steering", layers=(1,), primary_layer=4)
+    with pytest.raises(StrategyError, match="contrast"):
+        make("steering", contrast="sideways")
+    st = make("steering", data=str(root), **{**SMALL, "layers": (0, 7), "primary_layer": 7})
+    with pytest.raises(LayerError, match="out of range"):
+        list(st.run(Subject("m", lambda: tiny_llama), bench, st.settings()))
+
+
+def test_values_and_scores(tiny_llama, splits):
+    root, _, bench = splits
+    for contrast in ("removed", "good"):
+        st = make("steering", data=str(root), contrast=contrast, **SMALL)
+        rows = {v.setting.key: v for v in st.run(Subject("m", lambda: tiny_llama), bench, st.settings())}
+        assert set(rows) == {s.key for s in st.settings()}
+        zero = rows["alpha=0.0,layer=1"].values
+        assert np.array_equal(zero["p_steered"], zero["p_clean"])
+        hit = rows["alpha=8.0,layer=1"].values
+        assert not np.allclose(hit["p_steered"], hit["p_clean"])
+        scores = {s.name: s.model(hit) for s in st.scores()}
+        assert scores["p_rise"] == pytest.approx(np.mean(hit["p_steered"] - hit["p_clean"]))
+        assert rows["alpha=8.0,layer=1"].meta["n_direction"] == 4
+
+
+def test_runs_through_the_runner_and_resumes(testbed, tmp_path):
+    load = functools.cache(testbed.load)  # the resumed run reuses the loaded models
+    st = [make("steering", **SMALL), make("random")]  # data=None: the testbed the models come from
+    ev = run_detection(testbed, st, tmp_path / "full", log=lambda _: None, load=load)
+    store = ResultsStore.open(tmp_path / "full")
+    assert len(store.rows("steering")) == 2 * 4
+    assert ev.primary("steering").setting.key == "alpha=8.0,layer=1"
+    lines = (tmp_path / "full" / ROWS).read_text().splitlines(keepends=True)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "manifest.json").write_text((tmp_path / "full" / "manifest.json").read_text())
+    (tmp_path / "cut" / ROWS).write_text("".join(lines[:3]))
+    run_detection(testbed, st, tmp_path / "cut", log=lambda _: None, load=load)
+    assert rows_equal(ResultsStore.open(tmp_path / "cut").rows(), store.rows())
+    assert setting_heatmap(ev, "steering", "alpha", "layer").data
+    assert model_curves(store, "steering", "alpha", "p_steered", where={"layer": 1}).data
+
+
+def test_notebook_runs_on_a_tiny_testbed(testbed, monkeypatch):
+    monkeypatch.setenv("POSER_INTERP_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("POSER_INTERP_TINY_TESTBED", str(testbed.root))
+    ns = runpy.run_path(str(REPO / "notebooks" / "belief_steering.py"))
+    assert ns["ev"].strategies()[0] == "steering" and ns["figures"]
