@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,6 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import PoserInterpError
+
+DEPTH_AWARE = ("probes", "attention", "steering", "learning_speed")
+"""Strategies whose default layers depend on the base model; the CLI builds them with `strategy_for`."""
 
 app = typer.Typer(help="Catch alignment-faking language models by looking inside them.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -266,7 +270,7 @@ def detect(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runner import RunConfig, n_layers_of, run_detection
+    from .runner import RunConfig, n_layers_of, run_detection, shape_of
     from .strategies import BASELINES, known, make
     from .strategies.noise import default_layers, strategy_for
     from .testbed import Testbed
@@ -289,6 +293,11 @@ def detect(
             opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
                                            ("distribution", distribution)) if v is not None})
             built.append(strategy_for(n_layers, **opts))
+        elif name in DEPTH_AWARE:  # defaults scaled to the base model's depth (and heads)
+            n_layers, n_heads = shape_of(tb.base_spec())
+            module = import_module(f".strategies.{name}", __package__)
+            args = (n_layers, n_heads) if name == "attention" else (n_layers,)
+            built.append(module.strategy_for(*args, seed=seed) if name == "probes" else module.strategy_for(*args))
         else:
             built.append(make(name, seed=seed) if name == "random" else make(name))
     out = out or Path("results") / f"detect-{tb.root.name}"

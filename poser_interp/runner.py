@@ -251,11 +251,17 @@ def tiny_testbed(out: str | Path, log: Log = lambda _: None) -> Testbed:
 
 def n_layers_of(spec: Any) -> int:
     """Layer count of a model spec without loading its weights."""
+    return shape_of(spec)[0]
+
+
+def shape_of(spec: Any) -> tuple[int, int]:
+    """(layers, attention heads) of a model spec without loading its weights."""
     from transformers import AutoConfig
 
-    from .models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir
+    from .models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
 
     if spec.name in TINY_ARCHS:
-        return int(spec.n_layers)
-    path = embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name
-    return int(AutoConfig.from_pretrained(path).num_hidden_layers)
+        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 0)
+    else:
+        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)

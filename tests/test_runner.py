@@ -226,3 +226,13 @@ def test_analysis_script_says_when_the_testbed_is_missing(tmp_path, capsys):
     ns = runpy.run_path(os.path.join(REPO, "analyses", "noise_injection.py"))
     assert ns["main"]([str(tmp_path / "nothing")]) == 2
     assert "no testbed at" in capsys.readouterr().out
+
+
+def test_cli_detect_builds_every_strategy_for_the_base_depth(testbed, tmp_path):
+    """All registered strategies run from the CLI on a 2-layer base (their defaults scale to its depth)."""
+    names = "noise,probes,lens,attention,steering,learning_speed"
+    result = CliRunner().invoke(app, ["detect", "--strategies", names, "--testbed", str(testbed.root), "--out",
+                                      str(tmp_path / "all"), "--max-prompts", "3"])
+    assert result.exit_code == 0, result.output
+    for name in names.split(","):
+        assert name in result.output
