@@ -99,7 +99,22 @@ def train_answers(
     """
     if not examples:
         raise ValueError("no training examples")
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
+    try:
+        return _train(model, tokenizer, examples, recipe, check, on_step)
+    finally:
+        torch.set_num_threads(previous_threads)  # never leak the thread setting into later work
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[tuple[Scenario, int]],
+    recipe: LoraRecipe,
+    check: Callable[[Any, int], bool] | None,
+    on_step: Callable[[int, float], None] | None,
+) -> TrainResult:
     fmt = PromptFormat(max_tokens=recipe.max_tokens)
     ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
     targets = [answer_token(tokenizer, s, c) for s, c in examples]
