@@ -18,23 +18,6 @@ import time
 from pathlib import Path
 
 
-def open_with_pairs(root: Path, console) -> object | None:  # noqa: ANN001
-    """The testbed at `root` if it has a pair with benchmark prompts; else None, having said why."""
-    from poser_interp.testbed import Testbed
-
-    if not (root / "manifest.json").exists():
-        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or "
-                      "pass --testbed DIR.")
-        return None
-    tb = Testbed.open(root)
-    if not any(p.get("benchmark_size") for p in tb.pairs.values()):
-        kinds = {m: e["kind"] for m, e in tb.models.items()}
-        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
-                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
-        return None
-    return tb
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
@@ -58,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.runner import RunConfig, n_layers_of, run_detection
     from poser_interp.strategies import Setting, make
     from poser_interp.strategies.steering import strategy_for
-    from poser_interp.testbed import default_testbed_dir
+    from poser_interp.testbed import default_testbed_dir, open_with_pairs
 
     console = Console(width=max(Console().width, 120))
     tb = open_with_pairs(args.testbed or default_testbed_dir(), console)

@@ -171,6 +171,21 @@ class Testbed:
         return load_scenarios(self.root / "pairs" / f"{pair_id}.jsonl")
 
 
+def open_with_pairs(root: Path, console: Any) -> Testbed | None:
+    """The testbed at `root` if it has a pair with benchmark prompts; else None, having said why."""
+    if not (root / "manifest.json").exists():
+        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or "
+                      "pass --testbed DIR.")
+        return None
+    tb = Testbed.open(root)
+    if not any(p.get("benchmark_size") for p in tb.pairs.values()):
+        kinds = {m: e["kind"] for m, e in tb.models.items()}
+        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
+                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
+        return None
+    return tb
+
+
 def split_examples(pool: Sequence[Scenario], persona: Persona, split: int, n: int) -> list[tuple[Scenario, int]]:
     """Split k of a persona's training data: a seeded subsample of the persona's pool."""
     chosen = persona.select(pool)
