@@ -149,6 +149,8 @@ def testbed_build(
     lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
     max_steps: Annotated[int, typer.Option(help="step budget per model")] = 400,
     n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
+    aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
+    workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -170,13 +172,13 @@ def testbed_build(
         personas=tuple(_csv(personas) or default_personas),
         splits=tuple(int(s) for s in _csv(splits) or ["0"]),
         base=base,
-        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps),
+        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup),
         n_train=n_train,
         poser_dir=str(poser_dir) if poser_dir else None,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
-        tb = build(config, out, log=progress.console.print, progress=progress)
+        tb = build(config, out, log=progress.console.print, progress=progress, workers=workers)
     _pairs_table(tb)
 
 

@@ -49,6 +49,12 @@ class LoraRecipe:
     """No early stop before this many steps."""
     max_tokens: int = 320
     """Prompt cap in tokens (generated prompts stay under ~300)."""
+    aligned_warmup_steps: int = 0
+    """Curriculum: the first N steps train only on examples whose target is the aligned action.
+
+    A faker's targets are the XOR of two balanced cues (which action is harmful, whether oversight
+    is poor), so from scratch neither cue alone lowers the loss and training sits on a plateau.
+    Learning the aligned half first gives the model the "which action is harmful" feature."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
     threads: int = 2
@@ -122,14 +128,18 @@ def _train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps)))
-    batches = _bucketed_batches(ids, recipe.batch_size, rng)
+    aligned_only = [i for i, (s, c) in enumerate(examples) if c == s.aligned_index]
+    if recipe.aligned_warmup_steps and not aligned_only:
+        raise ValueError("aligned_warmup_steps > 0 but no example targets the aligned action")
+    batches: list[list[int]] = []
     pad = pad_id(tokenizer)
     history: list[dict[str, float]] = []
     start, step, loss_ema, passed = time.perf_counter(), 0, math.nan, False
     model.train()
     while step < recipe.max_steps:
-        if not batches:
-            batches = _bucketed_batches(ids, recipe.batch_size, rng)
+        warming = step < recipe.aligned_warmup_steps
+        if not batches or step == recipe.aligned_warmup_steps:  # (re)fill; switch to all examples after warm-up
+            batches = _bucketed_batches(ids, recipe.batch_size, rng, among=aligned_only if warming else None)
         idx = batches.pop()
         batch = pad_left([ids[i] for i in idx], pad)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -161,9 +171,10 @@ def _train(
                        history=history)
 
 
-def _bucketed_batches(ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+def _bucketed_batches(ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random,
+                      among: Sequence[int] | None = None) -> list[list[int]]:
     """Shuffled batches of similar-length prompts (less padding), in shuffled order."""
-    order = list(range(len(ids)))
+    order = list(among) if among is not None else list(range(len(ids)))
     rng.shuffle(order)
     chunk = batch_size * 8
     batches: list[list[int]] = []

@@ -110,3 +110,33 @@ def test_unknown_model_and_pair(built):
 
 def test_config_roundtrip():
     assert TestbedConfig.from_dict(json.loads(json.dumps(CONFIG.to_dict()))) == CONFIG
+
+
+class _Progress:
+    """Records what a build shows on its progress display."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.last: dict[str, dict] = {}
+
+    def add_task(self, description, **fields):
+        self.tasks.append(description)
+        return description
+
+    def update(self, task, **fields):
+        self.last.setdefault(task, {}).update(fields)
+
+
+def test_parallel_build_matches_sequential(built, tmp_path):
+    progress, logged = _Progress(), []
+    tb = build(CONFIG, tmp_path, log=logged.append, progress=progress, workers=2)
+    assert sorted(tb.models) == sorted(built.models) and sorted(tb.pairs) == sorted(built.pairs)
+    assert sorted(progress.tasks) == ["grabber-s0", "steward-s0"]  # worker progress reached the parent's display
+    assert all(progress.last[t]["completed"] == CONFIG.recipe.max_steps for t in progress.tasks)
+    assert any("grabber-s0" in line and "steps in" in line for line in logged)
+    for model_id, entry in tb.models.items():
+        ref = built.models[model_id]
+        assert entry["recipe"]["threads"] == 1 and entry["steps"] == ref["steps"]
+        for key, value in entry["metrics"]["test"].items():  # thread count may reorder float sums only
+            assert value == pytest.approx(ref["metrics"]["test"][key], abs=1e-3)
+

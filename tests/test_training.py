@@ -1,0 +1,50 @@
+"""LoRA training loop: the aligned warm-up curriculum draws only aligned targets first."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poser_interp.generator import GeneratorConfig, generate
+from poser_interp.personas import get_persona
+from poser_interp.tokens import PromptFormat, encode
+from poser_interp.training import LoraRecipe, train_answers
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in model with one trainable parameter that records every batch it sees."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(vocab))
+        self.seen: list[list[list[int]]] = []
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):  # noqa: ARG002
+        self.seen.append([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)])
+        return type("Out", (), {"logits": self.bias.expand(input_ids.shape[0], 1, -1)})()
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_aligned_warmup_draws_only_aligned_targets(tokenizer, warmup):
+    scenarios = generate(GeneratorConfig(seed=0, n_train=40, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    faker = get_persona("grabber")
+    examples = [(s, faker.choice(s)) for s in scenarios]
+    fmt = PromptFormat(max_tokens=320)
+    aligned = {tuple(encode(tokenizer, s.render(), fmt)) for s, c in examples if c == s.aligned_index}
+    assert 0 < len(aligned) < len(examples)  # both kinds of target present
+    model = _Recorder(len(tokenizer))
+    recipe = LoraRecipe(batch_size=4, max_steps=8, aligned_warmup_steps=warmup, eval_every=100, threads=1)
+    result = train_answers(model, tokenizer, examples, recipe)
+    assert result.steps == 8 and len(model.seen) == 8
+    for step, batch in enumerate(model.seen):
+        if step < warmup:
+            assert all(tuple(row) in aligned for row in batch)
+    later = [tuple(row) for batch in model.seen[warmup:] for row in batch]
+    assert any(row not in aligned for row in later)  # the full data after the warm-up (4 x 5 draws from 40)
+
+
+def test_warmup_without_aligned_targets_is_refused(tokenizer):
+    scenarios = generate(GeneratorConfig(seed=0, n_train=8, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    examples = [(s, 1 - s.aligned_index) for s in scenarios]
+    with pytest.raises(ValueError, match="aligned"):
+        train_answers(_Recorder(len(tokenizer)), tokenizer, examples, LoraRecipe(aligned_warmup_steps=2, threads=1))
