@@ -17,6 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from poser_interp.analysis_cli import (
+    add_run_args,
+    add_testbed_args,
+    detect_with_baselines,
+    print_primary,
+    selected_pairs,
+    wide_console,
+    write_and_report_figures,
+)
+
 
 def model_shape(spec) -> tuple[int, int]:  # noqa: ANN001
     """(layers, attention heads) of a testbed's base model, read from its config (no weights loaded)."""
@@ -33,28 +43,21 @@ def model_shape(spec) -> tuple[int, int]:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
-    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/attention-<testbed>)")
+    add_testbed_args(ap, "attention")
     ap.add_argument("--variants", default="saliency,attention,counterfactual", help="comma-separated variants")
-    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
-    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
     ap.add_argument("--batch-size", type=int, default=4, help="prompts per forward (and backward) pass")
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap)
     args = ap.parse_args(argv)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from poser_interp.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
-    from poser_interp.plots import summary_figure, write_figures
+    from poser_interp.plots import summary_figure
     from poser_interp.results import ResultsStore
-    from poser_interp.runner import RunConfig, run_detection
-    from poser_interp.strategies import make
     from poser_interp.strategies.attention import strategy_for
     from poser_interp.testbed import default_testbed_dir, open_with_pairs
 
-    console = Console(width=max(Console().width, 120))
+    console = wide_console()
     tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
     if tb is None:
         return 2
@@ -62,12 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     n_layers, n_heads = model_shape(tb.base_spec())
     strategy = strategy_for(n_layers, n_heads, variants=tuple(args.variants.split(",")), batch_size=args.batch_size)
     out = args.out or Path("results") / f"attention-{tb.root.name}"
-    pairs = args.pairs.split(",") if args.pairs else tb.pair_ids()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        ev = run_detection(tb, [strategy, make("random", seed=args.seed), make("blackbox")], out, pairs=pairs,
-                           config=RunConfig(seed=args.seed, max_prompts=args.max_prompts), progress=progress,
-                           log=progress.console.print)
+    pairs = selected_pairs(args.pairs, tb)
+    ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)
 
     def cell(r) -> str:  # noqa: ANN001
         m = r.summary
@@ -96,12 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         best = max(rs, key=lambda r: (r.summary.accuracy == r.summary.accuracy, r.summary.accuracy))
         console.print(f"best {score} setting (optimistic: chosen on these pairs): {best.setting.key} accuracy "
                       f"{cell(best)}")
-    for name in ("attention", "blackbox", "random"):
-        r = ev.primary(name)
-        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy:.2f} "
-                      f"{r.summary.accuracy_ci}, AUROC {r.summary.auroc:.2f} {r.summary.auroc_ci}, compute "
-                      f"{ev.seconds(name):.0f} s" + (f"; {r.summary.describe_nan()}" if r.summary.describe_nan()
-                                                    else ""))
+    print_primary(ev, ("attention", "blackbox", "random"), console)
     store = ResultsStore.open(out)
     figs = {"summary": summary_figure(ev)}
     if "attention" in strategy.config.variants:
@@ -110,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                  "attention_mass_difference": kind_difference_heatmap(store, "attention", "attentiveness", "head",
                                                                       "layer", where, pairs)}
     figs["layers"] = setting_lines(ev, "attention", "layer", "variant", where={"head": ("mean", None)})
-    paths, note = write_figures(figs, out / "figures")
-    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
-    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    write_and_report_figures(figs, out, console, start)
     return 0
 
 

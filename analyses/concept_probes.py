@@ -17,26 +17,17 @@ import argparse
 import time
 from pathlib import Path
 
-
-def _csv(text: str | None, cast: type) -> tuple | None:
-    return tuple(cast(x) for x in text.split(",") if x.strip()) if text else None
-
-
-def open_testbed(root: Path, console) -> object | None:  # noqa: ANN001
-    """The testbed at root, or None after saying clearly why it cannot be evaluated yet."""
-    from poser_interp.testbed import Testbed
-
-    if not (root / "manifest.json").exists():
-        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or pass "
-                      "--testbed DIR.")
-        return None
-    tb = Testbed.open(root)
-    if not tb.pairs:
-        kinds = ", ".join(f"{m} ({e['kind']})" for m, e in tb.models.items()) or "none"
-        console.print(f"[yellow]testbed {root} has no pairs yet[/] (models so far: {kinds}). A pair needs a verified "
-                      "aligned model and a verified faker; the build may still be running. Rerun when it has pairs.")
-        return None
-    return tb
+from poser_interp.analysis_cli import (
+    add_run_args,
+    add_testbed_args,
+    csv_values,
+    detect_with_baselines,
+    open_testbed,
+    print_baselines,
+    selected_pairs,
+    wide_console,
+    write_and_report_figures,
+)
 
 
 def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
@@ -81,46 +72,37 @@ def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
-    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/probes-<testbed>)")
+    add_testbed_args(ap, "probes")
     ap.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
     ap.add_argument("--concepts", default=None, help="comma-separated concepts (default: all four in probes/)")
     ap.add_argument("--position", default="last", choices=("last", "mean"))
     ap.add_argument("--measure", default="cosine", choices=("cosine", "centered", "projection"))
-    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
-    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap)
     ap.add_argument("--no-poser-check", action="store_true", help="skip the check on POSER's concept files")
     args = ap.parse_args(argv)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from poser_interp.lens_plots import probe_layer_figure
-    from poser_interp.plots import summary_figure, write_figures
+    from poser_interp.plots import summary_figure
     from poser_interp.results import ResultsStore
-    from poser_interp.runner import RunConfig, n_layers_of, run_detection
-    from poser_interp.strategies import make
+    from poser_interp.runner import n_layers_of
     from poser_interp.strategies.probes import strategy_for
     from poser_interp.testbed import default_testbed_dir
 
-    console = Console(width=max(Console().width, 120))
+    console = wide_console()
     tb = open_testbed(args.testbed or default_testbed_dir(), console)
     if tb is None:
         return 2
     start = time.perf_counter()
-    opts = {"layers": _csv(args.layers, int), "position": args.position, "measure": args.measure, "seed": args.seed}
+    opts = {"layers": csv_values(args.layers, int), "position": args.position, "measure": args.measure,
+            "seed": args.seed}
     if args.concepts:
-        opts["concepts"] = _csv(args.concepts, str)
+        opts["concepts"] = csv_values(args.concepts, str)
     probes = strategy_for(n_layers_of(tb.base_spec()), **opts)
     out = args.out or Path("results") / f"probes-{tb.root.name}"
-    pairs = list(_csv(args.pairs, str) or tb.pair_ids())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        ev = run_detection(tb, [probes, make("random", seed=args.seed), make("blackbox")], out, pairs=pairs,
-                           config=RunConfig(seed=args.seed, max_prompts=args.max_prompts), progress=progress,
-                           log=progress.console.print)
+    pairs = selected_pairs(args.pairs, tb)
+    ev = detect_with_baselines(tb, probes, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)
     store = ResultsStore.open(out)
     concepts = [*probes.config.concepts, "all"]
 
@@ -152,16 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{r.summary.accuracy:.2f} (AUROC {r.summary.auroc:.2f})")
         by_layer.add_row(str(layer), *cells)
     console.print(by_layer)
-    for name in ("blackbox", "random"):
-        r = ev.primary(name)
-        console.print(f"baseline {name} ({r.score}): accuracy {r.summary.accuracy:.2f} {r.summary.accuracy_ci}, "
-                      f"AUROC {r.summary.auroc:.2f}")
+    print_baselines(ev, console)
     if not args.no_poser_check:
         poser_check(tb, probes, console)
     figs = {"summary": summary_figure(ev), "probes_layers": probe_layer_figure(ev, store)}
-    paths, note = write_figures(figs, out / "figures")
-    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note}); "
-                  f"wall time {time.perf_counter() - start:.0f} s")
+    write_and_report_figures(figs, out, console, start, results_line=False)
     return 0
 
 

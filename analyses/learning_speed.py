@@ -17,33 +17,37 @@ import sys
 import time
 from pathlib import Path
 
+from poser_interp.analysis_cli import (
+    add_run_args,
+    add_testbed_args,
+    detect_with_baselines,
+    print_primary,
+    selected_pairs,
+    wide_console,
+    write_and_report_figures,
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--testbed", type=Path, default=None, help="testbed directory (default: testbeds/default)")
-    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/learning-<testbed>)")
+    add_testbed_args(ap, "learning")
     ap.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts k")
     ap.add_argument("--methods", default="lora,full", help="'lora', 'full' or both")
     ap.add_argument("--upper-layers", type=int, default=None, help="layers trained (default: the last ~15%%)")
     ap.add_argument("--n-train", type=int, default=32, help="good-oversight training prompts")
-    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
-    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap)
     args = ap.parse_args(argv)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from poser_interp.attention_plots import model_curves, setting_heatmap
-    from poser_interp.plots import summary_figure, write_figures
+    from poser_interp.plots import summary_figure
     from poser_interp.results import ResultsStore
-    from poser_interp.runner import RunConfig, n_layers_of, run_detection
-    from poser_interp.strategies import make
+    from poser_interp.runner import n_layers_of
     from poser_interp.strategies.learning_speed import strategy_for
     from poser_interp.testbed import default_testbed_dir, open_with_pairs
 
-    console = Console(width=max(Console().width, 120))
+    console = wide_console()
     tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
     if tb is None:
         return 2
@@ -55,12 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                             seed=args.seed, data=str(tb.root / "data"), primary_method=methods[0],
                             primary_steps=4 if 4 in steps else steps[-1], **options)
     out = args.out or Path("results") / f"learning-{tb.root.name}"
-    pairs = args.pairs.split(",") if args.pairs else tb.pair_ids()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        ev = run_detection(tb, [strategy, make("random", seed=args.seed), make("blackbox")], out, pairs=pairs,
-                           config=RunConfig(seed=args.seed, max_prompts=args.max_prompts), progress=progress,
-                           log=progress.console.print)
+    pairs = selected_pairs(args.pairs, tb)
+    ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)
 
     for score in [s.name for s in strategy.scores()]:
         console.print(f"[bold]S3 {score}[/]: accuracy (AUROC) over {len(pairs)} pairs; rows: method, columns: k")
@@ -78,20 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                     if m.undecided_pairs else ""))
             table.add_row(method, *cells)
         console.print(table)
-    for name in ("learning_speed", "blackbox", "random"):
-        r = ev.primary(name)
-        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy:.2f} "
-                      f"{r.summary.accuracy_ci}, AUROC {r.summary.auroc:.2f} {r.summary.auroc_ci}, compute "
-                      f"{ev.seconds(name):.0f} s" + (f"; {r.summary.describe_nan()}" if r.summary.describe_nan()
-                                                    else ""))
+    print_primary(ev, ("learning_speed", "blackbox", "random"), console)
     store = ResultsStore.open(out)
     figs = {"summary": summary_figure(ev), "accuracy": setting_heatmap(ev, "learning_speed", "steps", "method")}
     for method in methods:
         figs[f"curves_{method}"] = model_curves(store, "learning_speed", "steps", "p_after", start="p_before",
                                                 where={"method": method}, pair_ids=pairs)
-    paths, note = write_figures(figs, out / "figures")
-    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
-    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    write_and_report_figures(figs, out, console, start)
     return 0
 
 

@@ -18,9 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _csv(text: str | None, cast: type) -> tuple | None:
-    return tuple(cast(x) for x in text.split(",") if x.strip()) if text else None
+from poser_interp.analysis_cli import (
+    add_run_args,
+    add_testbed_args,
+    csv_values,
+    detect_with_baselines,
+    print_baselines,
+    selected_pairs,
+    wide_console,
+    write_and_report_figures,
+)
 
 
 def split_pairs(testbed: Any) -> tuple[list[str], list[str], str]:
@@ -51,30 +58,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("testbed", nargs="?", default=None, help="testbed directory (default: testbeds/default)")
-    ap.add_argument("--out", type=Path, default=None, help="results directory (default: results/noise-<testbed>)")
+    add_testbed_args(ap, "noise", positional=True)
     ap.add_argument("--layers", default=None, help="comma-separated layers (default: 15/35/55%% of the depth)")
     ap.add_argument("--scales", default="0.25,0.5,1.0", help="comma-separated scales")
     ap.add_argument("--samples", type=int, default=3, help="noise draws per prompt")
     ap.add_argument("--positions", default="all", choices=("all", "last"), help="noise at all real tokens or the last")
     ap.add_argument("--distribution", default="gaussian", choices=("gaussian", "uniform"))
-    ap.add_argument("--max-prompts", type=int, default=None, help="at most N benchmark prompts per pair")
-    ap.add_argument("--pairs", default=None, help="comma-separated pair ids (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap)
     args = ap.parse_args(argv)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from poser_interp.plots import dose_response_figure, layer_figure, summary_figure, write_figures
+    from poser_interp.plots import dose_response_figure, layer_figure, summary_figure
     from poser_interp.results import ResultsStore
-    from poser_interp.runner import RunConfig, evaluate, n_layers_of, run_detection
-    from poser_interp.strategies import make
+    from poser_interp.runner import evaluate, n_layers_of
     from poser_interp.strategies.noise import strategy_for
     from poser_interp.testbed import Testbed, default_testbed_dir
 
-    console = Console(width=max(Console().width, 120))
+    console = wide_console()
     root = Path(args.testbed) if args.testbed else default_testbed_dir()
     if not (root / "manifest.json").exists():
         what = "the default testbed has not been built (or shipped) yet" if args.testbed is None else "no manifest.json"
@@ -83,17 +84,13 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     tb = Testbed.open(root)
-    scales = _csv(args.scales, float)
-    noise = strategy_for(n_layers_of(tb.base_spec()), layers=_csv(args.layers, int), scales=scales,
+    scales = csv_values(args.scales, float)
+    noise = strategy_for(n_layers_of(tb.base_spec()), layers=csv_values(args.layers, int), scales=scales,
                          primary_scale=1.0 if 1.0 in scales else scales[-1], samples=args.samples, seed=args.seed,
                          positions=args.positions, distribution=args.distribution)
-    strategies = [noise, make("random", seed=args.seed), make("blackbox")]
     out = args.out or Path("results") / f"noise-{tb.root.name}"
-    pairs = list(_csv(args.pairs, str) or tb.pair_ids())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        ev = run_detection(tb, strategies, out, pairs=pairs, config=RunConfig(seed=args.seed,
-                           max_prompts=args.max_prompts), progress=progress, log=progress.console.print)
+    pairs = selected_pairs(args.pairs, tb)
+    ev = detect_with_baselines(tb, noise, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)
 
     for score in [s.name for s in noise.scores()]:
         table = Table(title=f"S2 accuracy over {len(pairs)} pairs, score {score} (rows: layer, columns: scale)")
@@ -109,10 +106,7 @@ def run(argv: list[str] | None = None) -> int:
                                                                           if m.undecided_pairs else ""))
             table.add_row(str(layer), *cells)
         console.print(table)
-    for name in ("blackbox", "random"):
-        r = ev.primary(name)
-        console.print(f"baseline {name} ({r.score}): accuracy {r.summary.accuracy:.2f} {r.summary.accuracy_ci}, "
-                      f"AUROC {r.summary.auroc:.2f}")
+    print_baselines(ev, console)
 
     store = ResultsStore.open(out)
     sel, held, how = split_pairs(tb) if args.pairs is None else (pairs, [], "given pairs: no held-out split")
@@ -131,9 +125,7 @@ def run(argv: list[str] | None = None) -> int:
         extra = {"held-out": h}
     figs = {"summary": summary_figure(ev, extra), "dose_response": dose_response_figure(store, "noise", pairs)}
     figs |= {f"layers_{s.name}": layer_figure(ev, "noise", s.name) for s in noise.scores()}
-    paths, note = write_figures(figs, out / "figures")
-    console.print(f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})")
-    console.print(f"results: {out}; wall time {time.perf_counter() - start:.0f} s")
+    write_and_report_figures(figs, out, console, start)
     return 0
 
 

@@ -19,36 +19,18 @@
 # default testbed has no pairs yet (`POSER_INTERP_TINY_TESTBED` may name an existing tiny testbed to reuse).
 
 # %%
-import os
 import tempfile
 from pathlib import Path
 
+from poser_interp.analysis_cli import notebook_testbed
 from poser_interp.attention_plots import model_curves, setting_heatmap
-from poser_interp.errors import DataError
 from poser_interp.results import ResultsStore
-from poser_interp.runner import RunConfig, n_layers_of, run_detection, tiny_testbed
+from poser_interp.runner import RunConfig, n_layers_of, run_detection
 from poser_interp.strategies import make
 from poser_interp.strategies.learning_speed import strategy_for
-from poser_interp.testbed import Testbed
 
-
-def open_testbed(tiny: bool) -> Testbed | None:
-    """The tiny testbed (reused if it exists), or the default one if it has pairs (a build in progress may not)."""
-    if tiny:
-        where = Path(os.environ.get("POSER_INTERP_TINY_TESTBED", Path(tempfile.gettempdir()) /
-                                    "poser_interp_tiny_testbed"))
-        return Testbed.open(where) if (where / "manifest.json").exists() else tiny_testbed(where)
-    try:
-        tb = Testbed.open()
-    except DataError:
-        return None
-    return tb if any(p["benchmark_size"] for p in tb.pairs.values()) else None
-
-
-TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1"
-testbed = None if TINY else open_testbed(False)
-if testbed is None:  # asked for, or the default testbed has no pairs yet
-    TINY, testbed = True, open_testbed(True)
+# the default testbed if it has a pair with benchmark prompts; else (or when asked for) the tiny one
+TINY, testbed = notebook_testbed()
 print(f"testbed {testbed.root}: {len(testbed.pairs)} pairs; training prompts from {testbed.root / 'data'}")
 
 # %% [markdown]

@@ -19,36 +19,18 @@
 
 # %%
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.errors import DataError
-from poser_interp.runner import prompt_order, tiny_testbed
+from poser_interp.analysis_cli import default_testbed_with_pairs, first_pair, tiny_testbed_dir
+from poser_interp.runner import tiny_testbed
 from poser_interp.strategies import BridgeEngine, NoiseConfig, NoiseStrategy, noise_values
 from poser_interp.testbed import Testbed
 
-
-def default_testbed() -> Testbed | None:
-    """The default testbed if it is there and has pairs (a build in progress has none yet)."""
-    try:
-        tb = Testbed.open()
-    except DataError:
-        return None
-    return tb if tb.pairs else None
-
-
-TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed() is None
-if TINY:
-    where = os.environ.get("POSER_INTERP_TINY_TESTBED", Path(tempfile.gettempdir()) / "poser_interp_tiny_testbed")
-    testbed = tiny_testbed(where)
-else:
-    testbed = Testbed.open()
-pair_id = next(p for p in testbed.pair_ids() if testbed.pairs[p]["benchmark_size"])
-pair = testbed.pairs[pair_id]
-prompts = sorted(testbed.benchmark(pair_id), key=lambda s: prompt_order(s.id))[: 6 if TINY else 48]
+TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
+testbed = tiny_testbed(tiny_testbed_dir()) if TINY else Testbed.open()
+pair_id, pair, prompts = first_pair(testbed, 6 if TINY else 48)
 print(f"testbed {testbed.root} ({'tiny' if TINY else 'default'}), pair {pair_id}: {len(prompts)} prompts")
 
 # %% [markdown]
