@@ -151,6 +151,7 @@ def testbed_build(
     n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
     aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
     workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
+    n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -174,6 +175,7 @@ def testbed_build(
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup),
         n_train=n_train,
+        n_critical=n_critical,
         poser_dir=str(poser_dir) if poser_dir else None,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),

@@ -74,6 +74,8 @@ class TestbedConfig:
     """POSER data root (source 'poser')."""
     max_tokens: int = 320
     """Token cap of prompts; longer POSER prompts are dropped and counted."""
+    n_critical: int = 1
+    """Generated data: oversight-revealing sentences per scenario (more = a stronger oversight cue)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +112,8 @@ def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> 
     data_dir = out / "data"
     if config.source == "generated":
         gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
-                              n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens)
+                              n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens,
+                              n_critical=config.n_critical)
         if not (data_dir / "generator_config.json").exists():
             save_splits(generate(gen, tokenizer), data_dir, gen)
         elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:
