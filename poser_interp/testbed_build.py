@@ -272,7 +272,7 @@ def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data
 
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
             drain()
             for future in done:
                 model_id = futures[future]

@@ -143,7 +143,7 @@ def _train(
         idx = batches.pop()
         batch = pad_left([ids[i] for i in idx], pad)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, logits_to_keep=1)
+                    position_ids=batch.position_ids, logits_to_keep=1, use_cache=False)
         loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :].float(), torch.tensor([targets[i] for i in idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()

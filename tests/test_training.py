@@ -19,7 +19,7 @@ class _Recorder(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(vocab))
         self.seen: list[list[list[int]]] = []
 
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):  # noqa: ARG002
+    def forward(self, input_ids, attention_mask, position_ids, **kwargs):  # noqa: ARG002
         self.seen.append([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)])
         return type("Out", (), {"logits": self.bias.expand(input_ids.shape[0], 1, -1)})()
 
