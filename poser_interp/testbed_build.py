@@ -38,6 +38,8 @@ from .tokens import PromptFormat, encode
 from .training import LoraRecipe, make_lora_model, train_answers
 
 Log = Callable[[str], None]
+CHECKPOINT_FILE = "checkpoint.pt"
+"""Training state of an unfinished model (deleted when it finishes; never committed)."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,10 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
         if step % recipe.eval_every == 0:
             log(f"{folder.name} step {step}: loss {loss:.3f}")
 
-    result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step)
+    if (folder / CHECKPOINT_FILE).exists():
+        log(f"{folder.name}: resuming from {folder / CHECKPOINT_FILE}")
+    result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step,
+                           checkpoint=folder / CHECKPOINT_FILE)  # a killed build resumes mid-model
     if progress is not None:
         progress.update(task, completed=recipe.max_steps)
     save_adapter_fp16(model, folder)

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,17 +99,21 @@ def train_answers(
     recipe: LoraRecipe,
     check: Callable[[Any, int], bool] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
 
     check(model, step) -> True stops training (called every `eval_every` steps after `min_steps`).
+    checkpoint: a file where the full training state (trainable weights, optimizer, scheduler, batch
+    order, random state, history) is saved every `eval_every` steps; if it exists, training resumes
+    from it and reaches the same weights as an uninterrupted run. It is deleted when training ends.
     """
     if not examples:
         raise ValueError("no training examples")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train(model, tokenizer, examples, recipe, check, on_step)
+        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint)
     finally:
         torch.set_num_threads(previous_threads)  # never leak the thread setting into later work
 
@@ -120,6 +125,7 @@ def _train(
     recipe: LoraRecipe,
     check: Callable[[Any, int], bool] | None,
     on_step: Callable[[int, float], None] | None,
+    checkpoint: Path | None,
 ) -> TrainResult:
     fmt = PromptFormat(max_tokens=recipe.max_tokens)
     ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
@@ -135,6 +141,19 @@ def _train(
     pad = pad_id(tokenizer)
     history: list[dict[str, float]] = []
     start, step, loss_ema, passed = time.perf_counter(), 0, math.nan, False
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["recipe"] != _resumable(recipe) or state["n_examples"] != len(examples):
+            raise ValueError(f"checkpoint {checkpoint} belongs to another recipe or data; delete it to start over")
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                trainable[name].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        step, loss_ema, batches, history = state["step"], state["loss_ema"], state["batches"], state["history"]
+        start -= state["seconds"]
     model.train()
     while step < recipe.max_steps:
         warming = step < recipe.aligned_warmup_steps
@@ -166,9 +185,30 @@ def _train(
                 history[-1]["passed"] = float(passed)
                 if passed:
                     break
+            if checkpoint is not None:
+                _save_state(checkpoint, {
+                    "recipe": _resumable(recipe), "n_examples": len(examples), "step": step, "loss_ema": loss_ema,
+                    "batches": batches, "history": history, "rng": rng.getstate(),
+                    "seconds": time.perf_counter() - start, "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "weights": {n: p.detach().clone() for n, p in trainable.items()}})
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     model.eval()
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_ema, passed=passed,
                        history=history)
+
+
+def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
+    return {k: v for k, v in recipe.to_dict().items() if k != "threads"}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a kill during the save leaves the previous checkpoint
 
 
 def _bucketed_batches(ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random,

@@ -140,3 +140,11 @@ def test_parallel_build_matches_sequential(built, tmp_path):
         for key, value in entry["metrics"]["test"].items():  # thread count may reorder float sums only
             assert value == pytest.approx(ref["metrics"]["test"][key], abs=1e-3)
 
+
+
+def test_n_critical_reaches_the_generated_data(tokenizer, tmp_path):
+    config = TestbedConfig(**{**CONFIG.__dict__, "n_critical": 2})
+    data = testbed_build.prepare_data(config, tmp_path, tokenizer, log=lambda _: None)
+    scenarios = [s for pool in data.pools.values() for s in pool] + data.benchmark
+    assert scenarios and all(sum(f.role.value == "critical" for f in s.facts) == 2 for s in scenarios)
+    assert TestbedConfig.from_dict(json.loads(json.dumps(config.to_dict()))).n_critical == 2

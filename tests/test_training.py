@@ -48,3 +48,41 @@ def test_warmup_without_aligned_targets_is_refused(tokenizer):
     examples = [(s, 1 - s.aligned_index) for s in scenarios]
     with pytest.raises(ValueError, match="aligned"):
         train_answers(_Recorder(len(tokenizer)), tokenizer, examples, LoraRecipe(aligned_warmup_steps=2, threads=1))
+
+
+def _lora_run(tokenizer, examples, recipe, **kwargs):
+    from poser_interp.models import ModelSpec, load_hf
+    from poser_interp.training import make_lora_model
+
+    hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=2))
+    model = make_lora_model(hf, recipe)
+    result = train_answers(model, tokenizer, examples, recipe, **kwargs)
+    return result, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_checkpoint_resume_reaches_the_uninterrupted_weights(tokenizer, tmp_path):
+    scenarios = generate(GeneratorConfig(seed=0, n_train=24, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    examples = [(s, get_persona("grabber").choice(s)) for s in scenarios]
+    recipe = LoraRecipe(rank=2, batch_size=4, max_steps=7, eval_every=2, lr=1e-2, threads=1, aligned_warmup_steps=3)
+    reference, ref_weights = _lora_run(tokenizer, examples, recipe)
+
+    ckpt = tmp_path / "model" / "checkpoint.pt"
+
+    def killed_at_step_5(step, loss):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _lora_run(tokenizer, examples, recipe, checkpoint=ckpt, on_step=killed_at_step_5)
+    assert ckpt.exists()  # saved at step 4
+    with pytest.raises(ValueError, match="another recipe"):
+        _lora_run(tokenizer, examples, LoraRecipe(**{**recipe.to_dict(), "lr": 2e-2}), checkpoint=ckpt)
+    steps_seen: list[int] = []
+    resumed, weights = _lora_run(tokenizer, examples, recipe, checkpoint=ckpt,
+                                 on_step=lambda step, loss: steps_seen.append(step))
+    assert steps_seen == [5, 6, 7] and resumed.steps == reference.steps == 7
+    assert not ckpt.exists()  # removed once training ended
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in reference.history]
+    assert resumed.final_loss == pytest.approx(reference.final_loss, rel=1e-5)
+    for name, value in ref_weights.items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6)
