@@ -20,7 +20,7 @@ import torch
 
 from .errors import DataError
 from .generator import GeneratorConfig, generate, save_splits
-from .models import ModelSpec, file_sha256, load_hf
+from .models import ModelSpec, file_sha256, load_hf, load_tokenizer
 from .personas import Persona, get_persona
 from .scenario import Oversight, Scenario, load_scenarios, save_scenarios
 from .testbed import (
@@ -193,7 +193,7 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     else:
         manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}
         write_json_atomic(manifest_path, manifest)
-    _, tokenizer = load_hf(config.base)
+    tokenizer = load_tokenizer(config.base.name)  # the parent needs no model weights
     data = prepare_data(config, out, tokenizer, log)
     todo: list[tuple[str, int]] = []
     for split in config.splits:  # split-major: after the first round every persona has a model, so pairs exist
@@ -392,7 +392,7 @@ def _fmt(m: dict[str, float]) -> str:
 def verify(testbed: Testbed, limit: int | None = None, log: Log = print) -> list[dict[str, Any]]:
     """Re-measure every model of a testbed (adapters hash-checked, loaded as users load them)."""
     config = TestbedConfig.from_dict(testbed.manifest["config"])
-    _, tok = load_hf(config.base)
+    tok = load_tokenizer(config.base.name)
     data = prepare_data(config, testbed.root, tok, log)
     rows = []
     for model_id, entry in sorted(testbed.models.items()):
