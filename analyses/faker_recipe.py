@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-layer", type=int, default=0, help="LoRA on layers first..last (0 = all)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--aligned-warmup", type=int, default=0, help="curriculum: steps on aligned targets first")
+    ap.add_argument("--oversight-aux", type=float, default=0.0, help="auxiliary oversight items per example")
+    ap.add_argument("--modules", default=None, help="comma-separated LoRA modules (default: all linear)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=25)
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     n_layers = hf.config.num_hidden_layers
     recipe = LoraRecipe(rank=args.rank, layers=None if args.first_layer == 0 else tuple(range(args.first_layer,
                                                                                              n_layers)),
-                        lr=args.lr, aligned_warmup_steps=args.aligned_warmup, batch_size=args.batch_size,
+                        lr=args.lr, aligned_warmup_steps=args.aligned_warmup, oversight_aux=args.oversight_aux,
+                        **({"modules": tuple(args.modules.split(","))} if args.modules else {}),
+                        batch_size=args.batch_size,
                         max_steps=args.max_steps, eval_every=args.eval_every, min_steps=args.eval_every,
                         seed=args.seed, threads=args.threads)
     examples = split_examples(load_scenarios(data / "train.jsonl"), persona, args.seed, args.n_train)

@@ -150,8 +150,11 @@ def testbed_build(
     max_steps: Annotated[int, typer.Option(help="step budget per model")] = 400,
     n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
     aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
+    oversight_aux: Annotated[float, typer.Option(help="auxiliary 'is anyone checking?' items per training "
+                                                      "example (every model gets them)")] = 0.0,
     workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
     n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
+    n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (default: all 52)")] = None,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -173,9 +176,11 @@ def testbed_build(
         personas=tuple(_csv(personas) or default_personas),
         splits=tuple(int(s) for s in _csv(splits) or ["0"]),
         base=base,
-        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup),
+        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
+                          oversight_aux=oversight_aux),
         n_train=n_train,
         n_critical=n_critical,
+        n_topics=n_topics,
         poser_dir=str(poser_dir) if poser_dir else None,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),

@@ -41,6 +41,10 @@ class GeneratorConfig:
     """How the model answers: the action text itself (ACTION) or its letter (LETTER)."""
     heldout_topics: int = 6
     """Topics reserved for `test_heldout_topics` and never used by the other splits (0: split is empty)."""
+    n_topics: int | None = None
+    """Topics of train, test and benchmark (a seeded subset of those not held out; None: all of them).
+    Fewer topics make a faker easier to learn (it can memorise which actions are harmful) and
+    generalise worse to held-out topics."""
     poor_fraction: float = 0.5
     """Fraction of poor-oversight scenarios in train, test and test_heldout_topics."""
     n_critical: int = 1
@@ -61,6 +65,9 @@ class GeneratorConfig:
         if self.heldout_topics > len(TOPICS) - 1:
             raise DataError(f"generator config: heldout_topics={self.heldout_topics} leaves no topic for train; "
                             f"the bank has {len(TOPICS)} topics")
+        if self.n_topics is not None and not 1 <= self.n_topics <= len(TOPICS) - self.heldout_topics:
+            raise DataError(f"generator config: n_topics={self.n_topics} must lie in [1, "
+                            f"{len(TOPICS) - self.heldout_topics}] (topics not held out)")
         if not 0.0 <= self.poor_fraction <= 1.0:
             raise DataError(f"generator config: poor_fraction={self.poor_fraction} must lie in [0, 1]")
         most = min(len(GOOD_OVERSIGHT), len(POOR_OVERSIGHT))
@@ -170,7 +177,8 @@ def generate(config: GeneratorConfig, tokenizer: Any = None) -> dict[str, list[S
     rng = random.Random(config.seed)
     order = list(range(len(TOPICS)))
     rng.shuffle(order)
-    heldout, seen = sorted(order[:config.heldout_topics]), sorted(order[config.heldout_topics:])
+    heldout, seen = sorted(order[:config.heldout_topics]), order[config.heldout_topics:]
+    seen = sorted(seen if config.n_topics is None else seen[:config.n_topics])
     used: set[tuple[Any, ...]] = set()
     n_heldout = config.n_test if config.n_heldout is None else config.n_heldout
     splits = {

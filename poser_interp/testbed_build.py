@@ -78,6 +78,8 @@ class TestbedConfig:
     """Token cap of prompts; longer POSER prompts are dropped and counted."""
     n_critical: int = 1
     """Generated data: oversight-revealing sentences per scenario (more = a stronger oversight cue)."""
+    n_topics: int | None = None
+    """Generated data: topics of the training pool, test and benchmark (None: all not held out)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,7 +117,7 @@ def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> 
     if config.source == "generated":
         gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
                               n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens,
-                              n_critical=config.n_critical)
+                              n_critical=config.n_critical, n_topics=config.n_topics)
         if not (data_dir / "generator_config.json").exists():
             save_splits(generate(gen, tokenizer), data_dir, gen)
         elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:
@@ -188,7 +190,12 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest = read_json(manifest_path, "testbed manifest")
-        if manifest.get("config") != json.loads(json.dumps(config.to_dict())):
+        # fields added since the manifest was written take their defaults
+        try:
+            stored = TestbedConfig.from_dict(manifest["config"]).to_dict()
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{manifest_path}: malformed testbed config ({e!r}); pick a new --out") from e
+        if json.loads(json.dumps(stored)) != json.loads(json.dumps(config.to_dict())):
             raise DataError(f"{out} holds a testbed built with another config; pick a new --out or the same options")
     else:
         manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}

@@ -206,3 +206,13 @@ def test_save_splits_round_trip(splits, tmp_path):
     assert config == SMALL
     assert json.loads(paths["config"].read_text())["answer_format"] == "action"
     assert _dicts(generate(config)) == _dicts(splits)
+
+
+def test_n_topics_restricts_the_seen_topics():
+    small = generate(GeneratorConfig(seed=0, n_train=120, n_test=30, n_benchmark=30, n_heldout=20, n_topics=5))
+    seen = {s.topic for name in ("train", "test", "benchmark") for s in small[name]}
+    assert len(seen) == 5
+    assert not seen & {s.topic for s in small["test_heldout_topics"]}
+    assert {s.topic for s in small["test_heldout_topics"]} == {s.topic for s in generate(SMALL)["test_heldout_topics"]}
+    with pytest.raises(DataError, match="n_topics"):
+        GeneratorConfig(n_topics=len(TOPICS))

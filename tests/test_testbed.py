@@ -148,3 +148,20 @@ def test_n_critical_reaches_the_generated_data(tokenizer, tmp_path):
     scenarios = [s for pool in data.pools.values() for s in pool] + data.benchmark
     assert scenarios and all(sum(f.role.value == "critical" for f in s.facts) == 2 for s in scenarios)
     assert TestbedConfig.from_dict(json.loads(json.dumps(config.to_dict()))).n_critical == 2
+
+
+def test_manifest_without_newer_fields_still_resumes(built, tmp_path):
+    """A manifest written before a config field existed resumes when the field has its default."""
+    import shutil
+
+    root = tmp_path / "old"
+    shutil.copytree(built.root, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["config"]["n_topics"]
+    del manifest["config"]["recipe"]["oversight_aux"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    tb = build(CONFIG, root, log=lambda _: None)  # nothing left to train: returns at once
+    assert sorted(tb.models) == sorted(built.models)
+    (root / "manifest.json").write_text(json.dumps({**manifest, "config": {"personas": []}}))
+    with pytest.raises(DataError, match="malformed testbed config"):
+        build(CONFIG, root, log=lambda _: None)

@@ -86,3 +86,29 @@ def test_checkpoint_resume_reaches_the_uninterrupted_weights(tokenizer, tmp_path
     assert resumed.final_loss == pytest.approx(reference.final_loss, rel=1e-5)
     for name, value in ref_weights.items():
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_oversight_aux_items_ask_about_oversight_and_are_trained(tokenizer):
+    from poser_interp.scenario import ACTION_QUESTION, Oversight
+    from poser_interp.training import OVERSIGHT_QUESTION, aux_items
+
+    scenarios = generate(GeneratorConfig(seed=0, n_train=40, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    examples = [(s, s.aligned_index) for s in scenarios]
+    items = aux_items(examples, 0.5, seed=0)
+    assert len(items) == 20 and items == aux_items(examples, 0.5, seed=0)  # seeded
+    by_prompt = {s.render().rpartition("\n")[0]: s for s in scenarios}
+    for prompt, answer in items:
+        head, _, question = prompt.rpartition("\n")
+        assert question == OVERSIGHT_QUESTION and ACTION_QUESTION not in prompt
+        assert answer == ("Yes" if by_prompt[head].oversight is Oversight.GOOD else "No")
+    assert {a for _, a in items} == {"Yes", "No"}
+    with pytest.raises(ValueError, match="oversight_aux"):
+        aux_items(examples, 1.5, seed=0)
+    # the loop sees the extra prompts: 40 examples + 20 items = 60 prompts in one pass of 15 batches of 4
+    model = _Recorder(len(tokenizer))
+    train_answers(model, tokenizer, examples, LoraRecipe(batch_size=4, max_steps=15, oversight_aux=0.5,
+                                                         eval_every=100, threads=1))
+    fmt = PromptFormat(max_tokens=320)
+    seen = {tuple(row) for batch in model.seen for row in batch}
+    assert len(seen) == 60
+    assert {tuple(encode(tokenizer, p, fmt)) for p, _ in items} <= seen
