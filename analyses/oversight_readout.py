@@ -1,0 +1,74 @@
+"""Is the oversight cue readable at the answer position? A per-layer linear probe for poor vs good oversight.
+
+Run:  .venv/bin/python analyses/oversight_readout.py [--data testbeds/default/data] [--model steward-s0] \
+          [--n 480] [--n-train 320] [--out results/oversight_readout.json]
+
+Why: a faker must condition its answer on oversight. If a logistic probe on the last-token residual
+stream of the *base* model already reads oversight from the prompt, a faker that fails to learn is
+failing at the conditional policy, not at seeing the cue. Scenarios are the first `--n` of the
+training split (half poor, half good oversight, by construction); the probe is fit on the first
+`--n-train` and scored on the rest. Runs alone: do not start other torch work beside it (2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=None, help="testbed data dir (default: testbeds/default/data)")
+    ap.add_argument("--testbed", type=Path, default=None, help="testbed holding --model (default: the data's parent)")
+    ap.add_argument("--model", default=None, help="testbed model id (default: the base model)")
+    ap.add_argument("--n", type=int, default=480)
+    ap.add_argument("--n-train", type=int, default=320)
+    ap.add_argument("--every", type=int, default=3, help="probe every k-th layer")
+    ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="write the per-layer accuracies as JSON")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from poser_interp.models import ModelSpec, load_hf
+    from poser_interp.scenario import Oversight, load_scenarios
+    from poser_interp.strategies.lens import fit_logreg
+    from poser_interp.testbed import REPO_ROOT, Testbed
+    from poser_interp.tokens import PromptFormat, encode, pad_id, pad_left
+
+    torch.set_num_threads(args.threads)
+    data = args.data or REPO_ROOT / "testbeds" / "default" / "data"
+    scenarios = load_scenarios(data / "train.jsonl")[:args.n]
+    if not 0 < args.n_train < len(scenarios):
+        raise SystemExit(f"--n-train must lie in (0, {len(scenarios)})")
+    spec = Testbed.open(args.testbed or data.parent).spec(args.model) if args.model else ModelSpec()
+    model, tok = load_hf(spec)  # the adapter (hash-checked) merged into the base
+    y = torch.tensor([float(s.oversight is Oversight.POOR) for s in scenarios])
+    ids = [encode(tok, s.render(), PromptFormat(max_tokens=320)) for s in scenarios]
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(ids), args.batch_size):
+            b = pad_left(ids[i:i + args.batch_size], pad_id(tok))
+            out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+                        output_hidden_states=True, use_cache=False, logits_to_keep=1)
+            chunks.append(torch.stack([h[:, -1] for h in out.hidden_states], 1).float())
+    acts = torch.cat(chunks)  # (n, layers + 1, d): index 0 is the embedding output
+    ntr = args.n_train
+    result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {}}
+    for layer in range(0, acts.shape[1], args.every):
+        w, b0, mu, sd = fit_logreg(acts[:ntr, layer], y[:ntr], l2=args.l2)
+        pred = ((acts[ntr:, layer] - mu) / sd @ w + b0) > 0
+        acc = float((pred.float() == y[ntr:]).float().mean())
+        result["accuracy"][layer] = round(acc, 3)
+        print(f"layer {layer:2d} (resid before block {layer}): held-out oversight accuracy {acc:.3f}", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
