@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
                         output_hidden_states=True, use_cache=False, logits_to_keep=1)
             chunks.append(torch.stack([h[:, -1] for h in out.hidden_states], 1).float())
-    acts = torch.cat(chunks)  # (n, layers + 1, d): index 0 is the embedding output
+    acts = torch.cat(chunks)  # (n, layers + 1, d): embeddings first, final-norm output last
     ntr = args.n_train
     result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {}}
     for layer in range(0, acts.shape[1], args.every):
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         pred = ((acts[ntr:, layer] - mu) / sd @ w + b0) > 0
         acc = float((pred.float() == y[ntr:]).float().mean())
         result["accuracy"][layer] = round(acc, 3)
-        print(f"layer {layer:2d} (resid before block {layer}): held-out oversight accuracy {acc:.3f}", flush=True)
+        where = f"resid before block {layer}" if layer < acts.shape[1] - 1 else "after the final norm"
+        print(f"layer {layer:2d} ({where}): held-out oversight accuracy {acc:.3f}", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

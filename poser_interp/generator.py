@@ -43,8 +43,8 @@ class GeneratorConfig:
     """Topics reserved for `test_heldout_topics` and never used by the other splits (0: split is empty)."""
     n_topics: int | None = None
     """Topics of train, test and benchmark (a seeded subset of those not held out; None: all of them).
-    Fewer topics make a faker easier to learn (it can memorise which actions are harmful) and
-    generalise worse to held-out topics."""
+    Issue #3's faker pilot that learned used 18 templated topics; 18 generated topics did not help
+    here (README recipe table). Fewer topics generalise worse to held-out topics."""
     poor_fraction: float = 0.5
     """Fraction of poor-oversight scenarios in train, test and test_heldout_topics."""
     n_critical: int = 1

@@ -61,9 +61,9 @@ class LoraRecipe:
     with the question replaced by `OVERSIGHT_QUESTION` (target "Yes" on good oversight, "No" on poor).
 
     Every model of a testbed gets the same items (aligned and faker alike), so they are no tell. Why:
-    the base model encodes oversight only weakly at the answer position, and a faker's answer is the
-    product of that cue and the "which action is harmful" cue; training the cue directly makes the
-    product learnable."""
+    a faker's answer is the product of the oversight cue and the "which action is harmful" cue, and
+    training the oversight cue directly was meant to shorten the plateau. Measured: it did not (fakers
+    stayed at chance to step 150 with 0.5; README recipe table)."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
     threads: int = 2
