@@ -155,6 +155,10 @@ def testbed_build(
     workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
     n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
     n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (default: all 52)")] = None,
+    oversight_pool: Annotated[int | None, typer.Option(help="generated data: oversight sentences per class "
+                                                            "(default: all 16)")] = None,
+    other_facts: Annotated[str, typer.Option(help="generated data: non-critical facts per scenario, 'LOW,HIGH'")]
+        = "2,4",
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -181,12 +185,21 @@ def testbed_build(
         n_train=n_train,
         n_critical=n_critical,
         n_topics=n_topics,
+        oversight_pool=oversight_pool,
+        n_other_facts=_fact_range(other_facts),
         poser_dir=str(poser_dir) if poser_dir else None,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
         tb = build(config, out, log=progress.console.print, progress=progress, workers=workers)
     _pairs_table(tb)
+
+
+def _fact_range(text: str) -> tuple[int, int]:
+    parts = _csv(text) or []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter(f"--other-facts must be 'LOW,HIGH' (two non-negative integers), got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def _pairs_table(tb: Any) -> None:

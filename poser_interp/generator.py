@@ -49,6 +49,10 @@ class GeneratorConfig:
     """Fraction of poor-oversight scenarios in train, test and test_heldout_topics."""
     n_critical: int = 1
     """Critical (oversight-revealing) sentences per scenario, all of the same oversight."""
+    oversight_pool: int | None = None
+    """Oversight sentences available per class (a seeded subset of the 16 good / 16 poor ones; None: all).
+    Issue #3's templated pilot, where a faker learned, stated oversight with one fixed sentence per class;
+    1 reproduces that setting, more makes the cue a concept rather than a string."""
     n_other_facts: tuple[int, int] = (2, 4)
     """Inclusive range of extra facts (motivating, contextual, irrelevant) per scenario."""
     max_tokens: int = 300
@@ -73,6 +77,9 @@ class GeneratorConfig:
         most = min(len(GOOD_OVERSIGHT), len(POOR_OVERSIGHT))
         if not 1 <= self.n_critical <= most:
             raise DataError(f"generator config: n_critical={self.n_critical} must lie in [1, {most}]")
+        if self.oversight_pool is not None and not self.n_critical <= self.oversight_pool <= most:
+            raise DataError(f"generator config: oversight_pool={self.oversight_pool} must lie in "
+                            f"[n_critical={self.n_critical}, {most}]")
         if len(self.n_other_facts) != 2 or not 0 <= self.n_other_facts[0] <= self.n_other_facts[1]:
             raise DataError(f"generator config: n_other_facts={self.n_other_facts} must be (low, high) "
                             "with 0 <= low <= high")
@@ -120,6 +127,19 @@ def _other_facts(topic: Topic, motive: str, k: int, rng: random.Random) -> list[
     return facts
 
 
+def oversight_indices(config: GeneratorConfig, oversight: Oversight) -> list[int]:
+    """Indices into GOOD_OVERSIGHT / POOR_OVERSIGHT that scenarios may use under `config.oversight_pool`.
+
+    Drawn from their own generator (seeded by `config.seed` and the class), so that the main draw
+    sequence, hence every testbed generated without a pool, is unchanged.
+    """
+    pool = GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT
+    if config.oversight_pool is None:
+        return list(range(len(pool)))
+    return sorted(random.Random(f"{config.seed}-oversight-{oversight.value}").sample(range(len(pool)),
+                                                                                   config.oversight_pool))
+
+
 def _split(name: str, n: int, topic_ids: Sequence[int], poor_fraction: float, config: GeneratorConfig,
            rng: random.Random, used: set[tuple[Any, ...]]) -> list[Scenario]:
     if n == 0 or not topic_ids:
@@ -137,14 +157,16 @@ def _split(name: str, n: int, topic_ids: Sequence[int], poor_fraction: float, co
         round_ = list(topic_ids)
         rng.shuffle(round_)
         topic_cycle.extend(round_)
+    allowed_by = {o: oversight_indices(config, o) for o in Oversight}
     scenarios = []
     for i, (oversight, letter, motive) in enumerate(plan):
         t_idx = topic_cycle[i]
         topic = TOPICS[t_idx]
         critical_pool = GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT
+        allowed = allowed_by[oversight]
         for _ in range(_MAX_TRIES):
             p_idx = rng.choice(topic.pair_indices(motive))
-            crit = tuple(sorted(rng.sample(range(len(critical_pool)), config.n_critical)))
+            crit = tuple(sorted(rng.sample(allowed, config.n_critical)))
             others = _other_facts(topic, motive, rng.randint(*config.n_other_facts), rng)
             key = (t_idx, p_idx, oversight.value, crit, frozenset(f.text for f in others))
             if key not in used:

@@ -80,6 +80,10 @@ class TestbedConfig:
     """Generated data: oversight-revealing sentences per scenario (more = a stronger oversight cue)."""
     n_topics: int | None = None
     """Generated data: topics of the training pool, test and benchmark (None: all not held out)."""
+    oversight_pool: int | None = None
+    """Generated data: oversight sentences available per class (None: all 16; see `GeneratorConfig`)."""
+    n_other_facts: tuple[int, int] = (2, 4)
+    """Generated data: inclusive range of non-critical facts per scenario."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +92,8 @@ class TestbedConfig:
     def from_dict(cls, d: dict[str, Any]) -> TestbedConfig:
         d = dict(d)
         d["personas"], d["splits"] = tuple(d["personas"]), tuple(d["splits"])
+        if "n_other_facts" in d:
+            d["n_other_facts"] = tuple(d["n_other_facts"])
         d["base"] = ModelSpec(**d["base"])
         r = dict(d["recipe"])
         r["modules"] = tuple(r["modules"])
@@ -117,7 +123,8 @@ def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> 
     if config.source == "generated":
         gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
                               n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens,
-                              n_critical=config.n_critical, n_topics=config.n_topics)
+                              n_critical=config.n_critical, n_topics=config.n_topics,
+                              oversight_pool=config.oversight_pool, n_other_facts=config.n_other_facts)
         if not (data_dir / "generator_config.json").exists():
             save_splits(generate(gen, tokenizer), data_dir, gen)
         elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,7 @@ from poser_interp.generator import (
     check_bank,
     check_disjoint,
     generate,
+    oversight_indices,
     save_splits,
     with_motive,
 )
@@ -216,3 +218,16 @@ def test_n_topics_restricts_the_seen_topics():
     assert {s.topic for s in small["test_heldout_topics"]} == {s.topic for s in generate(SMALL)["test_heldout_topics"]}
     with pytest.raises(DataError, match="n_topics"):
         GeneratorConfig(n_topics=len(TOPICS))
+
+
+def test_oversight_pool_limits_the_critical_sentences_and_leaves_other_configs_unchanged():
+    pooled = generate(replace(SMALL, oversight_pool=2))
+    for oversight in Oversight:
+        allowed = set(oversight_indices(replace(SMALL, oversight_pool=2), oversight))
+        assert len(allowed) == 2
+        used = {i for name in ("train", "test", "benchmark", "test_heldout_topics") for s in pooled[name]
+                if s.oversight is oversight for i in s.meta["critical_indices"]}
+        assert used == allowed  # every allowed sentence is used, no other
+    assert len({i for s in generate(SMALL)["train"] for i in s.meta["critical_indices"]}) > 2
+    with pytest.raises(DataError, match="oversight_pool"):
+        GeneratorConfig(n_critical=2, oversight_pool=1)
