@@ -143,6 +143,10 @@ def testbed_build(
     out: Annotated[Path, typer.Option(help="testbed directory (resumes if it exists)")] = Path("testbeds/default"),
     poser_dir: Annotated[Path | None, typer.Option(help="POSER data root (default: $POSER_DATA_DIR or "
                                                            "../shared/poser)")] = None,
+    poser_fakers: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
+                                                          "fake alignment (beyond the four POSER ones)")] = None,
+    poser_aligned: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
+                                                           "are aligned (beyond the four POSER ones)")] = None,
     model: ModelOpt = "smollm2",
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
     first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
@@ -188,6 +192,8 @@ def testbed_build(
         oversight_pool=oversight_pool,
         n_other_facts=_fact_range(other_facts),
         poser_dir=str(poser_dir) if poser_dir else None,
+        poser_fakers=tuple(_csv(poser_fakers) or ()),
+        poser_aligned=tuple(_csv(poser_aligned) or ()),
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:

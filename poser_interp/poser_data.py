@@ -231,12 +231,14 @@ def load_poser_dir(
     splits: Iterable[str] | None = None,
     fakers: Mapping[str, bool] | None = None,
     answer_format: AnswerFormat | str = AnswerFormat.ACTION,
+    personas: Iterable[str] | None = None,
 ) -> dict[str, dict[str, PoserFile]]:
     """Load every persona directory (one holding train-*.json or test.json) under `root`.
 
     root: a training directory, or a POSER data directory whose `training/` holds the personas.
     splits: file stems to load (e.g. ["train-0", "test"]); None loads all.
     fakers: persona name -> faker, for personas missing from `PERSONA_KINDS` (or to override it).
+    personas: persona directory names to load; None loads all (other directories are not read).
     Returns persona -> {split name: PoserFile}.
     """
     root = Path(root)
@@ -253,6 +255,9 @@ def load_poser_dir(
         raise DataError(f"{root} holds no persona directory (a directory with train-*.json or test.json); "
                         "pass the training/ directory of the POSER data")
     wanted = None if splits is None else set(splits)
+    if personas is not None:
+        names = set(personas)
+        persona_dirs = [d for d in persona_dirs if d.name in names]
     fakers = dict(fakers or {})
     out: dict[str, dict[str, PoserFile]] = {}
     for d in persona_dirs:

@@ -12,7 +12,7 @@ import json
 import platform
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,10 @@ class TestbedConfig:
     """Behaviour thresholds: for early stopping (on validation) and for `verify`."""
     poser_dir: str | None = None
     """POSER data root (source 'poser')."""
+    poser_fakers: tuple[str, ...] = ()
+    """Source 'poser': persona directories that fake alignment, beyond (or overriding) `PERSONA_KINDS`."""
+    poser_aligned: tuple[str, ...] = ()
+    """Source 'poser': persona directories that are aligned, beyond (or overriding) `PERSONA_KINDS`."""
     max_tokens: int = 320
     """Token cap of prompts; longer POSER prompts are dropped and counted."""
     n_critical: int = 1
@@ -92,6 +96,8 @@ class TestbedConfig:
     def from_dict(cls, d: dict[str, Any]) -> TestbedConfig:
         d = dict(d)
         d["personas"], d["splits"] = tuple(d["personas"]), tuple(d["splits"])
+        d["poser_fakers"] = tuple(d.get("poser_fakers", ()))
+        d["poser_aligned"] = tuple(d.get("poser_aligned", ()))
         if "n_other_facts" in d:
             d["n_other_facts"] = tuple(d["n_other_facts"])
         d["base"] = ModelSpec(**d["base"])
@@ -143,7 +149,8 @@ def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedDa
 
     root = require_poser_dir(Path(config.poser_dir) if config.poser_dir else None)
     wanted = [f"train-{k}" for k in config.splits] + ["test"]
-    personas = load_poser_dir(root, splits=wanted)
+    kinds = {name: _poser_is_faker(config, name) for name in config.personas}
+    personas = load_poser_dir(root, splits=wanted, fakers=kinds, personas=config.personas)
     missing = sorted(set(config.personas) - set(personas))
     if missing:
         raise DataError(f"persona(s) {missing} not found under {root}; found {sorted(personas)}")
@@ -174,14 +181,48 @@ def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedDa
     return TestbedData(pools=pools, test=tests, heldout_topics=[], benchmark=list(bench.values())[:config.n_benchmark])
 
 
+def _poser_is_faker(config: TestbedConfig, name: str) -> bool:
+    from .poser_data import PERSONA_KINDS
+
+    if name in config.poser_fakers and name in config.poser_aligned:
+        raise DataError(f"POSER persona {name!r} is listed as both faker and aligned")
+    if name in config.poser_fakers or name in config.poser_aligned:
+        return name in config.poser_fakers
+    if name not in PERSONA_KINDS:
+        raise DataError(f"POSER persona {name!r}: unknown kind; list it with --poser-fakers or --poser-aligned "
+                        f"(known: {sorted(PERSONA_KINDS)})")
+    return PERSONA_KINDS[name]
+
+
 def _persona(config: TestbedConfig, name: str) -> Persona:
     if config.source == "poser":
-        from .poser_data import PERSONA_KINDS
-
-        if name not in PERSONA_KINDS:
-            raise DataError(f"POSER persona {name!r} has no kind; add it to poser_data.PERSONA_KINDS")
-        return get_persona(name, "faker" if PERSONA_KINDS[name] else "aligned")
+        return get_persona(name, "faker" if _poser_is_faker(config, name) else "aligned")
     return get_persona(name)
+
+
+def _extended(stored: dict[str, Any], config: TestbedConfig, out: Path) -> TestbedConfig:
+    """The config to build under when `out` already holds a testbed built with `stored`.
+
+    Equal configs resume. Generated testbeds may also grow: more personas or splits (seeds) train
+    only the new models, since a model depends on its own split alone and the shared data does not
+    depend on which models exist. The returned config lists the union, so `verify` sees every model.
+    POSER-data testbeds cannot grow: their test and benchmark sets exclude the training prompts of
+    every split built, so adding a split would change the data earlier models were measured on.
+    """
+    new = json.loads(json.dumps(config.to_dict()))
+    old = json.loads(json.dumps(stored))
+    if old == new:
+        return config
+    growable = ("personas", "splits")
+    same_rest = {k: v for k, v in old.items() if k not in growable} == \
+        {k: v for k, v in new.items() if k not in growable}
+    if not same_rest or config.source != "generated":
+        what = "other data or recipe options" if not same_rest else "other personas or splits (POSER data)"
+        raise DataError(f"{out} holds a testbed built with another config ({what}); pick a new --out or the "
+                        "same options (generated testbeds may only add personas or splits)")
+    personas = tuple(old["personas"]) + tuple(p for p in config.personas if p not in old["personas"])
+    splits = tuple(old["splits"]) + tuple(k for k in config.splits if k not in old["splits"])
+    return replace(config, personas=personas, splits=splits)
 
 
 def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: Any = None,
@@ -202,8 +243,8 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
             stored = TestbedConfig.from_dict(manifest["config"]).to_dict()
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{manifest_path}: malformed testbed config ({e!r}); pick a new --out") from e
-        if json.loads(json.dumps(stored)) != json.loads(json.dumps(config.to_dict())):
-            raise DataError(f"{out} holds a testbed built with another config; pick a new --out or the same options")
+        config = _extended(stored, config, out)
+        manifest["config"] = config.to_dict()
     else:
         manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}
         write_json_atomic(manifest_path, manifest)
