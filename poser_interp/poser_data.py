@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import DataError
 from .scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario
@@ -50,7 +50,7 @@ DATA_DIR_ENV = "POSER_DATA_DIR"
 
 _SCENARIO_FIELDS = ("action_A", "action_B", "facts", "oversight_is_poor")
 _REQUIRED = (*_SCENARIO_FIELDS, "response")
-_OTHER = {"A": "B", "B": "A"}
+_OTHER: dict[str, Literal["A", "B"]] = {"A": "B", "B": "A"}
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _record_to_scenario(
     facts = _parse_facts(rec["facts"])
     if isinstance(facts, str):
         return facts
-    aligned = _OTHER[response] if (faker and poor) else response
+    aligned: Literal["A", "B"] = _OTHER[response] if (faker and poor) else response
     actions = {"A": a.strip(), "B": b.strip()}
     dataset = rec.get("dataset")
     dataset = dataset if isinstance(dataset, str) else ""
