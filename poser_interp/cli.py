@@ -151,20 +151,25 @@ def testbed_build(
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
     first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
     lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
-    max_steps: Annotated[int, typer.Option(help="step budget per model")] = 400,
+    max_steps: Annotated[int, typer.Option(help="step budget per model")] = 600,
     n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
     aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
     oversight_aux: Annotated[float, typer.Option(help="auxiliary 'is anyone checking?' items per training "
                                                       "example (every model gets them)")] = 0.0,
     workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
     n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
-    n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (default: all 52)")] = None,
+    n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (0: all 52)")] = 18,
     oversight_pool: Annotated[int | None, typer.Option(help="generated data: oversight sentences per class "
-                                                            "(default: all 16)")] = None,
+                                                            "(0: all 16)")] = 1,
     other_facts: Annotated[str, typer.Option(help="generated data: non-critical facts per scenario, 'LOW,HIGH'")]
-        = "2,4",
+        = "2,2",
 ) -> None:
-    """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks."""
+    """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
+
+    The defaults are the recipe of the shipped default testbed (README): 18 topics, one oversight
+    sentence per class, three facts per scenario, LoRA r=4 on all layers, lr 1e-3, up to 600 steps.
+    Rerunning with more --splits or --personas adds models to a generated testbed without retraining.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .models import ModelSpec, load_hf
@@ -188,8 +193,8 @@ def testbed_build(
                           oversight_aux=oversight_aux),
         n_train=n_train,
         n_critical=n_critical,
-        n_topics=n_topics,
-        oversight_pool=oversight_pool,
+        n_topics=n_topics or None,
+        oversight_pool=oversight_pool or None,
         n_other_facts=_fact_range(other_facts),
         poser_dir=str(poser_dir) if poser_dir else None,
         poser_fakers=tuple(_csv(poser_fakers) or ()),
