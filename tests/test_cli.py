@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -55,3 +58,29 @@ def test_testbed_verify_missing(tmp_path):
 def test_info_embedded_model():
     res = run("info")
     assert res.exit_code == 0 and "30" in res.output and "576" in res.output
+
+
+def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from poser_interp import testbed_build
+
+    seen = {}
+
+    def fake_build(config, out, **_):
+        seen["config"] = config
+        return SimpleNamespace(root=out, pairs={})
+
+    monkeypatch.setattr(testbed_build, "build", fake_build)
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    manifest = Path(__file__).parents[1] / "testbeds" / "default" / "manifest.json"
+    shipped = testbed_build.TestbedConfig.from_dict(json.loads(manifest.read_text())["config"])
+    c = seen["config"]
+    assert (c.n_topics, c.oversight_pool, c.n_other_facts, c.n_critical) == \
+        (shipped.n_topics, shipped.oversight_pool, shipped.n_other_facts, shipped.n_critical) == (18, 1, (2, 2), 1)
+    assert (c.recipe.rank, c.recipe.lr, c.recipe.max_steps, c.recipe.layers) == \
+        (shipped.recipe.rank, shipped.recipe.lr, shipped.recipe.max_steps, shipped.recipe.layers)
+    assert c.splits == (0, 1, 2)
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--other-facts", "3")
+    assert res.exit_code == 2 and "--other-facts" in res.output
