@@ -227,3 +227,17 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
     assert all(s.oversight.value == "good" for s in tb.benchmark("gardener-s0__weeder-s0"))
     with pytest.raises(DataError, match="unknown kind"):
         build(replace(config, poser_fakers=()), tmp_path / "tb2", log=lambda _: None)
+
+
+def test_worker_progress_stops_once_the_build_process_is_gone():
+    import os
+    import queue
+
+    q: queue.Queue = queue.Queue()
+    alive = testbed_build._QueueProgress(q)
+    alive.update(alive.add_task("m", total=3), completed=1)
+    assert q.qsize() == 2  # forwarded while the parent lives
+    orphan = testbed_build._QueueProgress(q, parent=os.getppid() + 10**6)  # a parent that is not ours
+    with pytest.raises(SystemExit, match="is gone"):
+        orphan.update("m", completed=2)
+    assert q.qsize() == 2
