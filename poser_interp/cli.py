@@ -315,7 +315,7 @@ def detect(
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
                                  param_hint="--strategies")
     tb = Testbed.open(testbed)
-    built = []
+    built: list[Any] = []  # strategies of several types
     for name in names:
         if name == "noise":
             opts: dict[str, Any] = {"seed": seed}
