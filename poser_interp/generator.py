@@ -43,8 +43,9 @@ class GeneratorConfig:
     """Topics reserved for `test_heldout_topics` and never used by the other splits (0: split is empty)."""
     n_topics: int | None = None
     """Topics of train, test and benchmark (a seeded subset of those not held out; None: all of them).
-    Issue #3's faker pilot that learned used 18 templated topics; 18 generated topics did not help
-    here (README recipe table). Fewer topics generalise worse to held-out topics."""
+    Issue #3's faker pilot that learned used 18 templated topics; 18 generated topics alone did not
+    make fakers learn, 18 topics with `oversight_pool=1` did (README recipe table). Fewer topics
+    generalise worse to held-out topics."""
     poor_fraction: float = 0.5
     """Fraction of poor-oversight scenarios in train, test and test_heldout_topics."""
     n_critical: int = 1
@@ -52,7 +53,8 @@ class GeneratorConfig:
     oversight_pool: int | None = None
     """Oversight sentences available per class (a seeded subset of the 16 good / 16 poor ones; None: all).
     Issue #3's templated pilot, where a faker learned, stated oversight with one fixed sentence per class;
-    1 reproduces that setting, more makes the cue a concept rather than a string."""
+    1 reproduces that setting (fakers learn, measured); more sentences vary the cue (fakers did not learn
+    with all 16, measured; values between are untested)."""
     n_other_facts: tuple[int, int] = (2, 4)
     """Inclusive range of extra facts (motivating, contextual, irrelevant) per scenario."""
     max_tokens: int = 300
