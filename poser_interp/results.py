@@ -5,6 +5,10 @@ Layout of a results directory:
                  adapter hashes, model kinds, and the pairs evaluated with their prompt ids
   rows.jsonl     {"model", "strategy", "setting", "key", "prompt_ids", "values", "meta", "seconds"} per line
 
+When a testbed grows (new models, so new pairs), a model's prompts (the union over its pairs) can grow too: its
+stored rows on the old prompts are recomputed and appended with `"supersedes": true`; a later superseding row
+replaces an earlier one of the same key when read. Any other repeated key is an error.
+
 Each row is appended, flushed and fsynced before the next is computed, so a killed run loses at most the
 row in progress. On reopening: a cut-off last line (no newline: the kill hit mid-write) is dropped with a
 warning and recomputed; a broken line anywhere else, duplicate rows, or a manifest written with another
@@ -48,6 +52,8 @@ class Row:
     values: PromptValues
     seconds: float = 0.0
     """Compute time of this row (not part of the numbers: `rows_equal` ignores it)."""
+    supersedes: bool = False
+    """This row replaces a stored row of the same key computed on other prompts (the testbed grew since)."""
 
     @property
     def key(self) -> RowKey:
@@ -59,6 +65,7 @@ class Row:
             "model": self.model, "strategy": self.strategy, "setting": v.setting.as_dict(), "key": v.setting.key,
             "prompt_ids": list(v.prompt_ids), "values": {k: [_num(x) for x in a] for k, a in v.values.items()},
             "meta": {k: _num(x) for k, x in v.meta.items()}, "seconds": round(self.seconds, 3),
+            **({"supersedes": True} if self.supersedes else {}),
         }, allow_nan=False)
 
     @classmethod
@@ -70,7 +77,7 @@ class Row:
                   for k, a in d["values"].items()}
         meta = {k: math.nan if x is None else x for k, x in d.get("meta", {}).items()}
         return cls(str(d["model"]), str(d["strategy"]), PromptValues(setting, tuple(d["prompt_ids"]), values, meta),
-                   float(d.get("seconds", 0.0)))
+                   float(d.get("seconds", 0.0)), bool(d.get("supersedes", False)))
 
 
 def _num(x: float) -> float | None:
@@ -129,6 +136,10 @@ class ResultsStore:
         return [r for r in self._rows.values()
                 if (strategy is None or r.strategy == strategy) and (model is None or r.model == model)]
 
+    def row(self, key: RowKey) -> Row:
+        """The stored row of a key (KeyError when absent)."""
+        return self._rows[key]
+
     def get(self, model: str, strategy: str, setting: Setting) -> Row:
         key = (model, strategy, setting.key)
         if key not in self._rows:
@@ -137,8 +148,12 @@ class ResultsStore:
         return self._rows[key]
 
     def append(self, row: Row) -> None:
-        """Write one row durably (flush + fsync) before returning."""
-        if row.key in self._rows:
+        """Write one row durably (flush + fsync) before returning.
+
+        A row whose key is stored already is refused unless it is marked `supersedes` (then it is appended and
+        read back in place of the old one; the old line stays in the file, so nothing is overwritten).
+        """
+        if row.key in self._rows and not row.supersedes:
             raise DataError(f"row {row.key} is already stored in {self.root}; results are never overwritten")
         line = row.to_json() + "\n"
         with (self.root / ROWS).open("a", encoding="utf-8") as f:
@@ -171,7 +186,7 @@ def _read_rows(path: Path) -> tuple[dict[RowKey, Row], int | None]:
             raise DataError(f"{path} line {number} is corrupt ({type(e).__name__}: {str(e)[:120]}). Only the last "
                             "line can be cut off by an interrupted run, so this file was damaged otherwise; move it "
                             "away or pick a new --out directory. Nothing was changed.") from e
-        if row.key in rows:
+        if row.key in rows and not row.supersedes:
             raise DataError(f"{path} line {number} repeats the row {row.key}; the file was edited or merged by "
                             "hand. Remove the duplicate or pick a new --out directory. Nothing was changed.")
         rows[row.key] = row

@@ -2,7 +2,8 @@
 
 Each model is evaluated once, on the union of the benchmark prompts of every testbed pair it belongs to
 (whatever `--pairs` selects, so stored rows never depend on the selection), and its per-prompt values are
-reused for all its pairs: a pair's model score aggregates the values of that pair's prompts only. Models are
+reused for all its pairs: a pair's model score aggregates the values of that pair's prompts only. When the
+testbed grows, a model's union can grow: its rows on the old prompts are then recomputed (and superseded). Models are
 loaded lazily (a strategy that needs no model, like random guessing, never loads one) and one at a time.
 """
 
@@ -112,10 +113,16 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     store = ResultsStore.open(out, manifest_for(testbed, strategies, config, plan))
     load = load or testbed.load
     for model, prompts in plan.prompts.items():
-        todo = {s.name: [st for st in s.settings() if (model, s.name, st.key) not in store] for s in strategies}
+        ids = tuple(p.id for p in prompts)
+        todo = {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
+                for s in strategies}
         total = sum(map(len, todo.values()))
         if not total:
             continue
+        stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
+        if stale:
+            log(f"{model}: {stale} stored rows were computed on other prompts than its {len(ids)} now (the testbed "
+                "grew); they are recomputed and superseded")
         task = progress.add_task(model, total=total) if progress is not None else None
         subject = Subject(model, functools.partial(load, model))
         for strategy in strategies:
@@ -130,6 +137,11 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
+def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
+    """Whether a row is stored for this key, computed on exactly these prompts."""
+    return key in store and store.row(key).values.prompt_ids == prompt_ids
+
+
 def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts: Sequence[Scenario],
              todo: Sequence[Setting], progress: Any, task: Any) -> None:
     wanted = {s.key for s in todo}
@@ -141,7 +153,8 @@ def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts:
             raise StrategyError(f"strategy {strategy.name} returned setting {key} on {len(values.prompt_ids)} "
                                 f"prompts; expected one of {sorted(wanted)} on the {len(ids)} given prompts")
         now = time.perf_counter()
-        store.append(Row(subject.id, strategy.name, values, now - t0))
+        old = (subject.id, strategy.name, key) in store
+        store.append(Row(subject.id, strategy.name, values, now - t0, supersedes=old))
         t0 = now
         wanted.discard(key)
         if progress is not None:

@@ -23,6 +23,7 @@ from poser_interp.strategies import PromptValues, Setting, StrategyError, make
 from poser_interp.strategies import base as strategy_base
 from poser_interp.strategies.base import Score, mean_of
 from poser_interp.strategies.noise import strategy_for
+from poser_interp.testbed import Testbed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = dict(scales=(0.5, 2.0), primary_scale=2.0, samples=2)  # = detect --layers 0,1 --scales 0.5,2 --samples 2
@@ -100,6 +101,46 @@ def test_resume_after_kill_equals_uninterrupted_run(testbed, full, tmp_path, mon
     lines = rows.read_text().splitlines()
     assert len(lines) == N_ROWS == len({tuple(json.loads(x)[k] for k in ("model", "strategy", "key")) for x in lines})
     assert rows_equal(ResultsStore.open(tmp_path).rows(), ResultsStore.open(out_full).rows())  # same seed, same bits
+
+
+def _copy_testbed(testbed, to, drop_model=None, keep_prompts=None):
+    """A copy of a testbed without one model (and its pairs), with the steward-grabber pair's benchmark cut."""
+    shutil.copytree(testbed.root, to)
+    manifest = json.loads((to / "manifest.json").read_text())
+    if drop_model:
+        del manifest["models"][drop_model]
+        manifest["pairs"] = {p: e for p, e in manifest["pairs"].items() if drop_model not in e.values()}
+    if keep_prompts is not None:
+        bench = to / "pairs" / "steward-s0__grabber-s0.jsonl"
+        lines = bench.read_text().splitlines(keepends=True)[:keep_prompts]
+        bench.write_text("".join(lines))
+        manifest["pairs"]["steward-s0__grabber-s0"]["benchmark_size"] = len(lines)
+    (to / "manifest.json").write_text(json.dumps(manifest))
+    return Testbed.open(to)
+
+
+def test_a_grown_testbed_resumes_in_the_same_directory(testbed, tmp_path, monkeypatch):
+    """Growing a testbed grows a model's prompt union: its stale rows are recomputed, the rest reused."""
+    big = _copy_testbed(testbed, tmp_path / "big", keep_prompts=8)  # so that climber's pair adds prompts
+    small = _copy_testbed(big, tmp_path / "small", drop_model="climber-s0")
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    run_detection(small, strategies(), out, log=lambda _: None)
+    run_detection(big, strategies(), fresh, log=lambda _: None)
+    setting = Setting.of(layer=0, scale=2.0)
+    old = set(ResultsStore.open(out).get("steward-s0", "noise", setting).values.prompt_ids)
+    assert old < set(ResultsStore.open(fresh).get("steward-s0", "noise", setting).values.prompt_ids)
+
+    real_append, appended, messages = ResultsStore.append, [], []
+    monkeypatch.setattr(ResultsStore, "append", lambda self, row: (appended.append(row), real_append(self, row))[1])
+    run_detection(big, strategies(), out, log=messages.append)
+    assert {r.model for r in appended} == {"climber-s0", "steward-s0"}  # grabber's prompts did not change
+    assert all(r.supersedes == (r.model == "steward-s0") for r in appended)
+    assert any(m.startswith(f"steward-s0: {N_ROWS // 3} stored rows were computed on other prompts") for m in messages)
+    lines = (out / ROWS).read_text().splitlines()
+    assert len(lines) == N_ROWS + N_ROWS // 3  # the superseded lines stay in the file: nothing is overwritten
+    assert rows_equal(ResultsStore.open(out).rows(), ResultsStore.open(fresh).rows())  # = a fresh run, bit for bit
+    ev = evaluate(ResultsStore.open(out))
+    assert ev.find("noise", "flip_rate", setting)[0].summary.n_decided == 2
 
 
 def test_corrupt_results_are_refused_and_left_alone(testbed, full, tmp_path):

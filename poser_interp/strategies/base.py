@@ -95,7 +95,8 @@ class PromptValues:
         missing = [p for p in prompt_ids if p not in index]
         if missing:
             raise StrategyError(f"setting {self.setting.key}: no values for prompts {missing[:5]}; the stored "
-                                "results were computed on other prompts (use a new --out directory)")
+                                "results were computed on other prompts (rerun `poser-interp detect` with "
+                                "this --out to recompute them)")
         take = np.array([index[p] for p in prompt_ids], dtype=np.int64)
         return {k: v[take] for k, v in self.values.items()}
 
