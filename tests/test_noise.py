@@ -143,6 +143,23 @@ def test_scores_and_confidence_matching():
     assert math.isnan(scores["raw_rise"].model(nan))  # NaN propagates, never skipped
 
 
+def test_margin_adjusted_controls_for_clean_confidence():
+    """Both models on one line (noised = 0.5 x clean): even; the faker 2 logits below it: it drops 2 more."""
+    score = {s.name: s for s in NoiseStrategy().scores()}["margin_adjusted"]
+    clean_a, clean_f = np.array([8.0, 9.0, 10.0, 11.0]), np.array([5.0, 6.0, 7.0, 8.0])
+    aligned = {"margin_clean": clean_a, "margin_noisy": 0.5 * clean_a}
+    same_line = {"margin_clean": clean_f, "margin_noisy": 0.5 * clean_f}
+    a, f = score.decide(aligned, same_line)
+    assert a == pytest.approx(f) == pytest.approx(4.0)  # both drop 4 logits at the common mean clean margin, 8
+    # the less confident model's raw and relative drops are not what decides: only the departure from the line
+    below = {"margin_clean": clean_f, "margin_noisy": 0.5 * clean_f - 2.0}
+    a, f = score.decide(aligned, below)
+    assert f - a == pytest.approx(2.0)
+    noisy = {**below, "margin_noisy": below["margin_noisy"] + np.array([0.3, -0.3, -0.3, 0.3])}
+    assert score.decide(aligned, noisy)[1] - a == pytest.approx(2.0)  # scatter around the line averages out
+    assert all(math.isnan(x) for x in score.decide(aligned, {k: v[:1] for k, v in below.items()}))
+
+
 def test_baselines(tiny_llama, prompts):
     subject = Subject("m1", lambda: tiny_llama)
     (bb,) = ConfidenceBaseline().run(subject, prompts, [Setting()])
