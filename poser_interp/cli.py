@@ -292,6 +292,9 @@ def detect(
     positions: Annotated[str | None, typer.Option(help="noise: 'all' real tokens or 'last'")] = None,
     distribution: Annotated[str | None, typer.Option(help="noise: 'gaussian' or 'uniform'")] = None,
     plots: Annotated[bool, typer.Option(help="write figures to OUT/figures")] = True,
+    match_confidence: Annotated[float | None, typer.Option(
+        help="also evaluate every strategy on confidence-matched prompts only: those where the pair's two clean "
+             "logit margins differ by <= this many logits (from the stored results; nothing is recomputed)")] = None,
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -340,6 +343,21 @@ def detect(
         ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
                            log=progress.console.print)
     _detect_table(ev, tb.root, len(ev.results[0].pair_scores) if ev.results else 0)
+    if match_confidence is not None:
+        from .results import ResultsStore
+        from .runner import ConfidenceMatch, evaluate
+
+        if not match_confidence >= 0:
+            raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
+                                     param_hint="--match-confidence")
+        match = ConfidenceMatch(tol=match_confidence)
+        store = ResultsStore.open(out)
+        chosen = list(ev.results[0].pair_scores) if ev.results else []
+        kept = [len(match.prompts(store, store.manifest["pairs"][p])) for p in chosen]
+        matched = evaluate(store, chosen, seed=seed, strategies=ev.strategies(), match=match)
+        _detect_table(matched, tb.root, len(chosen), f"confidence-matched prompts only (clean margins within "
+                      f"{match_confidence:g} logit; kept per pair: {sorted(kept)}; a pair with < "
+                      f"{match.min_prompts} is undecided)")
     if plots:
         from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
         from .results import ResultsStore
@@ -359,8 +377,9 @@ def _metric_cells(r: Any) -> tuple[str, str, str]:
     return _fmt_ci(m.accuracy, m.accuracy_ci), _fmt_ci(m.auroc, m.auroc_ci), f"{m.n_decided}/{m.n_pairs}"
 
 
-def _detect_table(ev: Any, root: Path, n_pairs: int) -> None:
-    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance)")
+def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:
+    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance)"
+                  + (f"\n{subtitle}" if subtitle else ""))
     for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided", "compute"):
         table.add_column(col, no_wrap=col != "score")
     notes = []

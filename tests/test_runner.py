@@ -18,7 +18,7 @@ from poser_interp.cli import app
 from poser_interp.errors import DataError
 from poser_interp.plots import dose_response_figure, layer_figure, summary_figure, write_figures
 from poser_interp.results import ROWS, ResultsStore, ResumeWarning, rows_equal
-from poser_interp.runner import RunConfig, evaluate, run_detection, tiny_testbed
+from poser_interp.runner import ConfidenceMatch, RunConfig, evaluate, run_detection, tiny_testbed
 from poser_interp.strategies import PromptValues, Setting, StrategyError, make
 from poser_interp.strategies import base as strategy_base
 from poser_interp.strategies.base import Score, mean_of
@@ -234,13 +234,35 @@ def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
     shutil.copytree(full[0], out)
     result = CliRunner().invoke(app, ["detect", "--strategies", "noise", "--testbed", str(testbed.root), "--out",
                                       str(out), "--layers", "0,1", "--scales", "0.5,2", "--samples", "2",
-                                      "--max-prompts", "0"])
+                                      "--max-prompts", "0", "--match-confidence", "0.5"])
     assert result.exit_code == 0, result.output
     for text in ("accuracy (95% CI)", "AUROC (95% CI)", "rel_margin_drop *", "raw_rise", "blackbox", "random",
-                 "noise (rel_margin_drop): accuracy", "figures:"):
+                 "noise (rel_margin_drop): accuracy", "figures:", "confidence-matched prompts only"):
         assert text in result.output
     assert (out / "figures" / "summary.html").exists() and (out / "figures" / "noise_dose_response.html").exists()
     assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # everything was stored: nothing recomputed
+
+
+def test_confidence_matched_evaluation(full):
+    store = ResultsStore.open(full[0])
+    plain = evaluate(store)
+    everything = evaluate(store, match=ConfidenceMatch(tol=1e9))  # every prompt matched: the same numbers
+    for r, m in zip(plain.results, everything.results, strict=True):
+        for pid, scores in r.pair_scores.items():
+            assert m.pair_scores[pid] == pytest.approx(scores, nan_ok=True)
+        assert m.model_scores == pytest.approx(r.model_scores, nan_ok=True)
+    nothing = evaluate(store, match=ConfidenceMatch(tol=0.0))  # no two clean margins are equal: all undecided
+    assert all(r.summary.n_decided == 0 for r in nothing.results)
+    pair = store.manifest["pairs"]["steward-s0__climber-s0"]
+    margins = {m: store.get(pair[k], "blackbox", Setting()).values.subset(pair["prompt_ids"])["margin"]
+               for k, m in (("aligned", "a"), ("faker", "f"))}
+    tol = float(np.median(np.abs(margins["a"] - margins["f"])))
+    keep = np.abs(margins["a"] - margins["f"]) <= tol
+    assert 3 <= keep.sum() < len(keep)
+    some = evaluate(store, match=ConfidenceMatch(tol=tol))
+    (r,) = some.find("blackbox", "neg_margin")
+    assert r.pair_scores["steward-s0__climber-s0"] == pytest.approx((-margins["a"][keep].mean(),
+                                                                     -margins["f"][keep].mean()))
 
 
 def test_plots_redrawn_from_the_store(full, tmp_path):
