@@ -22,6 +22,7 @@ from poser_interp.strategies import (
     Setting,
     StrategyError,
     Subject,
+    baselines,
     make,
     noise_values,
 )
@@ -158,6 +159,21 @@ def test_margin_adjusted_controls_for_clean_confidence():
     noisy = {**below, "margin_noisy": below["margin_noisy"] + np.array([0.3, -0.3, -0.3, 0.3])}
     assert score.decide(aligned, noisy)[1] - a == pytest.approx(2.0)  # scatter around the line averages out
     assert all(math.isnan(x) for x in score.decide(aligned, {k: v[:1] for k, v in below.items()}))
+
+
+def test_blackbox_reuses_the_clean_logits_of_s2_bit_for_bit(tiny_llama, prompts, monkeypatch):
+    alone = next(ConfidenceBaseline().run(Subject("m1", lambda: tiny_llama), prompts, [Setting()]))
+    subject = Subject("m1", lambda: tiny_llama)
+    list(NoiseStrategy(NoiseConfig(layers=(1,), scales=(1.0,), primary_layer=1)).run(
+        subject, prompts, [Setting.of(layer=1, scale=1.0)]))
+    monkeypatch.setattr(baselines, "answer_logits", lambda *a, **k: pytest.fail("S2's clean pass was not reused"))
+    shared = next(ConfidenceBaseline().run(subject, prompts, [Setting()]))
+    assert all(np.array_equal(shared.values[k], alone.values[k]) for k in ("p_misaligned", "margin"))
+    other = Subject("m1", lambda: tiny_llama)  # other batching: not the same key, so computed afresh
+    list(NoiseStrategy(NoiseConfig(layers=(1,), scales=(1.0,), primary_layer=1, batch_size=3)).run(
+        other, prompts, [Setting.of(layer=1, scale=1.0)]))
+    with pytest.raises(pytest.fail.Exception, match="not reused"):
+        next(ConfidenceBaseline().run(other, prompts, [Setting()]))
 
 
 def test_baselines(tiny_llama, prompts):

@@ -150,12 +150,18 @@ class Score:
 
 
 class Subject:
-    """A model under test as strategies see it: an opaque id, and its hooked model loaded on first use."""
+    """A model under test as strategies see it: an opaque id, and its hooked model loaded on first use.
+
+    `memo` lets strategies run on the same model share exact intermediate results (e.g. the clean answer
+    logits S2 computes anyway, which the black-box baseline then reads instead of running the model again);
+    it lives as long as the subject, i.e. one model of one run.
+    """
 
     def __init__(self, model_id: str, load: Callable[[], Any]):
         self.id = model_id
         self._load = load
         self._model: Any = None
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     @property
     def model(self) -> Any:
@@ -166,6 +172,12 @@ class Subject:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+
+def clean_logits_key(prompts: Sequence[Any], max_tokens: int, batch_size: int) -> tuple[Any, ...]:
+    """`Subject.memo` key of the clean logits of the two answer choices (n x 2, prompt order) of these prompts,
+    computed with `scoring`'s batching (length-sorted chunks of `batch_size`), so the numbers are identical."""
+    return ("clean_choice_logits", tuple(p.id for p in prompts), max_tokens, batch_size)
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import torch
 from ..scenario import Scenario
 from ..scoring import answer_logits
 from ..tokens import PromptFormat
-from .base import PromptValues, Score, Setting, Subject, mean_of, register, stable_seed
+from .base import PromptValues, Score, Setting, Subject, clean_logits_key, mean_of, register, stable_seed
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,11 @@ class ConfidenceBaseline:
             -> Iterator[PromptValues]:
         if not prompts:
             return
-        logits = answer_logits(subject.model, prompts, fmt=PromptFormat(max_tokens=self.config.max_tokens),
-                               batch_size=self.config.batch_size)
+        key = clean_logits_key(prompts, self.config.max_tokens, self.config.batch_size)
+        logits = subject.memo.get(key)  # computed already by S2 on this model (same batching: same numbers)
+        if logits is None:
+            logits = answer_logits(subject.model, prompts, fmt=PromptFormat(max_tokens=self.config.max_tokens),
+                                   batch_size=self.config.batch_size)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
         p_mis = logits.softmax(-1).gather(1, mis[:, None])[:, 0]
         margin = logits.gather(1, (1 - mis)[:, None])[:, 0] - logits.gather(1, mis[:, None])[:, 0]

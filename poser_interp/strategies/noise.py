@@ -21,7 +21,7 @@ each noised sample costs one token through layers L.. instead of the whole promp
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -41,6 +41,7 @@ from .base import (
     StrategyError,
     Subject,
     Values,
+    clean_logits_key,
     mean_of,
     median_of,
     register,
@@ -212,15 +213,18 @@ class NoiseStrategy:
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
-        yield from noise_values(BridgeEngine(subject.model), prompts, settings, self.config)
+        key = clean_logits_key(prompts, self.config.max_tokens, self.config.batch_size)
+        yield from noise_values(BridgeEngine(subject.model), prompts, settings, self.config,
+                                on_clean=lambda logits: subject.memo.__setitem__(key, logits))
 
 
 def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Sequence[Setting],
-                 config: NoiseConfig) -> Iterator[PromptValues]:
+                 config: NoiseConfig, on_clean: Callable[[Tensor], None] | None = None) -> Iterator[PromptValues]:
     """Per-prompt values for the requested settings, on any engine (TL bridge fast/slow path, nnsight).
 
     One clean pass gives clean logits and the mean residual norm of every layer; then, layer by layer, the
     noised passes run and that layer's settings are yielded (so a killed run loses at most one layer).
+    on_clean receives the clean logits of the two answer choices (n x 2, prompt order), for sharing.
     """
     if not prompts:
         return
@@ -242,6 +246,8 @@ def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Seq
             s, c = mean_norm(resid[layer], batch.attention_mask)
             norm_sum[layer] += s
             norm_count[layer] += c
+    if on_clean is not None:
+        on_clean(clean.clone())
     p_clean = clean.softmax(-1).gather(1, mis[:, None])[:, 0]
     margin_clean = _margin(clean, mis)
     for layer in layers:
