@@ -6,8 +6,9 @@ Run:  .venv/bin/python analyses/noise_injection.py                 (the shipped 
 How defaults are picked, honestly: pairs are split by the models' training split. The (layer, scale, score)
 with the best accuracy on the *selection* pairs (both models from split 0) is reported on the *held-out*
 pairs (both models from other splits: no model in common), next to the black-box baseline on the same
-held-out pairs. With a single split, pairs are halved by a hash of their id instead (models then overlap,
-which is said in the output). Results are stored (resumable) and the figures redrawn from them.
+held-out pairs, and again on confidence-matched prompts only (`--match-confidence`). With a single split,
+pairs are halved by a hash of their id instead (models then overlap, which is said in the output). Results
+are stored (resumable) and the figures redrawn from them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=3, help="noise draws per prompt")
     ap.add_argument("--positions", default="all", choices=("all", "last"), help="noise at all real tokens or the last")
     ap.add_argument("--distribution", default="gaussian", choices=("gaussian", "uniform"))
+    ap.add_argument("--match-confidence", type=float, default=1.0,
+                    help="also report the held-out result on confidence-matched prompts only (clean margins of the "
+                         "pair within this many logits); negative: skip")
     add_run_args(ap)
     args = ap.parse_args(argv)
 
@@ -71,7 +75,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from poser_interp.plots import dose_response_figure, layer_figure, summary_figure
     from poser_interp.results import ResultsStore
-    from poser_interp.runner import evaluate, n_layers_of
+    from poser_interp.runner import ConfidenceMatch, evaluate, n_layers_of
     from poser_interp.strategies.noise import strategy_for
     from poser_interp.testbed import Testbed, default_testbed_dir
 
@@ -123,6 +127,17 @@ def run(argv: list[str] | None = None) -> int:
                       f"{h.summary.auroc:.2f}; black-box on the same pairs {bb.summary.accuracy:.2f} "
                       f"{bb.summary.accuracy_ci}")
         extra = {"held-out": h}
+        if args.match_confidence >= 0:
+            match = ConfidenceMatch(tol=args.match_confidence)
+            ev_m = evaluate(store, held, seed=args.seed, strategies=["noise", "blackbox"], match=match)
+            (hm,) = ev_m.find("noise", best.score, best.setting)
+            bm = ev_m.find("blackbox", "neg_margin")[0]
+            kept = sorted(len(match.prompts(store, store.manifest["pairs"][p])) for p in held)
+            console.print(f"[bold]Held out, confidence-matched[/] (clean margins within {match.tol:g} logit; prompts "
+                          f"kept per pair {kept}): accuracy {hm.summary.accuracy:.2f} {hm.summary.accuracy_ci} on "
+                          f"{hm.summary.n_decided} decided pairs; black-box neg_margin {bm.summary.accuracy:.2f} "
+                          f"{bm.summary.accuracy_ci}")
+            extra["held-out, matched"] = hm
     figs = {"summary": summary_figure(ev, extra), "dose_response": dose_response_figure(store, "noise", pairs)}
     figs |= {f"layers_{s.name}": layer_figure(ev, "noise", s.name) for s in noise.scores()}
     write_and_report_figures(figs, out, console, start)

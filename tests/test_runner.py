@@ -291,6 +291,18 @@ def test_analysis_script_says_when_the_testbed_is_missing(tmp_path, capsys):
     assert "no testbed at" in capsys.readouterr().out
 
 
+def test_analysis_script_reports_a_held_out_choice(testbed, full, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(full[0], out)  # same options as the script's below: everything is read from the store
+    ns = runpy.run_path(os.path.join(REPO, "analyses", "noise_injection.py"))
+    args = [str(testbed.root), "--layers", "0,1", "--scales", "0.5,2", "--samples", "2", "--out", str(out)]
+    assert ns["main"]([*args, "--match-confidence", "1e9"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one split only: pairs halved by a hash" in text and "Held out (1 pairs): accuracy" in text
+    assert "Held out, confidence-matched" in text and "prompts kept per pair" in text
+    assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # nothing was recomputed
+
+
 def test_cli_detect_builds_every_strategy_for_the_base_depth(testbed, tmp_path):
     """All registered strategies run from the CLI on a 2-layer base (their defaults scale to its depth)."""
     names = "noise,probes,lens,attention,steering,learning_speed"
