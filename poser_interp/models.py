@@ -151,13 +151,13 @@ def _local_dir(name: str) -> Path:
 def tiny_config(arch: str, n_layers: int, d_model: int, vocab_size: int) -> Any:
     from transformers import LlamaConfig, Qwen2Config
 
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=1, eos_token_id=2, pad_token_id=2,
     )
     if arch == "tiny-llama":
-        return LlamaConfig(**common, rope_theta=10000.0)
+        return LlamaConfig(**{**common, "rope_theta": 10000.0})
     return Qwen2Config(**common, use_sliding_window=False)
 
 
