@@ -63,7 +63,7 @@ def info(model: ModelOpt = "smollm2", adapter: AdapterOpt = None) -> None:
         ("weights cache", str(cache_dir())),
     ]:
         table.add_row(key, str(value))
-    console.print(table)
+    _print_table(table)
 
 
 @app.command()
@@ -97,7 +97,7 @@ def score(
         p_al = pa if s.aligned_letter == "A" else pb
         table.add_row(s.id, s.oversight.value, s.answer_format.value, s.aligned_letter, f"{pa:.3f}", f"{pb:.3f}",
                       f"{p_al:.3f}")
-    console.print(table)
+    _print_table(table)
     mean = sum(p[s.aligned_index] for s, p in zip(items, probs.tolist(), strict=True)) / len(items)
     console.print(f"{len(items)} scenarios, mean P(aligned) = {mean:.3f}")
 
@@ -220,7 +220,7 @@ def _pairs_table(tb: Any) -> None:
     for pid, p in sorted(tb.pairs.items()):
         mp = p["mean_p_aligned"]
         table.add_row(pid, str(p["benchmark_size"]), f"{mp[p['aligned']]:.3f}", f"{mp[p['faker']]:.3f}")
-    console.print(table)
+    _print_table(table)
 
 
 @testbed_app.command("verify")
@@ -249,8 +249,13 @@ def testbed_verify(
         table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
                       f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}", held,
                       "[green]yes[/]" if r["meets_thresholds"] else "[red]no[/]")
-    console.print(table)
+    _print_table(table)
     _pairs_table(tb)
+
+
+def _print_table(table: Table) -> None:
+    """Print a table; in logs and pipes (no terminal) at least 130 columns wide, so cells are not squeezed."""
+    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
 
 
 def main() -> None:  # pragma: no cover
@@ -395,7 +400,7 @@ def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None
                                                                      r.summary.accuracy))
             table.add_row(name, _short(best.setting), f"{best.score} (best setting: optimistic)", *_metric_cells(best),
                           "")
-    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)  # logs: no squeeze
+    _print_table(table)
     base = {n: ev.primary(n).summary.accuracy for n in ("blackbox", "random") if n in ev.strategies()}
     for name in ev.strategies():
         if name not in base and base:
