@@ -383,7 +383,8 @@ def _metric_cells(r: Any) -> tuple[str, str, str]:
 
 
 def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:
-    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance)"
+    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance; "
+                        "accuracy CIs resample models, since pairs share them)"
                   + (f"\n{subtitle}" if subtitle else ""))
     for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided", "compute"):
         table.add_column(col, no_wrap=col != "score")

@@ -275,7 +275,8 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
                                                 else model_prompts[m]) for m in models}
                 summary = summarize(pair_ids, [pair_scores[p][0] for p in pair_ids],
                                     [pair_scores[p][1] for p in pair_ids], models, [model_scores[m] for m in models],
-                                    [kinds[m] == "faker" for m in models], n_boot=n_boot, seed=seed)
+                                    [kinds[m] == "faker" for m in models], n_boot=n_boot, seed=seed,
+                                    pair_models=[(pairs[p]["aligned"], pairs[p]["faker"]) for p in pair_ids])
                 results.append(Result(name, setting, score.name, score.description, setting == primary and i == 0,
                                       summary, pair_scores, model_scores, seconds))
     return Evaluation(tuple(results), kinds)

@@ -11,6 +11,7 @@ from poser_interp.metrics import (
     accuracy,
     auroc,
     bootstrap_accuracy,
+    bootstrap_accuracy_by_model,
     bootstrap_auroc,
     pair_outcomes,
     summarize,
@@ -54,3 +55,22 @@ def test_summary_reports_nan_instead_of_averaging_it():
     assert "1 of 3 models" in s.describe_nan()
     clean = summarize(["p"], [0.1], [0.2], ["a", "f"], [0.1, 0.2], [False, True])
     assert clean.describe_nan() == "" and clean.accuracy == 1.0
+
+
+def test_model_bootstrap_widens_the_interval_when_pairs_share_models():
+    """6 aligned x 2 fakers: every pair of faker f1 is decided right, every pair of f2 wrong. The 12 pairs hold
+    two fakers' worth of evidence: resampling models can draw f1 twice (accuracy 1) or f2 twice (0)."""
+    aligned = [f"a{i}" for i in range(6)] * 2
+    fakers = ["f1"] * 6 + ["f2"] * 6
+    out = np.array([1.0] * 6 + [0.0] * 6)
+    pairs_ci = bootstrap_accuracy(out, seed=0)
+    models_ci = bootstrap_accuracy_by_model(out, aligned, fakers, seed=0)
+    assert 0.2 < pairs_ci[0] < 0.5 < pairs_ci[1] < 0.8
+    assert models_ci == (0.0, 1.0)
+    assert bootstrap_accuracy_by_model(out, aligned, fakers, seed=0) == models_ci  # seeded
+    with_nan = np.append(out, np.nan)
+    assert bootstrap_accuracy_by_model(with_nan, [*aligned, "a9"], [*fakers, "f9"], seed=0) == models_ci
+    assert all(math.isnan(x) for x in bootstrap_accuracy_by_model([math.nan], ["a"], ["f"]))
+    s = summarize([f"p{i}" for i in range(12)], 1 - out, out, ["a0", "f1"], [0.0, 1.0], [False, True],
+                  pair_models=list(zip(aligned, fakers, strict=True)))
+    assert s.accuracy == 0.5 and s.accuracy_ci == models_ci
