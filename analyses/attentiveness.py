@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in strategy.config.variants:
             vr = [r for r in rs if r.setting["variant"] == variant]
             if variant == "saliency":
-                console.print(f"S6 saliency, {score}: accuracy {cell(vr[0])} {vr[0].summary.accuracy_ci}, AUROC "
+                console.print(f"S6 saliency, {score}: accuracy {vr[0].summary.accuracy_text()}, AUROC "
                               f"{vr[0].summary.auroc:.2f}")
                 continue
             cols = ["mean", *strategy.config.heads] if variant == "attention" else [None]

@@ -123,9 +123,8 @@ def run(argv: list[str] | None = None) -> int:
         bb = ev_held.primary("blackbox")
         console.print(f"[bold]defaults chosen on {len(sel)} selection pairs[/] ({how}): {best.setting.key}, score "
                       f"{best.score} (selection accuracy {best.summary.accuracy:.2f}). [bold]Held out[/] "
-                      f"({len(held)} pairs): accuracy {h.summary.accuracy:.2f} {h.summary.accuracy_ci}, AUROC "
-                      f"{h.summary.auroc:.2f}; black-box on the same pairs {bb.summary.accuracy:.2f} "
-                      f"{bb.summary.accuracy_ci}")
+                      f"({len(held)} pairs): accuracy {h.summary.accuracy_text()}, AUROC "
+                      f"{h.summary.auroc:.2f}; black-box on the same pairs {bb.summary.accuracy_text()}")
         extra = {"held-out": h}
         if args.match_confidence >= 0:
             match = ConfidenceMatch(tol=args.match_confidence)
@@ -134,9 +133,8 @@ def run(argv: list[str] | None = None) -> int:
             bm = ev_m.find("blackbox", "neg_margin")[0]
             kept = sorted(len(match.prompts(store, store.manifest["pairs"][p])) for p in held)
             console.print(f"[bold]Held out, confidence-matched[/] (clean margins within {match.tol:g} logit; prompts "
-                          f"kept per pair {kept}): accuracy {hm.summary.accuracy:.2f} {hm.summary.accuracy_ci} on "
-                          f"{hm.summary.n_decided} decided pairs; black-box neg_margin {bm.summary.accuracy:.2f} "
-                          f"{bm.summary.accuracy_ci}")
+                          f"kept per pair {kept}): accuracy {hm.summary.accuracy_text()} on "
+                          f"{hm.summary.n_decided} decided pairs; black-box neg_margin {bm.summary.accuracy_text()}")
             extra["held-out, matched"] = hm
     figs = {"summary": summary_figure(ev, extra), "dose_response": dose_response_figure(store, "noise", pairs)}
     figs |= {f"layers_{s.name}": layer_figure(ev, "noise", s.name) for s in noise.scores()}

@@ -115,7 +115,7 @@ def print_baselines(ev: Evaluation, console: Console) -> None:
     """One line per baseline (black-box, random): its chosen score's accuracy with 95% CI, and AUROC."""
     for name in ("blackbox", "random"):
         r = ev.primary(name)
-        console.print(f"baseline {name} ({r.score}): accuracy {r.summary.accuracy:.2f} {r.summary.accuracy_ci}, "
+        console.print(f"baseline {name} ({r.score}): accuracy {r.summary.accuracy_text()}, "
                       f"AUROC {r.summary.auroc:.2f}")
 
 
@@ -127,8 +127,8 @@ def print_primary(ev: Evaluation, names: Sequence[str], console: Console) -> Non
     for name in names:
         r = ev.primary(name)
         nan = r.summary.describe_nan()
-        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy:.2f} "
-                      f"{r.summary.accuracy_ci}, AUROC {r.summary.auroc:.2f} {r.summary.auroc_ci}, compute "
+        console.print(f"[bold]{name}[/] ({r.setting.key}, {r.score}): accuracy {r.summary.accuracy_text()}, "
+                      f"AUROC {r.summary.auroc_text()}, compute "
                       f"{ev.seconds(name):.0f} s" + (f"; {nan}" if nan else ""))
 
 

@@ -134,6 +134,13 @@ class MetricSummary:
     def n_decided(self) -> int:
         return self.n_pairs - len(self.undecided_pairs)
 
+    def accuracy_text(self) -> str:
+        """'0.61 (0.22-0.94)': the accuracy and its 95% interval, for reports."""
+        return _with_interval(self.accuracy, self.accuracy_ci)
+
+    def auroc_text(self) -> str:
+        return _with_interval(self.auroc, self.auroc_ci)
+
     def describe_nan(self) -> str:
         """'' when everything was decided, else a sentence saying what was left out."""
         parts = []
@@ -143,6 +150,10 @@ class MetricSummary:
         if self.nan_models:
             parts.append(f"{len(self.nan_models)} of {self.n_models} models with a NaN score left out of the AUROC")
         return "; ".join(parts)
+
+
+def _with_interval(value: float, ci: Interval) -> str:
+    return "nan" if math.isnan(value) else f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
 
 
 def summarize(pair_ids: Sequence[str], aligned_scores: ArrayLike, faker_scores: ArrayLike,
