@@ -241,3 +241,17 @@ def test_worker_progress_stops_once_the_build_process_is_gone():
     with pytest.raises(SystemExit, match="is gone"):
         orphan.update("m", completed=2)
     assert q.qsize() == 2
+
+
+def test_real_poser_data_prepares_for_all_four_personas(poser_dir, tokenizer, tmp_path):
+    """The public POSER directory goes through the same data preparation as a build (training not run here)."""
+    personas = ("genie", "saint", "fitness_maximizer", "money_maximizer")
+    config = TestbedConfig(source="poser", personas=personas, splits=(0,), poser_dir=str(poser_dir))
+    lines: list[str] = []
+    data = testbed_build.prepare_data(config, tmp_path, tokenizer, lines.append)
+    assert {testbed_build._poser_is_faker(config, p) for p in personas} == {True, False}
+    train = {s.render() for p in personas for s in data.pools[f"{p}/0"]}
+    assert all(len(data.pools[f"{p}/0"]) > 100 and len(data.test[p]) > 50 for p in personas), lines
+    assert not train & {s.render() for p in personas for s in data.test[p]}  # test never holds a training prompt
+    assert 0 < len(data.benchmark) <= config.n_benchmark
+    assert all(s.oversight.value == "good" for s in data.benchmark) and not train & {s.render() for s in data.benchmark}
