@@ -100,7 +100,8 @@ class ResultsStore:
 
         With a manifest: a new directory is created; an existing one must hold the same config (per strategy,
         seed, run options, testbed base model and adapter hashes), else DataError and nothing is written.
-        Without one: an existing directory is opened read-only, e.g. to redraw plots.
+        Without one: an existing directory is opened read-only, e.g. to redraw plots (never changed on disk,
+        so it is safe while a run is writing to it).
         """
         root = Path(root)
         path = root / MANIFEST
@@ -115,11 +116,14 @@ class ResultsStore:
             new = json.loads(json.dumps(dict(manifest)))
             merged = _merge(old, new, root) if old is not None else new
         assert merged is not None
-        if cut is not None:  # only now (everything checked) is the cut-off line removed
+        if cut is not None and manifest is not None:  # only now (everything checked) is the cut-off line removed
             warnings.warn(f"{root / ROWS}: the last line was cut off by an interrupted run; it is dropped and "
                           "its row will be recomputed", ResumeWarning, stacklevel=2)
             with (root / ROWS).open("r+b") as f:
                 f.truncate(cut)
+        elif cut is not None:  # read-only: a run may be writing that line right now, so the file is left alone
+            warnings.warn(f"{root / ROWS}: the last line is incomplete (cut off, or being written by a running "
+                          "detection); it is ignored", ResumeWarning, stacklevel=2)
         if manifest is not None:
             root.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, merged)

@@ -91,6 +91,10 @@ def test_resume_after_kill_equals_uninterrupted_run(testbed, full, tmp_path, mon
     next_line = (out_full / ROWS).read_text().splitlines()[7]
     with rows.open("a") as f:
         f.write(next_line[: len(next_line) // 2])  # ... and the kill hit in the middle of writing row 8
+    before = rows.read_bytes()
+    with pytest.warns(ResumeWarning, match="incomplete.*ignored"):
+        assert len(ResultsStore.open(tmp_path)) == 7  # a reader (e.g. plots during a run) changes nothing on disk
+    assert rows.read_bytes() == before
 
     recomputed: list = []
     monkeypatch.setattr(ResultsStore, "append", lambda self, row: (recomputed.append(row.key),
