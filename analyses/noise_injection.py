@@ -131,7 +131,7 @@ def run(argv: list[str] | None = None) -> int:
             ev_m = evaluate(store, held, seed=args.seed, strategies=["noise", "blackbox"], match=match)
             (hm,) = ev_m.find("noise", best.score, best.setting)
             bm = ev_m.find("blackbox", "neg_margin")[0]
-            kept = sorted(len(match.prompts(store, store.manifest["pairs"][p])) for p in held)
+            kept = sorted(len(ids) for ids in ev_m.pair_prompts.values())
             console.print(f"[bold]Held out, confidence-matched[/] (clean margins within {match.tol:g} logit; prompts "
                           f"kept per pair {kept}): accuracy {hm.summary.accuracy_text()} on "
                           f"{hm.summary.n_decided} decided pairs; black-box neg_margin {bm.summary.accuracy_text()}")

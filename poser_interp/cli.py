@@ -263,12 +263,6 @@ def main() -> None:  # pragma: no cover
 
 
 # --- detection -------------------------------------------------------------------------------------------
-def _fmt_ci(value: float, ci: tuple[float, float]) -> str:
-    if value != value:  # NaN
-        return "[red]NaN[/]"
-    return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
-
-
 def _short(setting: Any) -> str:
     """'L4 x1.0' for a noise setting; 'k=v' pairs otherwise; '-' when empty."""
     d = setting.as_dict()
@@ -311,12 +305,16 @@ def detect(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runner import RunConfig, n_layers_of, run_detection, shape_of
+    from .results import ResultsStore
+    from .runner import ConfidenceMatch, RunConfig, evaluate, n_layers_of, run_detection, shape_of
     from .strategies import BASELINES, known, make
     from .strategies.noise import default_layers, strategy_for
     from .testbed import Testbed
 
     start = time.perf_counter()
+    if match_confidence is not None and not match_confidence >= 0:
+        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
+                                 param_hint="--match-confidence")
     names = list(dict.fromkeys((_csv(strategies) or []) + list(BASELINES)))
     unknown = [n for n in names if n not in known()]
     if unknown:
@@ -347,29 +345,20 @@ def detect(
         config = RunConfig(seed=seed, max_prompts=max_prompts or None)
         ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
                            log=progress.console.print)
-    _detect_table(ev, tb.root, len(ev.results[0].pair_scores) if ev.results else 0)
-    if match_confidence is not None:
-        from .results import ResultsStore
-        from .runner import ConfidenceMatch, evaluate
-
-        if not match_confidence >= 0:
-            raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
-                                     param_hint="--match-confidence")
+    _detect_table(ev, tb.root, len(ev.pair_prompts))
+    store = ResultsStore.open(out) if match_confidence is not None or (plots and "noise" in ev.strategies()) else None
+    if match_confidence is not None and store is not None:
         match = ConfidenceMatch(tol=match_confidence)
-        store = ResultsStore.open(out)
-        chosen = list(ev.results[0].pair_scores) if ev.results else []
-        kept = [len(match.prompts(store, store.manifest["pairs"][p])) for p in chosen]
-        matched = evaluate(store, chosen, seed=seed, strategies=ev.strategies(), match=match)
-        _detect_table(matched, tb.root, len(chosen), f"confidence-matched prompts only (clean margins within "
-                      f"{match_confidence:g} logit; kept per pair: {sorted(kept)}; a pair with < "
-                      f"{match.min_prompts} is undecided)")
+        matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
+        kept = sorted(len(ids) for ids in matched.pair_prompts.values())
+        _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
+                      f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} is "
+                      "undecided)")
     if plots:
         from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
-        from .results import ResultsStore
 
         figs = {"summary": summary_figure(ev)}
-        if "noise" in ev.strategies():
-            store = ResultsStore.open(out)
+        if "noise" in ev.strategies() and store is not None:
             figs |= {"noise_layers": layer_figure(ev, "noise"),
                      "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
         paths, note = write_figures(figs, out / "figures")
@@ -379,7 +368,8 @@ def detect(
 
 def _metric_cells(r: Any) -> tuple[str, str, str]:
     m = r.summary
-    return _fmt_ci(m.accuracy, m.accuracy_ci), _fmt_ci(m.auroc, m.auroc_ci), f"{m.n_decided}/{m.n_pairs}"
+    acc, auc = (t if t != "nan" else "[red]NaN[/]" for t in (m.accuracy_text(), m.auroc_text()))
+    return acc, auc, f"{m.n_decided}/{m.n_pairs}"
 
 
 def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:

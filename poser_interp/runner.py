@@ -187,6 +187,8 @@ class Evaluation:
     results: tuple[Result, ...]
     kinds: dict[str, str]
     """model id -> 'aligned' or 'faker'."""
+    pair_prompts: dict[str, list[str]]
+    """pair id -> the prompts it was scored on (all of its benchmark prompts, or the confidence-matched ones)."""
 
     def find(self, strategy: str, score: str | None = None, setting: Setting | None = None) -> list[Result]:
         return [r for r in self.results if r.strategy == strategy and score in (None, r.score)
@@ -223,12 +225,7 @@ class ConfidenceMatch:
     def prompts(self, store: ResultsStore, pair: dict[str, Any]) -> list[str]:
         """The pair's prompts that are matched in clean confidence ([] when below `min_prompts`)."""
         ids = pair["prompt_ids"]
-        margins = []
-        for model in (pair["aligned"], pair["faker"]):
-            if (model, "blackbox", Setting().key) not in store:
-                raise DataError(f"confidence matching needs the black-box rows of {model} in {store.root}; rerun "
-                                "`poser-interp detect` there (the baselines always run)")
-            margins.append(store.get(model, "blackbox", Setting()).values.subset(ids)["margin"])
+        margins = [store.get(pair[k], "blackbox", Setting()).values.subset(ids)["margin"] for k in ("aligned", "faker")]
         kept = [i for i, a, f in zip(ids, *margins, strict=True) if abs(a - f) <= self.tol]
         return kept if len(kept) >= self.min_prompts else []
 
@@ -279,7 +276,7 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
                                     pair_models=[(pairs[p]["aligned"], pairs[p]["faker"]) for p in pair_ids])
                 results.append(Result(name, setting, score.name, score.description, setting == primary and i == 0,
                                       summary, pair_scores, model_scores, seconds))
-    return Evaluation(tuple(results), kinds)
+    return Evaluation(tuple(results), kinds, prompt_ids)
 
 
 def _model_score(score: Any, row: Row | None, prompt_ids: list[str] | None) -> float:

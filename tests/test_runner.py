@@ -245,6 +245,10 @@ def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
         assert text in result.output
     assert (out / "figures" / "summary.html").exists() and (out / "figures" / "noise_dose_response.html").exists()
     assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # everything was stored: nothing recomputed
+    bad = CliRunner().invoke(app, ["detect", "--testbed", str(testbed.root), "--out", str(tmp_path / "bad"),
+                                   "--match-confidence", "-1"])
+    assert bad.exit_code == 2 and "non-negative" in bad.output
+    assert not (tmp_path / "bad").exists()  # refused before anything was computed
 
 
 def test_confidence_matched_evaluation(full):
@@ -264,6 +268,8 @@ def test_confidence_matched_evaluation(full):
     keep = np.abs(margins["a"] - margins["f"]) <= tol
     assert 3 <= keep.sum() < len(keep)
     some = evaluate(store, match=ConfidenceMatch(tol=tol))
+    assert some.pair_prompts["steward-s0__climber-s0"] == [i for i, k in zip(pair["prompt_ids"], keep, strict=True)
+                                                          if k]
     (r,) = some.find("blackbox", "neg_margin")
     assert r.pair_scores["steward-s0__climber-s0"] == pytest.approx((-margins["a"][keep].mean(),
                                                                      -margins["f"][keep].mean()))
