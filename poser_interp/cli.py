@@ -366,6 +366,58 @@ def detect(
     console.print(f"results: {out} (rerun the same command to resume); wall time {time.perf_counter() - start:.0f} s")
 
 
+@app.command()
+@clean_errors
+def report(
+    out: Annotated[Path, typer.Argument(help="a results directory written by `detect` or an analysis script")],
+    strategies: Annotated[str | None, typer.Option(help="comma-separated strategies (default: all stored)")] = None,
+    pairs: Annotated[str | None, typer.Option(help="comma-separated pair ids (default: all stored)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
+    match_confidence: Annotated[float | None, typer.Option(
+        help="evaluate on confidence-matched prompts only (clean margins within this many logits)")] = None,
+    csv: Annotated[Path | None, typer.Option(help="also write every row of the table to this CSV file")] = None,
+) -> None:
+    """Every setting x score of stored results: accuracy, AUROC and 95% CIs, without loading a model.
+
+    `detect` prints each strategy's chosen setting (and the best one, flagged as optimistic); this prints the
+    whole sweep, e.g. S1 per layer x alpha or S3 per method x k. Read-only: safe while a run writes to OUT.
+    """
+    import csv as csv_module
+
+    from .results import ResultsStore
+    from .runner import ConfidenceMatch, evaluate
+
+    if match_confidence is not None and not match_confidence >= 0:
+        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
+                                 param_hint="--match-confidence")
+    store = ResultsStore.open(out)
+    ev = evaluate(store, _csv(pairs), seed=seed, strategies=_csv(strategies),
+                  match=ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None)
+    subtitle = ""
+    if match_confidence is not None:
+        kept = sorted(len(ids) for ids in ev.pair_prompts.values())
+        subtitle = f"confidence-matched prompts only (within {match_confidence:g} logit; kept per pair: {kept})"
+    title = f"stored results in {out}: {len(ev.pair_prompts)} pairs, every setting (* = the strategy's chosen " \
+            "setting and score, fixed in advance)"
+    table = Table(title=title + (f"\n{subtitle}" if subtitle else ""))
+    for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):
+        table.add_column(col, no_wrap=col != "score")
+    for r in ev.results:
+        table.add_row(r.strategy, _short(r.setting), r.score + (" *" if r.is_primary else ""), *_metric_cells(r))
+    _print_table(table)
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        with csv.open("w", newline="") as f:
+            w = csv_module.writer(f)
+            w.writerow(["strategy", "setting", "score", "primary", "accuracy", "accuracy_lo", "accuracy_hi",
+                        "auroc", "auroc_lo", "auroc_hi", "decided", "pairs", "seconds"])
+            for r in ev.results:
+                m = r.summary
+                w.writerow([r.strategy, r.setting.key, r.score, r.is_primary, m.accuracy, *m.accuracy_ci, m.auroc,
+                            *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3)])
+        console.print(f"table written to {csv}")
+
+
 def _metric_cells(r: Any) -> tuple[str, str, str]:
     m = r.summary
     acc, auc = (t if t != "nan" else "[red]NaN[/]" for t in (m.accuracy_text(), m.auroc_text()))

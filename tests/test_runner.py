@@ -251,6 +251,34 @@ def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
     assert not (tmp_path / "bad").exists()  # refused before anything was computed
 
 
+def test_cli_report_prints_every_stored_setting_and_writes_csv(full, tmp_path):
+    import csv
+
+    ev = evaluate(ResultsStore.open(full[0]))
+    before = (full[0] / ROWS).read_text()
+    result = CliRunner().invoke(app, ["report", str(full[0]), "--csv", str(tmp_path / "t.csv")])
+    assert result.exit_code == 0, result.output
+    for key in ("L0 x0.5", "L0 x2.0", "L1 x0.5", "L1 x2.0", "rel_margin_drop *", "neg_margin", "coin"):
+        assert key in result.output
+    with (tmp_path / "t.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(ev.results) and sum(r["primary"] == "True" for r in rows) == 3  # noise, random, blackbox
+    for r, want in zip(rows, ev.results, strict=True):
+        assert (r["strategy"], r["setting"], r["score"]) == (want.strategy, want.setting.key, want.score)
+        assert float(r["accuracy"]) == pytest.approx(want.summary.accuracy, nan_ok=True)
+        assert float(r["auroc_hi"]) == pytest.approx(want.summary.auroc_ci[1], nan_ok=True)
+    assert (full[0] / ROWS).read_text() == before  # read-only
+    only = CliRunner().invoke(app, ["report", str(full[0]), "--strategies", "blackbox", "--match-confidence", "1e9"])
+    assert only.exit_code == 0 and "neg_margin" in only.output and "rel_margin_drop" not in only.output
+    assert "confidence-matched" in only.output
+    for args, message in ((["report", str(tmp_path / "none")], "no results"),
+                          (["report", str(full[0]), "--strategies", "telepathy"], "telepathy"),
+                          (["report", str(full[0]), "--pairs", "a__b"], "a__b"),
+                          (["report", str(full[0]), "--match-confidence", "-1"], "non-negative")):
+        bad = CliRunner().invoke(app, args)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
 def test_confidence_matched_evaluation(full):
     store = ResultsStore.open(full[0])
     plain = evaluate(store)
