@@ -280,7 +280,8 @@ def detect(
     pairs: Annotated[str | None, typer.Option(help="comma-separated pair ids 'aligned__faker' (default: all)")] = None,
     out: Annotated[Path | None, typer.Option(help="results directory; a rerun resumes it (default: "
                                                   "results/detect-<testbed name>)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the noise draws, the random baseline and the bootstrap")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of every strategy that draws (noise draws, S1 direction prompts, "
+                                           "S3 data and LoRA init, S4/S5 splits, random) and of the bootstrap")] = 0,
     max_prompts: Annotated[int, typer.Option(help="at most N benchmark prompts per pair (0 = all); the default "
                                                   "aims at ~10 min for the 12-model default testbed on 2 cores")] = 24,
     layers: Annotated[str | None, typer.Option(help="noise: comma-separated layers; the first is the reported one "
@@ -307,7 +308,7 @@ def detect(
 
     from .results import ResultsStore
     from .runner import ConfidenceMatch, RunConfig, evaluate, n_layers_of, run_detection, shape_of
-    from .strategies import BASELINES, known, make
+    from .strategies import BASELINES, has_option, known, make
     from .strategies.noise import default_layers, strategy_for
     from .testbed import Testbed
 
@@ -323,8 +324,9 @@ def detect(
     tb = Testbed.open(testbed)
     built: list[Any] = []  # strategies of several types
     for name in names:
+        seeded = {"seed": seed} if has_option(name, "seed") else {}  # every strategy with a seed gets --seed
         if name == "noise":
-            opts: dict[str, Any] = {"seed": seed}
+            opts: dict[str, Any] = dict(seeded)
             n_layers = n_layers_of(tb.base_spec())
             opts["layers"] = tuple(int(x) for x in _csv(layers) or []) or default_layers(n_layers)[:1]
             opts["scales"] = tuple(float(x) for x in _csv(scales) or [])
@@ -336,9 +338,9 @@ def detect(
             n_layers, n_heads = shape_of(tb.base_spec())
             module = import_module(f".strategies.{name}", __package__)
             args = (n_layers, n_heads) if name == "attention" else (n_layers,)
-            built.append(module.strategy_for(*args, seed=seed) if name == "probes" else module.strategy_for(*args))
+            built.append(module.strategy_for(*args, **seeded))
         else:
-            built.append(make(name, seed=seed) if name == "random" else make(name))
+            built.append(make(name, **seeded))
     out = out or Path("results") / f"detect-{tb.root.name}"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:

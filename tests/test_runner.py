@@ -345,7 +345,11 @@ def test_cli_detect_builds_every_strategy_for_the_base_depth(testbed, tmp_path):
     """All registered strategies run from the CLI on a 2-layer base (their defaults scale to its depth)."""
     names = "noise,probes,lens,attention,steering,learning_speed"
     result = CliRunner().invoke(app, ["detect", "--strategies", names, "--testbed", str(testbed.root), "--out",
-                                      str(tmp_path / "all"), "--max-prompts", "3"])
+                                      str(tmp_path / "all"), "--max-prompts", "3", "--seed", "3"])
     assert result.exit_code == 0, result.output
     for name in names.split(","):
         assert name in result.output
+    configs = json.loads((tmp_path / "all" / "manifest.json").read_text())["config"]["strategies"]
+    seeded = {name for name, c in configs.items() if "seed" in c}
+    assert seeded == {"noise", "probes", "lens", "steering", "learning_speed", "random"}  # not attention, blackbox
+    assert all(configs[name]["seed"] == 3 for name in seeded)  # --seed reaches every strategy that draws

@@ -11,6 +11,7 @@ from .base import Strategy as Strategy
 from .base import StrategyError as StrategyError
 from .base import Subject as Subject
 from .base import from_config as from_config
+from .base import has_option as has_option
 from .base import known as known
 from .base import make as make
 from .base import register as register

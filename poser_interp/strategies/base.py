@@ -224,6 +224,13 @@ def known() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def has_option(name: str, option: str) -> bool:
+    """Whether strategy `name`'s config has this option (e.g. 'seed': the CLI seeds every strategy that has one)."""
+    if name not in _REGISTRY:
+        raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
+    return option in {f.name for f in fields(_REGISTRY[name][1])}
+
+
 def make(name: str, **options: Any) -> Strategy:
     """A strategy by name with config options, e.g. `make("noise", layers=(4,), scales=(1.0,))`."""
     if name not in _REGISTRY:
