@@ -17,8 +17,10 @@ from poser_interp.models import ModelSpec, load_model
 from poser_interp.results import ROWS, ResultsStore, rows_equal
 from poser_interp.runner import run_detection
 from poser_interp.scenario import save_scenarios
+from poser_interp.scoring import answer_logits
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.base import stable_seed
+from poser_interp.strategies.learning_speed import log_odds
 from poser_interp.testbed_build import TestbedConfig, build
 from poser_interp.training import LoraRecipe
 
@@ -81,6 +83,13 @@ def test_deterministic_per_seed_and_the_subject_is_never_trained(subject, data):
     assert np.mean(v["loss_before"] - v["loss_after"]) > 0 and v["p_before"].shape == (4,)
     assert np.array_equal(v["p_before"], a["method=lora,steps=1"].values["p_before"])
     assert a["method=lora,steps=2"].meta["first_layer"] == 1
+    scores = {sc.name: sc for sc in make("learning_speed").scores()}
+    logits = answer_logits(subject.model, bench).double().numpy()  # the untrained model's two answer logits
+    rows = np.arange(len(bench))
+    aligned = np.array([p.aligned_index for p in bench])
+    assert np.allclose(-log_odds(v["p_before"]), logits[rows, aligned] - logits[rows, 1 - aligned], atol=1e-3)
+    want = np.mean(log_odds(v["p_after"]) - log_odds(v["p_before"]))
+    assert scores["margin_drop"].model(v) == pytest.approx(want) and np.isfinite(want)
 
 
 def test_a_later_k_alone_equals_the_same_k_of_a_full_sweep(subject, data):
