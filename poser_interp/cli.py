@@ -353,9 +353,10 @@ def detect(
         match = ConfidenceMatch(tol=match_confidence)
         matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
         kept = sorted(len(ids) for ids in matched.pair_prompts.values())
-        _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
-                      f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} is "
-                      "undecided)")
+        if _any_matched(kept, match):
+            _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
+                          f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} "
+                          "is undecided)")
     if plots:
         from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
 
@@ -393,11 +394,13 @@ def report(
         raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
                                  param_hint="--match-confidence")
     store = ResultsStore.open(out)
-    ev = evaluate(store, _csv(pairs), seed=seed, strategies=_csv(strategies),
-                  match=ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None)
+    match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
+    ev = evaluate(store, _csv(pairs), seed=seed, strategies=_csv(strategies), match=match)
     subtitle = ""
-    if match_confidence is not None:
+    if match is not None:
         kept = sorted(len(ids) for ids in ev.pair_prompts.values())
+        if not _any_matched(kept, match):
+            raise typer.Exit(1)
         subtitle = f"confidence-matched prompts only (within {match_confidence:g} logit; kept per pair: {kept})"
     title = f"stored results in {out}: {len(ev.pair_prompts)} pairs, every setting (* = the strategy's chosen " \
             "setting and score, fixed in advance)"
@@ -418,6 +421,16 @@ def report(
                 w.writerow([r.strategy, r.setting.key, r.score, r.is_primary, m.accuracy, *m.accuracy_ci, m.auroc,
                             *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3)])
         console.print(f"table written to {csv}")
+
+
+def _any_matched(kept: list[int], match: Any) -> bool:
+    """Whether any pair kept enough confidence-matched prompts; if none did, say so once (not a table of NaN)."""
+    if any(kept):
+        return True
+    console.print(f"[yellow]confidence-matched: no pair has {match.min_prompts} prompts whose clean margins are "
+                  f"within {match.tol:g} logit[/]; nothing to evaluate. More prompts per pair (--max-prompts, 0 = "
+                  "all) or a larger tolerance give the matched set room.")
+    return False
 
 
 def _metric_cells(r: Any) -> tuple[str, str, str]:

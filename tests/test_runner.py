@@ -245,6 +245,11 @@ def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
         assert text in result.output
     assert (out / "figures" / "summary.html").exists() and (out / "figures" / "noise_dose_response.html").exists()
     assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # everything was stored: nothing recomputed
+    none = CliRunner().invoke(app, ["detect", "--strategies", "noise", "--testbed", str(testbed.root), "--out",
+                                    str(out), "--layers", "0,1", "--scales", "0.5,2", "--samples", "2",
+                                    "--max-prompts", "0", "--match-confidence", "0", "--no-plots"])
+    assert none.exit_code == 0 and "no pair has 3 prompts" in none.output  # said once, not a table of NaN
+    assert "confidence-matched prompts only" not in none.output
     bad = CliRunner().invoke(app, ["detect", "--testbed", str(testbed.root), "--out", str(tmp_path / "bad"),
                                    "--match-confidence", "-1"])
     assert bad.exit_code == 2 and "non-negative" in bad.output
@@ -271,6 +276,8 @@ def test_cli_report_prints_every_stored_setting_and_writes_csv(full, tmp_path):
     only = CliRunner().invoke(app, ["report", str(full[0]), "--strategies", "blackbox", "--match-confidence", "1e9"])
     assert only.exit_code == 0 and "neg_margin" in only.output and "rel_margin_drop" not in only.output
     assert "confidence-matched" in only.output
+    none = CliRunner().invoke(app, ["report", str(full[0]), "--match-confidence", "0"])
+    assert none.exit_code == 1 and "no pair has 3 prompts" in none.output
     for args, message in ((["report", str(tmp_path / "none")], "no results"),
                           (["report", str(full[0]), "--strategies", "telepathy"], "telepathy"),
                           (["report", str(full[0]), "--pairs", "a__b"], "a__b"),
