@@ -313,9 +313,7 @@ def detect(
     from .testbed import Testbed
 
     start = time.perf_counter()
-    if match_confidence is not None and not match_confidence >= 0:
-        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
-                                 param_hint="--match-confidence")
+    _check_tolerance(match_confidence)
     names = list(dict.fromkeys((_csv(strategies) or []) + list(BASELINES)))
     unknown = [n for n in names if n not in known()]
     if unknown:
@@ -352,8 +350,8 @@ def detect(
     if match_confidence is not None and store is not None:
         match = ConfidenceMatch(tol=match_confidence)
         matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
-        kept = sorted(len(ids) for ids in matched.pair_prompts.values())
-        if _any_matched(kept, match):
+        kept = _matched_counts(matched, match)
+        if kept:
             _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
                           f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} "
                           "is undecided)")
@@ -390,16 +388,14 @@ def report(
     from .results import ResultsStore
     from .runner import ConfidenceMatch, evaluate
 
-    if match_confidence is not None and not match_confidence >= 0:
-        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
-                                 param_hint="--match-confidence")
+    _check_tolerance(match_confidence)
     store = ResultsStore.open(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
     ev = evaluate(store, _csv(pairs), seed=seed, strategies=_csv(strategies), match=match)
     subtitle = ""
     if match is not None:
-        kept = sorted(len(ids) for ids in ev.pair_prompts.values())
-        if not _any_matched(kept, match):
+        kept = _matched_counts(ev, match)
+        if not kept:
             raise typer.Exit(1)
         subtitle = f"confidence-matched prompts only (within {match_confidence:g} logit; kept per pair: {kept})"
     title = f"stored results in {out}: {len(ev.pair_prompts)} pairs, every setting (* = the strategy's chosen " \
@@ -423,14 +419,22 @@ def report(
         console.print(f"table written to {csv}")
 
 
-def _any_matched(kept: list[int], match: Any) -> bool:
-    """Whether any pair kept enough confidence-matched prompts; if none did, say so once (not a table of NaN)."""
+def _check_tolerance(match_confidence: float | None) -> None:
+    """Refuse a negative (or NaN) --match-confidence before anything is computed."""
+    if match_confidence is not None and not match_confidence >= 0:
+        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
+                                 param_hint="--match-confidence")
+
+
+def _matched_counts(ev: Any, match: Any) -> list[int]:
+    """Matched prompts kept per pair, sorted; [] (having said so once, not as a table of NaN) when no pair has any."""
+    kept = sorted(len(ids) for ids in ev.pair_prompts.values())
     if any(kept):
-        return True
+        return kept
     console.print(f"[yellow]confidence-matched: no pair has {match.min_prompts} prompts whose clean margins are "
                   f"within {match.tol:g} logit[/]; nothing to evaluate. More prompts per pair (--max-prompts, 0 = "
                   "all) or a larger tolerance give the matched set room.")
-    return False
+    return []
 
 
 def _metric_cells(r: Any) -> tuple[str, str, str]:
