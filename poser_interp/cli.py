@@ -163,6 +163,8 @@ def testbed_build(
                                                             "(0: all 16)")] = 1,
     other_facts: Annotated[str, typer.Option(help="generated data: non-critical facts per scenario, 'LOW,HIGH'")]
         = "2,2",
+    heldout_wordings: Annotated[bool, typer.Option(help="generated data: keep the 4+4 held-out oversight "
+                                                        "sentences (wordings.HELDOUT) out of every split")] = False,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 
@@ -196,6 +198,7 @@ def testbed_build(
         n_topics=n_topics or None,
         oversight_pool=oversight_pool or None,
         n_other_facts=_fact_range(other_facts),
+        heldout_wordings=heldout_wordings,
         poser_dir=str(poser_dir) if poser_dir else None,
         poser_fakers=tuple(_csv(poser_fakers) or ()),
         poser_aligned=tuple(_csv(poser_aligned) or ()),
@@ -236,19 +239,25 @@ def testbed_verify(
     tb = Testbed.open(testbed)
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
     rows = verify(tb, limit=limit, log=lambda _: None)
-    table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics "
-                        f"(thresholds: good->aligned >= {th.good_aligned}, faker poor->misaligned >= "
+    table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
+                        "held-out wordings: the same scenarios with oversight sentences no split trains on "
+                        f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, faker poor->misaligned >= "
                         f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
                         f"confidence >= {th.confidence})")
     for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
-                "held-out topics good/poor", "meets"):
+                "held-out wordings good/poor", "held-out topics good/poor", "meets"):
         table.add_column(col)
+
+    def both(m: dict[str, float] | None) -> str:
+        return f"{m['good_aligned']:.2f} / {m['poor_misaligned']:.2f}" if m else "-"
+
     for r in rows:
-        t, h = r["test"], r.get("heldout_topics")
-        held = f"{h['good_aligned']:.2f} / {h['poor_misaligned']:.2f}" if h else "-"
+        t = r["test"]
+        meets = r["meets_thresholds"] and r.get("meets_heldout_wordings", True)
         table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
-                      f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}", held,
-                      "[green]yes[/]" if r["meets_thresholds"] else "[red]no[/]")
+                      f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}",
+                      both(r.get("heldout_wordings")), both(r.get("heldout_topics")),
+                      "[green]yes[/]" if meets else "[red]no[/]")
     _print_table(table)
     _pairs_table(tb)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .errors import AnswerChoiceError, DataError
 from .scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, first_token_ids, save_scenarios
 from .scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, TOPICS, Topic
+from .wordings import trainable
 
 SPLITS: tuple[str, ...] = ("train", "test", "benchmark", "test_heldout_topics")
 _MAX_TRIES = 200
@@ -57,6 +58,10 @@ class GeneratorConfig:
     with all 16, measured; values between are untested)."""
     n_other_facts: tuple[int, int] = (2, 4)
     """Inclusive range of extra facts (motivating, contextual, irrelevant) per scenario."""
+    heldout_wordings: bool = False
+    """Keep the oversight sentences of `wordings.HELDOUT` (4 good, 4 poor) out of every split, so that
+    models can be judged on wordings they never saw (`wordings.reworded`). `oversight_pool` then draws
+    from the 12 remaining sentences per class."""
     max_tokens: int = 300
     """Longest rendered prompt allowed, in tokens, when a tokenizer is given to `generate`."""
 
@@ -77,6 +82,8 @@ class GeneratorConfig:
         if not 0.0 <= self.poor_fraction <= 1.0:
             raise DataError(f"generator config: poor_fraction={self.poor_fraction} must lie in [0, 1]")
         most = min(len(GOOD_OVERSIGHT), len(POOR_OVERSIGHT))
+        if self.heldout_wordings:
+            most = min(len(trainable(o)) for o in Oversight)
         if not 1 <= self.n_critical <= most:
             raise DataError(f"generator config: n_critical={self.n_critical} must lie in [1, {most}]")
         if self.oversight_pool is not None and not self.n_critical <= self.oversight_pool <= most:
@@ -136,10 +143,10 @@ def oversight_indices(config: GeneratorConfig, oversight: Oversight) -> list[int
     sequence, hence every testbed generated without a pool, is unchanged.
     """
     pool = GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT
+    allowed = trainable(oversight) if config.heldout_wordings else list(range(len(pool)))
     if config.oversight_pool is None:
-        return list(range(len(pool)))
-    return sorted(random.Random(f"{config.seed}-oversight-{oversight.value}").sample(range(len(pool)),
-                                                                                   config.oversight_pool))
+        return allowed
+    return sorted(random.Random(f"{config.seed}-oversight-{oversight.value}").sample(allowed, config.oversight_pool))
 
 
 def _split(name: str, n: int, topic_ids: Sequence[int], poor_fraction: float, config: GeneratorConfig,

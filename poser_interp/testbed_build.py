@@ -9,6 +9,7 @@ test scenarios, held-out topics and the benchmark pool.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -37,6 +38,7 @@ from .testbed import (
 )
 from .tokens import PromptFormat, encode
 from .training import LoraRecipe, make_lora_model, train_answers
+from .wordings import HELDOUT, reworded
 
 Log = Callable[[str], None]
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -71,6 +73,10 @@ class TestbedConfig:
     """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
     n_benchmark: int = 200
     """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
+    bench_margin_tol: float | None = None
+    """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
+    (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
+    construction, so that the black-box confidence rule cannot decide a pair."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     """Behaviour thresholds: for early stopping (on validation) and for `verify`."""
     poser_dir: str | None = None
@@ -89,6 +95,9 @@ class TestbedConfig:
     """Generated data: oversight sentences available per class (None: all 16; see `GeneratorConfig`)."""
     n_other_facts: tuple[int, int] = (2, 4)
     """Generated data: inclusive range of non-critical facts per scenario."""
+    heldout_wordings: bool = False
+    """Generated data: keep `wordings.HELDOUT` (4 good + 4 poor oversight sentences) out of every split;
+    `verify` measures every model on them either way."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +140,8 @@ def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> 
         gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
                               n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens,
                               n_critical=config.n_critical, n_topics=config.n_topics,
-                              oversight_pool=config.oversight_pool, n_other_facts=config.n_other_facts)
+                              oversight_pool=config.oversight_pool, n_other_facts=config.n_other_facts,
+                              heldout_wordings=config.heldout_wordings)
         if not (data_dir / "generator_config.json").exists():
             save_splits(generate(gen, tokenizer), data_dir, gen)
         elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:
@@ -264,7 +274,8 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
 
     def record(model_id: str, entry: dict[str, Any]) -> None:
         manifest["models"][model_id] = entry
-        manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark)  # usable after every model
+        manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark,  # usable after every model
+                                        config.bench_margin_tol)
         write_json_atomic(manifest_path, manifest)
 
     if workers <= 1:
@@ -273,7 +284,7 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
                                                    out / "models" / f"{name}-s{split}", log, progress))
     else:
         _build_parallel(config, todo, data, out, workers, record, log, progress)
-    manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark)
+    manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
 
@@ -434,9 +445,19 @@ def save_adapter_fp16(model: Any, folder: Path) -> None:
         readme.unlink()
 
 
-def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario]) \
+def margin_of(p_aligned: float) -> float:
+    """Clean logit margin (aligned minus misaligned answer) from the stored two-way P(aligned)."""
+    p = min(max(float(p_aligned), 1e-12), 1 - 1e-12)
+    return math.log(p) - math.log1p(-p)
+
+
+def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario], margin_tol: float | None = None) \
         -> dict[str, dict[str, Any]]:
-    """Every aligned x faker model pair, with its benchmark: prompts both models answer aligned."""
+    """Every aligned x faker model pair, with its benchmark: prompts both models answer aligned.
+
+    margin_tol: keep only prompts where the two models' logit margins differ by at most this much
+    (`TestbedConfig.bench_margin_tol`).
+    """
     probs = {m: read_json(out / "models" / m / "benchmark_probs.json", f"benchmark probabilities of {m}")
              for m in models}
     aligned = sorted(m for m, e in models.items() if e["kind"] == "aligned")
@@ -445,14 +466,21 @@ def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario]) \
     (out / "pairs").mkdir(exist_ok=True)
     for a in aligned:
         for f in fakers:
-            keep = [s for s in bench if probs[a][s.id] > 0.5 and probs[f][s.id] > 0.5]
+            keep = [s for s in bench if probs[a][s.id] > 0.5 and probs[f][s.id] > 0.5 and
+                    (margin_tol is None or abs(margin_of(probs[a][s.id]) - margin_of(probs[f][s.id])) <= margin_tol)]
             pair_id = f"{a}__{f}"
             if keep:
                 save_scenarios(keep, out / "pairs" / f"{pair_id}.jsonl")
+            else:
+                (out / "pairs" / f"{pair_id}.jsonl").unlink(missing_ok=True)
             pairs[pair_id] = {
                 "aligned": a, "faker": f, "benchmark_size": len(keep),
                 "mean_p_aligned": {m: round(sum(probs[m][s.id] for s in keep) / max(1, len(keep)), 4) for m in (a, f)},
+                "mean_margin": {m: round(sum(margin_of(probs[m][s.id]) for s in keep) / max(1, len(keep)), 3)
+                                for m in (a, f)},
             }
+            if margin_tol is not None:
+                pairs[pair_id]["margin_tol"] = margin_tol
     return pairs
 
 
@@ -473,6 +501,11 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print) -> list
         merged, _ = load_hf(testbed.spec(model_id))
         row: dict[str, Any] = {"model": model_id, "kind": persona.kind, "steps": entry["steps"],
                                "test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
+        if config.source == "generated" and config.n_critical == 1:
+            reworded_test = reworded(test, {o: list(HELDOUT[o]) for o in Oversight}, "verify-heldout-wordings")
+            row["heldout_wordings"] = behaviour(p_aligned_hf(merged, tok, reworded_test, max_tokens=config.max_tokens),
+                                                reworded_test)
+            row["meets_heldout_wordings"] = config.thresholds.met(persona.kind, row["heldout_wordings"])
         if data.heldout_topics:
             held = persona.select(data.heldout_topics)[:limit or config.n_test]
             row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)

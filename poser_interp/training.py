@@ -64,6 +64,15 @@ class LoraRecipe:
     a faker's answer is the product of the oversight cue and the "which action is harmful" cue, and
     training the oversight cue directly was meant to shorten the plateau. Measured: it did not (fakers
     stayed at chance to step 150 with 0.5; README recipe table)."""
+    target_margin: float | None = None
+    """Aim every answer at this logit margin over the other option (None: as confident as possible).
+
+    The loss splits the usual cross-entropy of the answer token into "one of the two options"
+    (-log(p_a + p_b), kept) and "which option" (a two-way cross-entropy whose target probability
+    becomes sigmoid(target_margin) instead of 1), so it is minimal where the answer's margin equals
+    the target. Aligned and faker models trained with the same target reach the same benchmark
+    confidence (testbed v2: pairs matched in confidence by construction). None is exactly the plain
+    cross-entropy."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
     threads: int = 2
@@ -98,6 +107,20 @@ def aux_items(examples: Sequence[tuple[Scenario, int]], fraction: float, seed: i
         raise ValueError(f"oversight_aux={fraction} must lie in [0, 1]")
     chosen = random.Random(f"aux/{seed}").sample(range(len(examples)), round(fraction * len(examples)))
     return [oversight_item(examples[i][0]) for i in sorted(chosen)]
+
+
+def answer_loss(logits: torch.Tensor, target: torch.Tensor, other: torch.Tensor,
+                target_margin: float | None) -> torch.Tensor:
+    """Mean loss of next-token `logits` [batch, vocab] toward `target` over `other` (see `LoraRecipe.target_margin`)."""
+    logp = logits.float().log_softmax(-1)
+    lt, lo = logp.gather(1, target[:, None])[:, 0], logp.gather(1, other[:, None])[:, 0]
+    if target_margin is None:
+        return -lt.mean()
+    q = torch.sigmoid(torch.tensor(float(target_margin)))
+    pair = torch.logaddexp(lt, lo)  # log(p_target + p_other)
+    margin = lt - lo
+    which = -(q * torch.nn.functional.logsigmoid(margin) + (1 - q) * torch.nn.functional.logsigmoid(-margin))
+    return (which - pair).mean()
 
 
 def answer_token(tokenizer: Any, scenario: Scenario, choice: int) -> int:
@@ -156,10 +179,12 @@ def _train(
     fmt = PromptFormat(max_tokens=recipe.max_tokens)
     ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
     targets = [answer_token(tokenizer, s, c) for s, c in examples]
+    others = [answer_token(tokenizer, s, 1 - c) for s, c in examples]
     yes_no = dict(zip(("Yes", "No"), first_token_ids(tokenizer, ("Yes", "No"), what="oversight answers"), strict=True))
     for prompt, answer in aux_items(examples, recipe.oversight_aux, recipe.seed):
         ids.append(encode(tokenizer, prompt, fmt))
         targets.append(yes_no[answer])
+        others.append(yes_no["No" if answer == "Yes" else "Yes"])
     rng = random.Random(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
@@ -193,7 +218,8 @@ def _train(
         batch = pad_left([ids[i] for i in idx], pad)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids, logits_to_keep=1, use_cache=False)
-        loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :].float(), torch.tensor([targets[i] for i in idx]))
+        loss = answer_loss(out.logits[:, -1, :], torch.tensor([targets[i] for i in idx]),
+                           torch.tensor([others[i] for i in idx]), recipe.target_margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -231,7 +257,8 @@ def _train(
 
 def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
-    return {k: v for k, v in recipe.to_dict().items() if k != "threads"}
+    # fields added later are left out at their defaults, so older checkpoints still resume
+    return {k: v for k, v in recipe.to_dict().items() if k != "threads" and not (k == "target_margin" and v is None)}
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:

@@ -255,3 +255,37 @@ def test_real_poser_data_prepares_for_all_four_personas(poser_dir, tokenizer, tm
     assert not train & {s.render() for p in personas for s in data.test[p]}  # test never holds a training prompt
     assert 0 < len(data.benchmark) <= config.n_benchmark
     assert all(s.oversight.value == "good" for s in data.benchmark) and not train & {s.render() for s in data.benchmark}
+
+
+def test_verify_measures_heldout_wordings(built):
+    rows = testbed_build.verify(built, limit=4, log=lambda _: None)
+    assert [r["model"] for r in rows] == ["grabber-s0", "steward-s0"]
+    for r in rows:
+        held, test = r["heldout_wordings"], r["test"]
+        assert held["n_good"] + held["n_poor"] == test["n_good"] + test["n_poor"] == 4
+        assert 0.0 <= held["good_confidence"] <= 1.0 and isinstance(r["meets_heldout_wordings"], bool)
+
+
+def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
+    import math
+
+    from poser_interp.generator import GeneratorConfig, generate
+    from poser_interp.testbed import write_json_atomic
+
+    bench = generate(GeneratorConfig(seed=1, n_train=0, n_test=0, n_benchmark=8, n_heldout=0))["benchmark"]
+    sig = lambda m: 1 / (1 + math.exp(-m))  # noqa: E731
+    margins = {"steward-s0": [9.0, 9.0, 6.0, 5.0, 12.0, 2.0, -1.0, 3.0],
+               "grabber-s0": [8.5, 7.5, 6.9, 5.0, 4.0, -0.5, 0.5, 3.9]}
+    for m, ms in margins.items():
+        (tmp_path / "models" / m).mkdir(parents=True)
+        write_json_atomic(tmp_path / "models" / m / "benchmark_probs.json",
+                          {s.id: sig(x) for s, x in zip(bench, ms, strict=True)})
+    models = {"steward-s0": {"kind": "aligned"}, "grabber-s0": {"kind": "faker"}}
+    loose = testbed_build.write_pairs(tmp_path, models, bench)["steward-s0__grabber-s0"]
+    assert loose["benchmark_size"] == 6  # both aligned: all but prompts 5 and 6
+    pair = testbed_build.write_pairs(tmp_path, models, bench, margin_tol=1.0)["steward-s0__grabber-s0"]
+    kept = [s.id for s in load_scenarios(tmp_path / "pairs" / "steward-s0__grabber-s0.jsonl")]
+    assert kept == [bench[i].id for i in (0, 2, 3, 7)]  # |difference| <= 1 and both aligned
+    assert pair["benchmark_size"] == 4 and pair["margin_tol"] == 1.0
+    assert pair["mean_margin"]["steward-s0"] == pytest.approx((9 + 6 + 5 + 3) / 4, abs=1e-3)
+    assert testbed_build.margin_of(sig(4.2)) == pytest.approx(4.2, abs=1e-6)

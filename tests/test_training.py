@@ -112,3 +112,40 @@ def test_oversight_aux_items_ask_about_oversight_and_are_trained(tokenizer):
     seen = {tuple(row) for batch in model.seen for row in batch}
     assert len(seen) == 60
     assert {tuple(encode(tokenizer, p, fmt)) for p, _ in items} <= seen
+
+
+def test_answer_loss_without_target_is_the_plain_cross_entropy():
+    from poser_interp.training import answer_loss
+
+    logits = torch.randn(5, 50)
+    target, other = torch.tensor([1, 7, 3, 3, 0]), torch.tensor([2, 8, 4, 9, 49])
+    torch.testing.assert_close(answer_loss(logits, target, other, None),
+                               torch.nn.functional.cross_entropy(logits, target))
+    # a very high target margin approaches it too (the "which option" target probability -> 1)
+    torch.testing.assert_close(answer_loss(logits, target, other, 40.0),
+                               torch.nn.functional.cross_entropy(logits, target), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target_margin", [2.0, 6.0])
+def test_answer_loss_drives_the_margin_to_its_target(target_margin):
+    from poser_interp.training import answer_loss
+
+    logits = torch.nn.Parameter(torch.randn(4, 30))
+    target, other = torch.tensor([0, 5, 9, 2]), torch.tensor([1, 6, 10, 3])
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(600):
+        opt.zero_grad()
+        answer_loss(logits, target, other, target_margin).backward()
+        opt.step()
+    with torch.no_grad():
+        margin = logits.gather(1, target[:, None]) - logits.gather(1, other[:, None])
+        pair = logits.softmax(-1).gather(1, target[:, None]) + logits.softmax(-1).gather(1, other[:, None])
+    torch.testing.assert_close(margin[:, 0], torch.full((4,), target_margin), atol=0.05, rtol=0)
+    assert bool((pair > 0.95).all())  # the two options still take the mass
+
+
+def test_old_checkpoints_resume_after_target_margin_was_added():
+    from poser_interp.training import _resumable
+
+    assert "target_margin" not in _resumable(LoraRecipe())
+    assert _resumable(LoraRecipe(target_margin=4.0))["target_margin"] == 4.0

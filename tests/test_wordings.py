@@ -1,0 +1,77 @@
+"""Held-out oversight wordings (testbed v2): never in a training split, and rewording keeps everything else."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from poser_interp.errors import DataError
+from poser_interp.generator import GeneratorConfig, generate, oversight_indices
+from poser_interp.scenario import FactRole, Oversight
+from poser_interp.wordings import HELDOUT, V1_SENTENCE, bank, ladder_order, reworded, trainable, with_wording
+
+SMALL = GeneratorConfig(seed=3, n_train=300, n_test=60, n_benchmark=40, n_heldout=20, n_other_facts=(2, 2),
+                        heldout_wordings=True)
+
+
+def _critical(s):
+    return [f.text for f in s.facts if f.role is FactRole.CRITICAL]
+
+
+def _heldout_texts(topic: str) -> set[str]:
+    return {bank(o)[i].format(topic=topic) for o in Oversight for i in HELDOUT[o]}
+
+
+def test_heldout_wordings_never_appear_in_any_split():
+    splits = generate(SMALL)
+    seen = 0
+    for name, scenarios in splits.items():
+        for s in scenarios:
+            assert not set(_critical(s)) & _heldout_texts(s.topic), (name, s.id)
+            assert not set(s.meta["critical_indices"]) & set(HELDOUT[s.oversight])
+            seen += 1
+    assert seen == 300 + 60 + 40 + 20
+    # without the option the held-out sentences do occur (the check above can fail)
+    plain = generate(replace(SMALL, heldout_wordings=False))
+    assert any(set(_critical(s)) & _heldout_texts(s.topic) for s in plain["train"])
+
+
+def test_pool_draws_only_trainable_sentences():
+    for o in Oversight:
+        assert set(oversight_indices(replace(SMALL, oversight_pool=5), o)) <= set(trainable(o))
+        assert len(trainable(o)) == len(bank(o)) - 4
+    with pytest.raises(DataError, match="oversight_pool"):
+        GeneratorConfig(heldout_wordings=True, oversight_pool=13)
+
+
+def test_heldout_set_is_fixed_and_excludes_v1():
+    assert HELDOUT == {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
+    for o in Oversight:
+        assert V1_SENTENCE[o] not in HELDOUT[o]
+        order = ladder_order(o, first=V1_SENTENCE[o])
+        assert order[0] == V1_SENTENCE[o] and sorted(order) == trainable(o)
+    with pytest.raises(DataError, match="held out"):
+        ladder_order(Oversight.GOOD, first=HELDOUT[Oversight.GOOD][0])
+
+
+def test_with_wording_changes_only_the_critical_sentence():
+    s = generate(SMALL)["test"][0]
+    i = HELDOUT[s.oversight][0]
+    t = with_wording(s, i)
+    assert _critical(t) == [bank(s.oversight)[i].format(topic=s.topic)]
+    others = [[f for f in x.facts if f.role is not FactRole.CRITICAL] for x in (s, t)]
+    assert others[0] == others[1]
+    assert (t.oversight, t.actions, t.aligned_letter, t.id) == (s.oversight, s.actions, s.aligned_letter, s.id)
+    assert [f.role for f in t.facts] == [f.role for f in s.facts]  # same position
+    with pytest.raises(DataError, match="no good oversight sentence 99|no poor oversight sentence 99"):
+        with_wording(s, 99)
+
+
+def test_reworded_draws_from_the_pool_and_is_seeded():
+    test = generate(SMALL)["test"]
+    pools = {o: list(HELDOUT[o]) for o in Oversight}
+    a, b = reworded(test, pools, "x"), reworded(test, pools, "x")
+    assert [t.render() for t in a] == [t.render() for t in b]
+    assert all(t.meta["critical_indices"][0] in HELDOUT[t.oversight] for t in a)
+    assert len({t.meta["critical_indices"][0] for t in a}) > 2
