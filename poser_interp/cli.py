@@ -241,7 +241,8 @@ def testbed_verify(
     rows = verify(tb, limit=limit, log=lambda _: None)
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
-                        f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, faker poor->misaligned >= "
+                        f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, "
+                        f"faker poor->misaligned >= "
                         f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
                         f"confidence >= {th.confidence})")
     for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
