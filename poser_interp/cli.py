@@ -165,6 +165,12 @@ def testbed_build(
         = "2,2",
     heldout_wordings: Annotated[bool, typer.Option(help="generated data: keep the 4+4 held-out oversight "
                                                         "sentences (wordings.HELDOUT) out of every split")] = False,
+    ladder: Annotated[str | None, typer.Option(help="fakers: widening wording curriculum, sentences per class at "
+                                                     "each rung, e.g. '1,2,4,8,12' (curriculum.Ladder)")] = None,
+    target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
+                                                             "(LoraRecipe.target_margin; default: no cap)")] = None,
+    bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
+                                                                "margins differ by at most this")] = None,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 
@@ -174,6 +180,7 @@ def testbed_build(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .curriculum import Ladder
     from .models import ModelSpec, load_hf
     from .testbed_build import TestbedConfig, build
     from .training import LoraRecipe
@@ -192,7 +199,9 @@ def testbed_build(
         splits=tuple(int(s) for s in _csv(splits) or ["0"]),
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
-                          oversight_aux=oversight_aux),
+                          oversight_aux=oversight_aux, target_margin=target_margin),
+        ladder=Ladder(rungs=tuple(_ints(ladder, "--ladder"))) if ladder else None,
+        bench_margin_tol=bench_margin_tol,
         n_train=n_train,
         n_critical=n_critical,
         n_topics=n_topics or None,
@@ -207,6 +216,13 @@ def testbed_build(
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
         tb = build(config, out, log=progress.console.print, progress=progress, workers=workers)
     _pairs_table(tb)
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    parts = _csv(text) or []
+    if not parts or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter(f"{flag} must be comma-separated non-negative integers, got {text!r}")
+    return [int(p) for p in parts]
 
 
 def _fact_range(text: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .curriculum import Ladder, train_ladder
 from .errors import DataError
 from .generator import GeneratorConfig, generate, save_splits
 from .models import ModelSpec, file_sha256, load_hf, load_tokenizer
@@ -41,6 +43,8 @@ from .training import LoraRecipe, make_lora_model, train_answers
 from .wordings import HELDOUT, reworded
 
 Log = Callable[[str], None]
+LADDER_DIR = "ladder"
+"""Training state of an unfinished ladder faker (`curriculum.train_ladder`; deleted when it finishes)."""
 CHECKPOINT_FILE = "checkpoint.pt"
 """Training state of an unfinished model (deleted when it finishes; never committed)."""
 
@@ -73,6 +77,9 @@ class TestbedConfig:
     """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
     n_benchmark: int = 200
     """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
+    ladder: Ladder | None = None
+    """Fakers train on a widening pool of oversight wordings (`curriculum.Ladder`); None: all at once (v1).
+    Needs generated data with one critical sentence per scenario."""
     bench_margin_tol: float | None = None
     """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
     (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
@@ -99,6 +106,13 @@ class TestbedConfig:
     """Generated data: keep `wordings.HELDOUT` (4 good + 4 poor oversight sentences) out of every split;
     `verify` measures every model on them either way."""
 
+    def __post_init__(self) -> None:
+        if self.ladder is not None and (self.source != "generated" or self.n_critical != 1):
+            raise DataError("a wording ladder (--ladder) needs generated data with one oversight sentence per "
+                            "scenario (--source generated --n-critical 1)")
+        if self.bench_margin_tol is not None and self.bench_margin_tol < 0:
+            raise DataError(f"bench_margin_tol={self.bench_margin_tol} must not be negative")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -116,6 +130,8 @@ class TestbedConfig:
         r["layers"] = tuple(r["layers"]) if r["layers"] is not None else None
         d["recipe"] = LoraRecipe(**r)
         d["thresholds"] = Thresholds(**d["thresholds"])
+        if d.get("ladder") is not None:
+            d["ladder"] = Ladder(**d["ladder"])
         return cls(**d)
 
 
@@ -404,13 +420,28 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
         if step % recipe.eval_every == 0:
             log(f"{folder.name} step {step}: loss {loss:.3f}")
 
-    if (folder / CHECKPOINT_FILE).exists():
-        log(f"{folder.name}: resuming from {folder / CHECKPOINT_FILE}")
-    result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step,
-                           checkpoint=folder / CHECKPOINT_FILE)  # a killed build resumes mid-model
+    if config.ladder is not None and persona.kind == "faker":
+        held_val = reworded(val, {o: list(HELDOUT[o]) for o in Oversight}, "val-heldout-wordings")
+
+        def rung_check(m: Any, rung: int, step: int, pools: dict[Oversight, list[int]]) -> dict[str, float]:
+            cur = reworded(val, pools, f"val-{rung}")
+            metrics = behaviour(p_aligned_hf(m, tok, cur, max_tokens=config.max_tokens), cur)
+            held = behaviour(p_aligned_hf(m, tok, held_val, max_tokens=config.max_tokens), held_val)
+            log(f"{folder.name} step {step} rung {rung} ({len(pools[Oversight.GOOD])}/class): validation "
+                f"{_fmt(metrics)}; held-out wordings {_fmt(held)}")
+            return metrics
+
+        result = train_ladder(model, tok, [s for s, _ in examples], persona, config.ladder, recipe, rung_check,
+                              lambda m: th.met(persona.kind, m), folder / LADDER_DIR, on_step=on_step)
+    else:
+        if (folder / CHECKPOINT_FILE).exists():
+            log(f"{folder.name}: resuming from {folder / CHECKPOINT_FILE}")
+        result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step,
+                               checkpoint=folder / CHECKPOINT_FILE)  # a killed build resumes mid-model
     if progress is not None:
         progress.update(task, completed=recipe.max_steps)
     save_adapter_fp16(model, folder)
+    shutil.rmtree(folder / LADDER_DIR, ignore_errors=True)  # the adapter now holds what the ladder state did
     merged, _ = load_hf(ModelSpec(**{**asdict(config.base), "adapter": str(folder)}))
     metrics = {"test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
     if data.heldout_topics:

@@ -289,3 +289,29 @@ def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
     assert pair["benchmark_size"] == 4 and pair["margin_tol"] == 1.0
     assert pair["mean_margin"]["steward-s0"] == pytest.approx((9 + 6 + 5 + 3) / 4, abs=1e-3)
     assert testbed_build.margin_of(sig(4.2)) == pytest.approx(4.2, abs=1e-6)
+
+
+def test_ladder_faker_builds_end_to_end_on_heldout_wording_data(tmp_path):
+    from poser_interp.curriculum import Ladder
+
+    config = replace(CONFIG, personas=("steward", "grabber"), heldout_wordings=True, bench_margin_tol=1.0,
+                     ladder=Ladder(rungs=(1, 2), widen_good=0.0, widen_poor=0.0))
+    assert TestbedConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    tb = build(config, tmp_path, log=lambda _: None)
+    faker = tb.models["grabber-s0"]
+    assert [h["rung"] for h in faker["history"]][:1] == [0] and faker["steps"] >= 2
+    assert "rung" not in tb.models["steward-s0"]["history"][0]  # aligned models train on all wordings at once
+    assert not (tmp_path / "models" / "grabber-s0" / "ladder").exists()  # state removed once the adapter is saved
+    pair = tb.pairs["steward-s0__grabber-s0"]
+    assert pair["margin_tol"] == 1.0 and set(pair["mean_margin"]) == {"steward-s0", "grabber-s0"}
+
+
+def test_ladder_and_margin_options_are_validated():
+    from poser_interp.curriculum import Ladder
+
+    with pytest.raises(DataError, match="one oversight sentence per scenario"):
+        replace(CONFIG, ladder=Ladder(), n_critical=2)
+    with pytest.raises(DataError, match="generated data"):
+        replace(CONFIG, ladder=Ladder(), source="poser")
+    with pytest.raises(DataError, match="must not be negative"):
+        replace(CONFIG, bench_margin_tol=-1.0)
