@@ -261,8 +261,16 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     training. Results do not depend on it (each model's recipe records the threads it used).
     """
     out = Path(out)
+    validate(config)  # before anything is written: a typo must not leave an unusable folder
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; pick a directory")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
+    if manifest_path.exists() and not _has_models(manifest_path):
+        # a folder with a manifest but no model (an earlier build stopped before its first model): start over
+        manifest_path.unlink()
+        if (out / "data").is_dir():
+            shutil.rmtree(out / "data")
     if manifest_path.exists():
         manifest = read_json(manifest_path, "testbed manifest")
         # fields added since the manifest was written take their defaults
@@ -303,6 +311,41 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
+
+
+def validate(config: TestbedConfig) -> None:
+    """Refuse a config whose personas, splits or POSER directory cannot build, naming the fix."""
+    from .personas import PERSONAS
+
+    if not config.personas:
+        raise DataError("no personas to build; name at least one with --personas")
+    if not config.splits or any(k < 0 for k in config.splits):
+        raise DataError(f"splits {list(config.splits)} must be non-negative integers (e.g. --splits 0,1,2)")
+    if config.source == "generated":
+        unknown = [p for p in config.personas if p not in PERSONAS]
+        if unknown:
+            raise DataError(f"unknown persona(s) {unknown} for generated data; choose from {sorted(PERSONAS)}")
+        return
+    from .poser_data import require_poser_dir
+
+    root = require_poser_dir(Path(config.poser_dir) if config.poser_dir else None)
+    training = root / "training" if (root / "training").is_dir() else root
+    for name in config.personas:
+        _poser_is_faker(config, name)  # raises for a persona of unknown kind
+        folder = training / name
+        if not folder.is_dir():
+            found = sorted(p.name for p in training.iterdir() if p.is_dir())
+            raise DataError(f"POSER persona {name!r} not found under {training}; found {found}")
+        missing = [k for k in config.splits if not (folder / f"train-{k}.json").exists()]
+        if missing:
+            raise DataError(f"{folder} has no train-K.json for split(s) {missing}; pick other --splits")
+
+
+def _has_models(manifest_path: Path) -> bool:
+    try:
+        return bool(json.loads(manifest_path.read_text()).get("models"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True  # unreadable: let the normal path report it
 
 
 class _QueueProgress:

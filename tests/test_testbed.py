@@ -315,3 +315,35 @@ def test_ladder_and_margin_options_are_validated():
         replace(CONFIG, ladder=Ladder(), source="poser")
     with pytest.raises(DataError, match="must not be negative"):
         replace(CONFIG, bench_margin_tol=-1.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"personas": ("stewart",)}, "unknown persona"),
+    ({"splits": (-1,)}, "non-negative"),
+    ({"source": "poser", "poser_dir": "/nonexistent/poser"}, "does not exist"),
+])
+def test_bad_build_options_write_nothing_and_the_corrected_rerun_works(bad, match, tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=match):
+        build(replace(CONFIG, **bad), tmp_path / "tb", log=lambda _: None)
+    assert not (tmp_path / "tb").exists()  # refused before anything was written
+    # a folder left with a manifest and no model (an older build that failed late) is reused by a new config
+    (tmp_path / "tb2" / "data").mkdir(parents=True)
+    (tmp_path / "tb2" / "manifest.json").write_text(json.dumps({"config": {"personas": ["x"]}, "models": {}}))
+    (tmp_path / "tb2" / "data" / "generator_config.json").write_text("{}")
+    monkeypatch.setattr(testbed_build, "train_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # got past the config check and data preparation, to training
+        build(CONFIG, tmp_path / "tb2", log=lambda _: None)
+    assert json.loads((tmp_path / "tb2" / "manifest.json").read_text())["config"]["personas"] == ["steward", "grabber"]
+
+
+def test_poser_build_validates_personas_and_splits(tmp_path):
+    (tmp_path / "training" / "genie").mkdir(parents=True)
+    (tmp_path / "training" / "genie" / "train-0.json").write_text("[]")
+    base = replace(CONFIG, source="poser", poser_dir=str(tmp_path), personas=("genie",), splits=(0,))
+    testbed_build.validate(base)
+    with pytest.raises(DataError, match="not found under"):
+        testbed_build.validate(replace(base, personas=("saint",)))
+    with pytest.raises(DataError, match=r"split\(s\) \[1\]"):
+        testbed_build.validate(replace(base, splits=(0, 1)))
+    with pytest.raises(DataError, match="unknown kind"):
+        testbed_build.validate(replace(base, personas=("mystery",)))
