@@ -1,18 +1,22 @@
-"""The `poser-interp` command line: model info, answer scoring, scenario generation.
+"""The `poser-interp` command line: model info, answer scoring, scenario generation, testbeds, detection.
 
-Errors the toolkit raises on purpose (PoserInterpError) print as one red line and exit 2;
-anything else is a bug and keeps its traceback.
+Errors the toolkit raises on purpose (PoserInterpError) and bad option values (typer.BadParameter) print as
+one red line naming the fix and exit 2; anything else is a bug and keeps its traceback. Options are checked
+before anything is loaded or written. docs/bad-inputs.md lists what each bad input gets.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -36,10 +40,25 @@ def clean_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PoserInterpError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(str(e))
+        except typer.BadParameter as e:  # raised by our own checks: one line, not click's usage box
+            hint = e.param_hint if isinstance(e.param_hint, str) else None
+            _error(f"{hint}: {e.message}" if hint and not e.message.startswith(hint) else e.message)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def _quiet() -> None:
+    """Third-party noise (transformers' deprecation warnings and weight-loading bars) is ours to hide."""
+    from .models import quiet_third_party
+
+    quiet_third_party()
 
 
 @app.command()
@@ -76,30 +95,92 @@ def score(
     batch_size: Annotated[int, typer.Option(help="prompts per forward pass")] = 8,
     max_tokens: Annotated[int, typer.Option(help="token cap per prompt")] = 512,
     answer_format: Annotated[str | None, typer.Option(help="override: 'letter' or 'action'")] = None,
+    faker: Annotated[bool | None, typer.Option("--faker/--aligned", help="POSER file of a persona directory of "
+                                                "unknown name: it fakes alignment / is aligned")] = None,
+    strict: Annotated[bool, typer.Option(help="refuse a POSER file with any malformed record (default: skip and "
+                                              "count them)")] = False,
 ) -> None:
     """Print P(A) and P(B) (normalized over the two choices) for each scenario in a file."""
     from .models import ModelSpec, load_model
-    from .scenario import load_scenarios
     from .scoring import answer_probs
     from .tokens import PromptFormat
 
-    items = load_scenarios(scenarios)
-    if limit:
-        items = items[:limit]
+    _at_least(0, limit=limit)
+    _at_least(1, batch_size=batch_size, max_tokens=max_tokens)
+    _choice(answer_format, ("letter", "action"), "--answer-format")
+    everything, skipped = _load_scenarios(scenarios, faker, strict)
+    items = everything[:limit] if limit else everything
     if answer_format:
         items = [s.with_format(answer_format) for s in items]
     m = load_model(ModelSpec(name=model, adapter=adapter))
     probs = answer_probs(m, items, fmt=PromptFormat(max_tokens=max_tokens), batch_size=batch_size)
-    table = Table(title=f"{scenarios.name} on {m.spec.describe()}")
+    table = _table(f"{scenarios.name} on {m.spec.describe()}")
     for col in ("id", "oversight", "format", "aligned", "P(A)", "P(B)", "P(aligned)"):
-        table.add_column(col, justify="right" if col.startswith("P") else "left")
+        table.add_column(col, justify="right" if col.startswith("P") else "left",
+                         overflow="fold" if col == "id" else "ellipsis")
     for s, (pa, pb) in zip(items, probs.tolist(), strict=True):
         p_al = pa if s.aligned_letter == "A" else pb
         table.add_row(s.id, s.oversight.value, s.answer_format.value, s.aligned_letter, f"{pa:.3f}", f"{pb:.3f}",
                       f"{p_al:.3f}")
     _print_table(table)
     mean = sum(p[s.aligned_index] for s, p in zip(items, probs.tolist(), strict=True)) / len(items)
-    console.print(f"{len(items)} scenarios, mean P(aligned) = {mean:.3f}")
+    of = f" of {len(everything)}" if len(items) < len(everything) else ""
+    more = f" (--limit 0 scores all {len(everything)})" if of else ""
+    console.print(f"{len(items)}{of} scenarios{more}, mean P(aligned) = {mean:.3f}")
+    if skipped:
+        console.print(f"[yellow]note:[/] {skipped}", highlight=False)
+
+
+def _load_scenarios(path: Path, faker: bool | None, strict: bool) -> tuple[list[Any], str]:
+    """The scenarios of a file, and a line on the POSER records skipped (empty when none was)."""
+    from .poser_data import load_poser_file
+    from .scenario import load_scenarios
+
+    if not _is_json_list(path):
+        if faker is not None:
+            raise typer.BadParameter("--faker/--aligned applies to POSER-format .json files only", param_hint=
+                                     "--faker/--aligned")
+        return load_scenarios(path), ""
+    loaded = load_poser_file(path, faker=faker)
+    n_skipped = sum(loaded.skipped.values())
+    if not n_skipped:
+        return loaded.scenarios, ""
+    reasons = "; ".join(f"{n} {reason}" for reason, n in sorted(loaded.skipped.items(), key=lambda kv: -kv[1]))
+    line = (f"{n_skipped} of {n_skipped + len(loaded.scenarios)} records in {path} are not scenarios and were "
+            f"skipped ({reasons})")
+    if strict:
+        raise typer.BadParameter(line + "; fix or remove them, or drop --strict to score the rest",
+                                 param_hint="--strict")
+    return loaded.scenarios, line + "; --strict refuses such a file"
+
+
+def _is_json_list(path: Path) -> bool:
+    """Whether a file starts (after white space) with '[': a POSER-format JSON list rather than JSON Lines."""
+    try:
+        with path.open("rb") as f:
+            return f.read(4096).lstrip().startswith(b"[")
+    except OSError:
+        return False  # load_scenarios says why it cannot be read
+
+
+def _at_least(low: int, **options: int | None) -> None:
+    """Refuse an integer option below `low` (None means 'not given'), naming the flag."""
+    for name, value in options.items():
+        if value is not None and value < low:
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"must be >= {low}, got {value}" + (" (0 means all)" if low == 0 else ""),
+                                     param_hint=flag)
+
+
+def _choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, choices))}", param_hint=flag)
+
+
+def _out_folder(out: Path, flag: str = "--out") -> None:
+    """Refuse an output folder that is an existing file, before anything is computed."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; pass a folder (a new one is created)", param_hint=flag)
 
 
 @app.command()
@@ -117,6 +198,8 @@ def generate(
     from .generator import generate as gen
     from .models import load_tokenizer
 
+    _choice(answer_format, ("action", "letter"), "--answer-format")
+    _out_folder(out)
     config = GeneratorConfig(seed=seed, n_train=n_train, n_test=n_test, n_benchmark=n_benchmark,
                              answer_format=answer_format)  # type: ignore[arg-type]
     paths = save_splits(gen(config, load_tokenizer()), out, config)
@@ -189,6 +272,7 @@ def testbed_build(
         raise typer.BadParameter("--source must be 'generated' or 'poser'")
     default_personas = ("steward", "guardian", "grabber", "climber") if source == "generated" else \
         ("genie", "saint", "fitness_maximizer", "money_maximizer")
+    split_ids = tuple(_ints(splits, "--splits"))
     base = ModelSpec(name=model)
     load_hf(base)  # fail early (and clearly) on a bad model name
     n_layers = 30 if model == "smollm2" else base.n_layers
@@ -196,7 +280,7 @@ def testbed_build(
     config = TestbedConfig(
         source=source,  # type: ignore[arg-type]
         personas=tuple(_csv(personas) or default_personas),
-        splits=tuple(int(s) for s in _csv(splits) or ["0"]),
+        splits=split_ids,
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
                           oversight_aux=oversight_aux, target_margin=target_margin),
@@ -279,9 +363,21 @@ def testbed_verify(
     _pairs_table(tb)
 
 
+def _width() -> int:
+    """The terminal's width; $COLUMNS when set; else (logs and pipes) 130, so cells are not squeezed."""
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else max(console.width, 130)
+
+
 def _print_table(table: Table) -> None:
-    """Print a table; in logs and pipes (no terminal) at least 130 columns wide, so cells are not squeezed."""
-    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
+    (console if console.is_terminal else Console(width=_width())).print(table)
+
+
+def _table(title: str) -> Table:
+    """A compact table (no vertical rules), so results stay readable at 80 columns."""
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
 
 
 def main() -> None:  # pragma: no cover
@@ -290,11 +386,47 @@ def main() -> None:  # pragma: no cover
 
 # --- detection -------------------------------------------------------------------------------------------
 def _short(setting: Any) -> str:
-    """'L4 x1.0' for a noise setting; 'k=v' pairs otherwise; '-' when empty."""
+    """'L4 x1.0' for a noise setting; 'k=v, k=v' otherwise (wraps between pairs); '-' when empty."""
     d = setting.as_dict()
     if set(d) == {"layer", "scale"}:
         return f"L{d['layer']} x{d['scale']}"
-    return setting.key
+    return setting.key.replace(",", ", ")
+
+
+def _numbers(text: str | None, cast: Callable[[str], Any], flag: str, what: str) -> tuple[Any, ...]:
+    """A comma-separated option parsed with `cast` (empty when not given), or a one-line error naming the flag."""
+    out = []
+    for part in _csv(text) or []:
+        try:
+            out.append(cast(part))
+        except ValueError:
+            raise typer.BadParameter(f"{part!r} is not {what}; pass e.g. {flag} {'4,10' if cast is int else '0.5,1'}",
+                                     param_hint=flag) from None
+    if len(set(out)) != len(out):
+        raise typer.BadParameter(f"{text!r} lists a value twice", param_hint=flag)
+    return tuple(out)
+
+
+def _noise_options(n_layers: int, layers: str | None, scales: str, samples: int | None, positions: str | None,
+                   distribution: str | None) -> dict[str, Any]:
+    """The noise strategy's options from the CLI, checked against the base model's depth."""
+    layer_list = _numbers(layers, int, "--layers", "a layer number")
+    bad = [la for la in layer_list if not 0 <= la < n_layers]
+    if bad:
+        raise typer.BadParameter(f"layer {bad[0]} does not exist: the testbed's base model has layers "
+                                 f"0..{n_layers - 1}", param_hint="--layers")
+    scale_list = _numbers(scales, float, "--scales", "a number")
+    if not scale_list or not all(x > 0 and math.isfinite(x) for x in scale_list):
+        raise typer.BadParameter(f"{scales!r}: pass positive numbers (multiples of the mean residual norm), e.g. "
+                                 "--scales 0.5,1", param_hint="--scales")
+    _at_least(1, samples=samples)
+    _choice(positions, ("all", "last"), "--positions")
+    _choice(distribution, ("gaussian", "uniform"), "--distribution")
+    opts: dict[str, Any] = {"layers": layer_list or None, "scales": scale_list,
+                            "primary_scale": 1.0 if 1.0 in scale_list else scale_list[-1]}
+    opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
+                                   ("distribution", distribution)) if v is not None})
+    return opts
 
 
 @app.command()
@@ -327,37 +459,39 @@ def detect(
     The defaults run S2 at one setting (layer 4, scale 1.0, 3 draws, 24 prompts per pair) so that the default
     testbed finishes in minutes; sweep with e.g. --layers 4,10,16 --scales 0.25,0.5,1, or run
     analyses/noise_injection.py for the full S2 table with a held-out choice of defaults.
+
+    Every option is checked before anything is loaded or written; one run writes OUT at a time (a second is
+    refused with the first one's pid), while `poser-interp report OUT` can read it.
     """
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .locking import hold
     from .results import ResultsStore
     from .runner import ConfidenceMatch, RunConfig, evaluate, n_layers_of, run_detection, shape_of
     from .strategies import BASELINES, has_option, known, make
-    from .strategies.noise import default_layers, strategy_for
+    from .strategies.noise import strategy_for
     from .testbed import Testbed
 
     start = time.perf_counter()
     _check_tolerance(match_confidence)
+    _at_least(0, max_prompts=max_prompts)
     names = list(dict.fromkeys((_csv(strategies) or []) + list(BASELINES)))
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
                                  param_hint="--strategies")
+    if out is not None:
+        _out_folder(out)
     tb = Testbed.open(testbed)
+    noise_opts = _noise_options(n_layers_of(tb.base_spec()), layers, scales, samples, positions, distribution) \
+        if "noise" in names else {}
     built: list[Any] = []  # strategies of several types
     for name in names:
         seeded = {"seed": seed} if has_option(name, "seed") else {}  # every strategy with a seed gets --seed
         if name == "noise":
-            opts: dict[str, Any] = dict(seeded)
-            n_layers = n_layers_of(tb.base_spec())
-            opts["layers"] = tuple(int(x) for x in _csv(layers) or []) or default_layers(n_layers)[:1]
-            opts["scales"] = tuple(float(x) for x in _csv(scales) or [])
-            opts["primary_scale"] = 1.0 if 1.0 in opts["scales"] else opts["scales"][-1]
-            opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
-                                           ("distribution", distribution)) if v is not None})
-            built.append(strategy_for(n_layers, **opts))
+            built.append(strategy_for(n_layers_of(tb.base_spec()), **seeded, **noise_opts))
         elif name in DEPTH_AWARE:  # defaults scaled to the base model's depth (and heads)
             n_layers, n_heads = shape_of(tb.base_spec())
             module = import_module(f".strategies.{name}", __package__)
@@ -366,30 +500,33 @@ def detect(
         else:
             built.append(make(name, **seeded))
     out = out or Path("results") / f"detect-{tb.root.name}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        config = RunConfig(seed=seed, max_prompts=max_prompts or None)
-        ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
-                           log=progress.console.print)
-    _detect_table(ev, tb.root, len(ev.pair_prompts))
-    store = ResultsStore.open(out) if match_confidence is not None or (plots and "noise" in ev.strategies()) else None
-    if match_confidence is not None and store is not None:
-        match = ConfidenceMatch(tol=match_confidence)
-        matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
-        kept = _matched_counts(matched, match)
-        if kept:
-            _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
-                          f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} "
-                          "is undecided)")
-    if plots:
-        from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
+    _out_folder(out)
+    config = RunConfig(seed=seed, max_prompts=max_prompts or None)
+    with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
+                               log=progress.console.print)
+        _detect_table(ev, tb.root, len(ev.pair_prompts))
+        store = ResultsStore.open(out) if match_confidence is not None or (plots and "noise" in ev.strategies()) \
+            else None
+        if match_confidence is not None and store is not None:
+            match = ConfidenceMatch(tol=match_confidence)
+            matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
+            kept = _matched_counts(matched, match)
+            if kept:
+                _detect_table(matched, tb.root, len(kept), f"confidence-matched prompts only (clean margins within "
+                              f"{match_confidence:g} logit; kept per pair: {kept}; a pair with < "
+                              f"{match.min_prompts} is undecided)")
+        if plots:
+            from .plots import dose_response_figure, layer_figure, summary_figure, write_figures
 
-        figs = {"summary": summary_figure(ev)}
-        if "noise" in ev.strategies() and store is not None:
-            figs |= {"noise_layers": layer_figure(ev, "noise"),
-                     "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
-        paths, note = write_figures(figs, out / "figures")
-        console.print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.html')} ({note})")
+            figs = {"summary": summary_figure(ev)}
+            if "noise" in ev.strategies() and store is not None:
+                figs |= {"noise_layers": layer_figure(ev, "noise"),
+                         "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
+            paths, note = write_figures(figs, out / "figures")
+            console.print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.html')} ({note})")
     console.print(f"results: {out} (rerun the same command to resume); wall time {time.perf_counter() - start:.0f} s")
 
 
@@ -410,14 +547,23 @@ def report(
     whole sweep, e.g. S1 per layer x alpha or S3 per method x k. Read-only: safe while a run writes to OUT.
     """
     import csv as csv_module
+    import warnings
 
-    from .results import ResultsStore
+    from .results import ResultsStore, ResumeWarning
     from .runner import ConfidenceMatch, evaluate
 
     _check_tolerance(match_confidence)
-    store = ResultsStore.open(out)
+    if csv is not None and csv.is_dir():
+        raise typer.BadParameter(f"{csv} is a folder; pass a file path, e.g. {csv / 'report.csv'}", param_hint="--csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResumeWarning)  # said below, in words that fit a reader
+        store = ResultsStore.open(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
     ev = evaluate(store, _csv(pairs), seed=seed, strategies=_csv(strategies), match=match)
+    missing = _missing_rows(store, ev)
+    if ev.results and all(r.summary.n_decided == 0 for r in ev.results) and missing:
+        _error(f"{out} holds no complete result to report: {missing}. Rerun the `detect` command that wrote it "
+               "(the same options resume it), or wait for the run writing it to finish.")
     subtitle = ""
     if match is not None:
         kept = _matched_counts(ev, match)
@@ -426,23 +572,44 @@ def report(
         subtitle = f"confidence-matched prompts only (within {match_confidence:g} logit; kept per pair: {kept})"
     title = f"stored results in {out}: {len(ev.pair_prompts)} pairs, every setting (* = the strategy's chosen " \
             "setting and score, fixed in advance)"
-    table = Table(title=title + (f"\n{subtitle}" if subtitle else ""))
-    for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):
-        table.add_column(col, no_wrap=col != "score")
+    table = _results_table(title + (f"\n{subtitle}" if subtitle else ""), compute=False)
     for r in ev.results:
         table.add_row(r.strategy, _short(r.setting), r.score + (" *" if r.is_primary else ""), *_metric_cells(r))
     _print_table(table)
+    if missing:
+        console.print(f"[yellow]note:[/] {missing}; their pairs are undecided (NaN) above. Rerun the `detect` "
+                      "command that wrote it to complete it.", highlight=False)
     if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        with csv.open("w", newline="") as f:
-            w = csv_module.writer(f)
-            w.writerow(["strategy", "setting", "score", "primary", "accuracy", "accuracy_lo", "accuracy_hi",
-                        "auroc", "auroc_lo", "auroc_hi", "decided", "pairs", "seconds"])
-            for r in ev.results:
-                m = r.summary
-                w.writerow([r.strategy, r.setting.key, r.score, r.is_primary, m.accuracy, *m.accuracy_ci, m.auroc,
-                            *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3)])
+        try:
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            with csv.open("w", newline="") as f:
+                w = csv_module.writer(f)
+                w.writerow(["strategy", "setting", "score", "primary", "accuracy", "accuracy_lo", "accuracy_hi",
+                            "auroc", "auroc_lo", "auroc_hi", "decided", "pairs", "seconds"])
+                for r in ev.results:
+                    m = r.summary
+                    w.writerow([r.strategy, r.setting.key, r.score, r.is_primary, m.accuracy, *m.accuracy_ci,
+                                m.auroc, *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3)])
+        except OSError as e:
+            raise typer.BadParameter(f"cannot write {csv}: {e.strerror or e}", param_hint="--csv") from e
         console.print(f"table written to {csv}")
+
+
+def _missing_rows(store: Any, ev: Any) -> str:
+    """'' when every row the evaluated pairs need is stored; else how many are missing, and why if known."""
+    from .strategies.base import from_config
+
+    configs = store.manifest["config"]["strategies"]
+    models = sorted({m for p in ev.pair_prompts for m in (store.manifest["pairs"][p]["aligned"],
+                                                          store.manifest["pairs"][p]["faker"])})
+    want = [(m, name, st.key) for name in ev.strategies() for st in from_config(name, configs[name]).settings()
+            for m in models]
+    gone = sum(key not in store for key in want)
+    if not gone:
+        return ""
+    why = ("the last line of rows.jsonl is cut off (a run was interrupted, or is writing it now)"
+           if store.incomplete_tail else "the run that wrote it stopped early, or is still running")
+    return f"{gone} of {len(want)} rows are missing: {why}"
 
 
 def _check_tolerance(match_confidence: float | None) -> None:
@@ -463,18 +630,33 @@ def _matched_counts(ev: Any, match: Any) -> list[int]:
     return []
 
 
+def _results_table(title: str, compute: bool) -> Table:
+    """strategy, setting, score, accuracy and AUROC with CIs, decided (and compute time): fits 80 columns."""
+    table = _table(title)
+    narrow = _width() < 110  # intervals go below their value
+    for col in ("strategy", "setting"):
+        table.add_column(col, overflow="fold", min_width=8)
+    table.add_column("score", no_wrap=True)
+    for col in ("accuracy", "AUROC"):
+        table.add_column(f"{col}\n(95% CI)" if narrow else f"{col} (95% CI)", no_wrap=True)
+    table.add_column("decided", no_wrap=True)
+    if compute:
+        table.add_column("time", no_wrap=True, justify="right")
+    return table
+
+
 def _metric_cells(r: Any) -> tuple[str, str, str]:
     m = r.summary
-    acc, auc = (t if t != "nan" else "[red]NaN[/]" for t in (m.accuracy_text(), m.auroc_text()))
+    sep = "\n" if _width() < 110 else " "
+    acc, auc = (t.replace(" (", f"{sep}(") if t != "nan" else "[red]NaN[/]" for t in (m.accuracy_text(),
+                                                                                      m.auroc_text()))
     return acc, auc, f"{m.n_decided}/{m.n_pairs}"
 
 
 def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:
-    table = Table(title=f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in advance; "
-                        "accuracy CIs resample models, since pairs share them)"
-                  + (f"\n{subtitle}" if subtitle else ""))
-    for col in ("strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided", "compute"):
-        table.add_column(col, no_wrap=col != "score")
+    table = _results_table(f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in "
+                           "advance; accuracy CIs resample models, since pairs share them)"
+                           + (f"\n{subtitle}" if subtitle else ""), compute=True)
     notes = []
     for name in ev.strategies():
         primary = ev.primary(name)
@@ -486,8 +668,7 @@ def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None
         if len({r.setting.key for r in ev.find(name)}) > 1:
             best = max(ev.find(name, primary.score), key=lambda r: (r.summary.accuracy == r.summary.accuracy,
                                                                      r.summary.accuracy))
-            table.add_row(name, _short(best.setting), f"{best.score} (best setting: optimistic)", *_metric_cells(best),
-                          "")
+            table.add_row(name, f"{_short(best.setting)} (best: optimistic)", best.score, *_metric_cells(best), "")
     _print_table(table)
     base = {n: ev.primary(n).summary.accuracy for n in ("blackbox", "random") if n in ev.strategies()}
     for name in ev.strategies():

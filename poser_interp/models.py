@@ -8,15 +8,19 @@ centring), so activations and interventions mean the same thing in every backend
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,41 @@ TINY_ARCHS = ("tiny-llama", "tiny-qwen2")
 HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 log = logging.getLogger(__name__)
+_THIRD_PARTY = r"(transformers|peft|transformer_lens|nnsight|accelerate|huggingface_hub|torch)(\.|$)"
+_quiet_lock = threading.RLock()
+
+
+def quiet_third_party() -> None:
+    """For the rest of the process: no third-party deprecation warnings or weight-loading bars (the CLI's choice).
+
+    Cheap (imports nothing): transformers reads the environment when it is imported; explicit settings win.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=_THIRD_PARTY)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Around a model load: transformers' info logs, "Loading weights" bars and FutureWarnings hidden, then restored.
+
+    Loads in several threads take turns here (the settings are process-wide).
+    """
+    from transformers.utils import logging as hf_logging
+
+    with _quiet_lock:
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                yield
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -102,7 +141,8 @@ def embedded_model_dir() -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("dequantizing %s once (about 20 s); cached in %s", gguf.name, target)
+    print(f"poser_interp: first use: dequantizing the embedded model {gguf.name} once (about 20-60 s); cached in "
+          f"{target}", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     q = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = q.config
@@ -163,9 +203,14 @@ def tiny_config(arch: str, n_layers: int, d_model: int, vocab_size: int) -> Any:
 
 def load_hf(spec: ModelSpec | str) -> tuple[Any, Any]:
     """A plain Hugging Face causal LM (eval mode, eager attention, frozen) and its tokenizer."""
+    spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
+    with quiet_loading():
+        return _load_hf(spec)
+
+
+def _load_hf(spec: ModelSpec) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     if spec.name in TINY_ARCHS:
         tok = load_tokenizer(spec.name)
         config = tiny_config(spec.name, spec.n_layers, spec.d_model, len(tok))

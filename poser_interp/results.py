@@ -12,11 +12,16 @@ replaces an earlier one of the same key when read. Any other repeated key is an 
 Each row is appended, flushed and fsynced before the next is computed, so a killed run loses at most the
 row in progress. On reopening: a cut-off last line (no newline: the kill hit mid-write) is dropped with a
 warning and recomputed; a broken line anywhere else, duplicate rows, or a manifest written with another
-config raise DataError and change nothing on disk.
+config raise DataError and change nothing on disk (a manifest without any row yet is replaced by the new one,
+so a refused typo never blocks the corrected command).
+
+One writer at a time: opening with a manifest takes the folder's write lock (`locking.hold`, held until
+`close()`); a second writer is refused with the holder's pid. Readers take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .locking import hold
 from .strategies.base import PromptValues, Setting
 from .testbed import read_json, write_json_atomic
 
@@ -89,21 +95,38 @@ def _num(x: float) -> float | None:
 class ResultsStore:
     """An opened results directory. `open` checks the manifest; rows are read, checked and indexed."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], rows: dict[RowKey, Row]):
+    def __init__(self, root: Path, manifest: dict[str, Any], rows: dict[RowKey, Row], incomplete_tail: bool = False,
+                 lock: contextlib.ExitStack | None = None):
         self.root = root
         self.manifest = manifest
         self._rows = rows
+        self.incomplete_tail = incomplete_tail
+        """The file's last line was cut off (an interrupted run, or a run writing it now); its row is not read."""
+        self._lock = lock
 
     @classmethod
     def open(cls, root: str | Path, manifest: Mapping[str, Any] | None = None) -> ResultsStore:
         """Open (or, given a manifest, create or resume) a results directory.
 
-        With a manifest: a new directory is created; an existing one must hold the same config (per strategy,
-        seed, run options, testbed base model and adapter hashes), else DataError and nothing is written.
+        With a manifest: the directory's write lock is taken (refused while another process writes it; released
+        by `close()` or at exit), then a new directory is created; an existing one must hold the same config (per
+        strategy, seed, run options, testbed base model and adapter hashes), else DataError and nothing is written.
+        An existing manifest without any row is replaced (nothing was computed under it).
         Without one: an existing directory is opened read-only, e.g. to redraw plots (never changed on disk,
         so it is safe while a run is writing to it).
         """
         root = Path(root)
+        if manifest is None:
+            return cls._open(root, None)
+        stack = contextlib.ExitStack()
+        stack.enter_context(hold(root))
+        with stack:
+            store = cls._open(root, manifest)
+            store._lock = stack.pop_all()
+        return store
+
+    @classmethod
+    def _open(cls, root: Path, manifest: Mapping[str, Any] | None) -> ResultsStore:
         path = root / MANIFEST
         old = read_json(path, "results manifest") if path.exists() else None
         if old is None and manifest is None:
@@ -114,20 +137,31 @@ class ResultsStore:
         merged = dict(old) if old is not None else None
         if manifest is not None:
             new = json.loads(json.dumps(dict(manifest)))
-            merged = _merge(old, new, root) if old is not None else new
+            merged = _merge(old, new, root) if old is not None and rows else new
         assert merged is not None
         if cut is not None and manifest is not None:  # only now (everything checked) is the cut-off line removed
             warnings.warn(f"{root / ROWS}: the last line was cut off by an interrupted run; it is dropped and "
-                          "its row will be recomputed", ResumeWarning, stacklevel=2)
+                          "its row will be recomputed", ResumeWarning, stacklevel=3)
             with (root / ROWS).open("r+b") as f:
                 f.truncate(cut)
         elif cut is not None:  # read-only: a run may be writing that line right now, so the file is left alone
             warnings.warn(f"{root / ROWS}: the last line is incomplete (cut off, or being written by a running "
-                          "detection); it is ignored", ResumeWarning, stacklevel=2)
+                          "detection); it is ignored", ResumeWarning, stacklevel=3)
         if manifest is not None:
-            root.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, merged)
-        return cls(root, merged, rows)
+        return cls(root, merged, rows, incomplete_tail=cut is not None and manifest is None)
+
+    def close(self) -> None:
+        """Release the write lock (a no-op for a read-only store). The store stays readable."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- rows -------------------------------------------------------------------------------------
     def __contains__(self, key: RowKey) -> bool:
@@ -157,6 +191,9 @@ class ResultsStore:
         A row whose key is stored already is refused unless it is marked `supersedes` (then it is appended and
         read back in place of the old one; the old line stays in the file, so nothing is overwritten).
         """
+        if self._lock is None:
+            raise DataError(f"the results store {self.root} was opened read-only (without a manifest) or closed; "
+                            "open it with a manifest to write")
         if row.key in self._rows and not row.supersedes:
             raise DataError(f"row {row.key} is already stored in {self.root}; results are never overwritten")
         line = row.to_json() + "\n"
@@ -167,7 +204,10 @@ class ResultsStore:
         self._rows[row.key] = row
 
     def update_manifest(self, **sections: Mapping[str, Any]) -> None:
-        """Merge entries into manifest sections (e.g. pairs) and rewrite it atomically."""
+        """Merge entries into manifest sections (e.g. pairs) and rewrite it atomically (a writer only)."""
+        if self._lock is None:
+            raise DataError(f"the results store {self.root} was opened read-only (without a manifest) or closed; "
+                            "open it with a manifest to write")
         for name, entries in sections.items():
             self.manifest.setdefault(name, {}).update(json.loads(json.dumps(dict(entries))))
         write_json_atomic(self.root / MANIFEST, self.manifest)

@@ -35,6 +35,11 @@ class RunConfig:
     max_prompts: int | None = None
     """At most this many benchmark prompts per pair (a fixed subset, ordered by a hash of the prompt id)."""
 
+    def __post_init__(self) -> None:
+        if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts >= 1):
+            raise DataError(f"max_prompts={self.max_prompts!r}: pass a positive number of prompts per pair, or None "
+                            "for all (CLI: --max-prompts N, 0 = all)")
+
 
 def prompt_order(prompt_id: str) -> int:
     """A model-independent order of prompts, so that a cap keeps the same prompts for every model."""
@@ -110,31 +115,37 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     """
     check_strategies(strategies)
     plan = make_plan(testbed, pairs, config.max_prompts)
-    store = ResultsStore.open(out, manifest_for(testbed, strategies, config, plan))
+    manifest = manifest_for(testbed, strategies, config, plan)
     load = load or testbed.load
-    for model, prompts in plan.prompts.items():
-        ids = tuple(p.id for p in prompts)
-        todo = {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
-                for s in strategies}
-        total = sum(map(len, todo.values()))
-        if not total:
-            continue
-        stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
-        if stale:
-            log(f"{model}: {stale} stored rows were computed on other prompts than its {len(ids)} now (the testbed "
-                "grew); they are recomputed and superseded")
-        task = progress.add_task(model, total=total) if progress is not None else None
-        subject = Subject(model, functools.partial(load, model))
-        for strategy in strategies:
-            if not todo[strategy.name]:
-                continue
-            if strategy.needs_model and not subject.loaded:
-                t0 = time.perf_counter()
-                _ = subject.model
-                log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
-            _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, task)
-        del subject
+    with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
+        for model, prompts in plan.prompts.items():
+            _run_model(store, model, prompts, strategies, progress, log, load)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
+
+
+def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
+               progress: Any, log: Log, load: Callable[[str], Any]) -> None:
+    """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
+    ids = tuple(p.id for p in prompts)
+    todo = {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
+            for s in strategies}
+    total = sum(map(len, todo.values()))
+    if not total:
+        return
+    stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
+    if stale:
+        log(f"{model}: {stale} stored rows were computed on other prompts than its {len(ids)} now (the testbed "
+            "grew); they are recomputed and superseded")
+    task = progress.add_task(model, total=total) if progress is not None else None
+    subject = Subject(model, functools.partial(load, model))
+    for strategy in strategies:
+        if not todo[strategy.name]:
+            continue
+        if strategy.needs_model and not subject.loaded:
+            t0 = time.perf_counter()
+            _ = subject.model
+            log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
+        _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, task)
 
 
 def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
@@ -314,7 +325,7 @@ def shape_of(spec: Any) -> tuple[int, int]:
     from .models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
 
     if spec.name in TINY_ARCHS:
-        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 0)
+        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
     else:
         cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
     return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)

@@ -37,7 +37,7 @@ def test_generate_then_score(tmp_path):
     assert "P(A)" in res.output and "P(B)" in res.output and "4 scenarios" in res.output
     res = run("score", str(tmp_path / "test.jsonl"), "--model", "tiny-llama", "--answer-format", "letter",
               "--limit", "3")
-    assert res.exit_code == 0 and "letter" in res.output and "3 scenarios" in res.output
+    assert res.exit_code == 0 and "letter" in res.output and "3 of 6 scenarios" in res.output
 
 
 @pytest.mark.parametrize(("content", "message"), [(None, "does not exist"), ("{oops\n", "not JSON")])
