@@ -105,9 +105,10 @@ def _infer_faker(path: Path) -> bool:
     if parent in BENCHMARK_DIR_NAMES:
         return False
     raise DataError(
-        f"{path}: cannot tell whether directory {parent!r} holds an aligned or an alignment-faking persona; "
-        f"pass faker=True or faker=False to load_poser_file, or add {parent!r} to "
-        f"poser_interp.poser_data.PERSONA_KINDS (known: {sorted(PERSONA_KINDS)})"
+        f"{path}: cannot tell whether directory {parent!r} holds an aligned or an alignment-faking persona "
+        f"(known: {', '.join(sorted(PERSONA_KINDS))}); say which: `poser-interp score FILE --faker` or `--aligned`, "
+        f"`poser-interp testbed build --poser-fakers {parent}` or `--poser-aligned {parent}`, or in Python "
+        "faker=True/False (load_poser_file, load_scenarios)"
     )
 
 
@@ -199,8 +200,12 @@ def load_poser_file(
     """
     fix = "pass a POSER-format JSON list (e.g. training/genie/train-0.json)"
     path, records = _read_json_list(path, "POSER file", fix)
+    unknown_kind: DataError | None = None
     if faker is None:
-        faker = _infer_faker(path)
+        try:
+            faker = _infer_faker(path)
+        except DataError as e:  # said after the records are checked: a file of no scenarios is the first problem
+            unknown_kind, faker = e, False
     if persona is None and path.parent.name in PERSONA_KINDS:
         persona = path.parent.name
     fmt = AnswerFormat(answer_format)
@@ -218,6 +223,8 @@ def load_poser_file(
             f"POSER file {path} holds no scenario records ({len(records)} records; {reasons}); a scenario record "
             f"needs fields {list(_REQUIRED)}"
         )
+    if unknown_kind is not None:
+        raise unknown_kind
     return PoserFile(path=path, scenarios=scenarios, skipped=dict(skipped), persona=persona, faker=bool(faker))
 
 

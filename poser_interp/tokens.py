@@ -49,9 +49,10 @@ def encode(tokenizer: Any, text: str, fmt: PromptFormat = PromptFormat()) -> lis
     if len(ids) > fmt.max_tokens:
         if fmt.on_long == "error":
             raise PromptTooLongError(
-                f"prompt has {len(ids)} tokens, over the cap of {fmt.max_tokens}: raise "
-                "PromptFormat.max_tokens (memory grows with length), or set on_long='truncate' to keep the "
-                f"last tokens. Prompt starts: {text[:80]!r}"
+                f"prompt has {len(ids)} tokens, over the cap of {fmt.max_tokens}: raise the cap (memory grows with "
+                f"length): `--max-tokens {len(ids)}` on the command line, PromptFormat(max_tokens={len(ids)}) in "
+                "Python; or, in Python, PromptFormat(on_long='truncate') keeps BOS and the last tokens. Prompt "
+                f"starts: {text[:80]!r}"
             )
         warnings.warn(f"prompt truncated from {len(ids)} to {fmt.max_tokens} tokens (kept BOS and the end)",
                       stacklevel=2)
