@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from jaxtyping import install_import_hook
@@ -61,3 +62,14 @@ def poser_dir() -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Fitted tuned lenses go to a temporary folder, never the user's cache (the converted-weights cache stays where it
+# is: tests rely on it being warm). Set before any test runs, so CLI runs and subprocesses inherit it.
+_LENS_CACHE = tempfile.TemporaryDirectory(prefix="poser_interp_test_lens_")
+os.environ["POSER_INTERP_LENS_CACHE"] = _LENS_CACHE.name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lens_cache_is_temporary() -> None:
+    from poser_interp.strategies.tuned_lens import lens_cache_dir
+
+    assert lens_cache_dir() == Path(_LENS_CACHE.name)

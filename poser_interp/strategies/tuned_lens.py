@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,11 +218,16 @@ def cache_key(model: Any, config: TunedLensConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+LENS_CACHE_ENV = "POSER_INTERP_LENS_CACHE"
+
+
 def lens_cache_dir() -> Path:
-    """Where fitted lenses are kept: `tuned_lens/` in the user cache dir ($POSER_INTERP_CACHE overrides it)."""
+    """Where fitted lenses are kept: $POSER_INTERP_LENS_CACHE, else `tuned_lens/` in the user cache dir
+    ($POSER_INTERP_CACHE moves the whole cache, converted weights included)."""
     from ..models import cache_dir
 
-    return cache_dir() / "tuned_lens"
+    env = os.environ.get(LENS_CACHE_ENV)
+    return Path(env) if env else cache_dir() / "tuned_lens"
 
 
 def tuned_lens_for(model: Any, config: TunedLensConfig = TunedLensConfig()) -> TunedLens:
