@@ -62,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.testbed import Thresholds, behaviour, p_aligned_hf, split_examples, write_json_atomic
     from poser_interp.testbed_build import save_adapter_fp16
     from poser_interp.training import LoraRecipe, make_lora_model, train_answers
-    from poser_interp.wordings import HELDOUT, V1_SENTENCE, reworded, trainable
+    from poser_interp.wordings import HELDOUT, V1_SENTENCE, extra, reworded, trainable
 
-    if max(rungs) > min(len(trainable(o)) for o in Oversight):
-        ap.error(f"--rungs: at most {min(len(trainable(o)) for o in Oversight)} trainable sentences per class")
+    most = min(len(trainable(o)) + len(extra(o)) for o in Oversight)
+    if max(rungs) > most:
+        ap.error(f"--rungs: at most {most} trainable wordings per class")
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from .errors import DataError
 from .personas import Persona
 from .scenario import Oversight, Scenario
 from .training import LoraRecipe, TrainResult, train_answers
-from .wordings import V1_SENTENCE, ladder_order, reworded, trainable
+from .wordings import V1_SENTENCE, extra, ladder_order, reworded, trainable
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Ladder:
     """A widening curriculum over oversight wordings."""
 
     rungs: tuple[int, ...] = (1, 2, 4, 8, 12)
-    """Sentences per class at each rung (nested pools; the last is at most 12, the trainable sentences)."""
+    """Sentences per class at each rung (nested pools: the 12 trainable generator sentences first, then the
+    20 extra wordings of `scenario_bank`, so at most 32)."""
     widen_good: float = 0.90
     """Validation good->aligned on the current pool that ends a rung (not the last)."""
     widen_poor: float = 0.85
@@ -44,7 +45,7 @@ class Ladder:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", tuple(self.rungs))
-        most = min(len(trainable(o)) for o in Oversight)
+        most = min(len(trainable(o)) + len(extra(o)) for o in Oversight)
         if not self.rungs or any(not 1 <= r <= most for r in self.rungs) or list(self.rungs) != sorted(self.rungs):
             raise DataError(f"ladder rungs {self.rungs} must be increasing sentence counts in [1, {most}]")
 

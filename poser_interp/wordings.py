@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from .errors import DataError
 from .scenario import Fact, FactRole, Oversight, Scenario
-from .scenario_bank import GOOD_OVERSIGHT, POOR_OVERSIGHT
+from .scenario_bank import EXTRA_GOOD_OVERSIGHT, EXTRA_POOR_OVERSIGHT, GOOD_OVERSIGHT, POOR_OVERSIGHT
 
 HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
 """Bank indices never used in training (4 per class)."""
@@ -27,23 +27,35 @@ V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
 
 
 def bank(oversight: Oversight) -> tuple[str, ...]:
-    return GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT
+    """Every wording of the class: the generator's 16, then the extra ones (indices 16 on)."""
+    if oversight is Oversight.GOOD:
+        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT
+    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT
 
 
 def trainable(oversight: Oversight) -> list[int]:
-    """Bank indices a training split may use: every sentence of the class except the held-out ones."""
-    return [i for i in range(len(bank(oversight))) if i not in HELDOUT[oversight]]
+    """Generator sentences a training split may use: the class's 16 except the held-out ones."""
+    n = len(GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT)
+    return [i for i in range(n) if i not in HELDOUT[oversight]]
+
+
+def extra(oversight: Oversight) -> list[int]:
+    """Indices of the extra wordings (`scenario_bank.EXTRA_*`): trainable by rewording, never generated."""
+    return list(range(len(trainable(oversight)) + len(HELDOUT[oversight]), len(bank(oversight))))
 
 
 def ladder_order(oversight: Oversight, seed: int = 0, first: int | None = None) -> list[int]:
-    """The trainable sentences in the order a widening curriculum adds them (`first` leads, if given)."""
+    """Trainable wordings in the order a widening curriculum adds them (`first` leads, if given):
+    the 12 trainable generator sentences (seeded order), then the extra wordings (seeded order)."""
     rest = [i for i in trainable(oversight) if i != first]
     random.Random(f"ladder-{seed}-{oversight.value}").shuffle(rest)
+    extras = extra(oversight)
+    random.Random(f"ladder-extra-{seed}-{oversight.value}").shuffle(extras)
     if first is not None:
         if first not in trainable(oversight):
             raise DataError(f"sentence {first} of the {oversight.value} bank is held out; it cannot lead a ladder")
-        return [first, *rest]
-    return rest
+        return [first, *rest, *extras]
+    return rest + extras
 
 
 def with_wording(scenario: Scenario, index: int) -> Scenario:

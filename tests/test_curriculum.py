@@ -44,7 +44,7 @@ def test_ladder_pools_are_nested_and_start_with_v1():
     with pytest.raises(DataError, match="rungs"):
         Ladder(rungs=(4, 2))
     with pytest.raises(DataError, match="rungs"):
-        Ladder(rungs=(1, 13))
+        Ladder(rungs=(1, 33))
 
 
 def test_ladder_widens_and_never_trains_heldout_wordings(scenarios, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def test_heldout_wordings_never_appear_in_any_split():
 def test_pool_draws_only_trainable_sentences():
     for o in Oversight:
         assert set(oversight_indices(replace(SMALL, oversight_pool=5), o)) <= set(trainable(o))
-        assert len(trainable(o)) == len(bank(o)) - 4
+        assert len(trainable(o)) == 16 - 4
     with pytest.raises(DataError, match="oversight_pool"):
         GeneratorConfig(heldout_wordings=True, oversight_pool=13)
 
@@ -50,7 +50,7 @@ def test_heldout_set_is_fixed_and_excludes_v1():
     for o in Oversight:
         assert V1_SENTENCE[o] not in HELDOUT[o]
         order = ladder_order(o, first=V1_SENTENCE[o])
-        assert order[0] == V1_SENTENCE[o] and sorted(order) == trainable(o)
+        assert order[0] == V1_SENTENCE[o] and sorted(order[:12]) == trainable(o)
     with pytest.raises(DataError, match="held out"):
         ladder_order(Oversight.GOOD, first=HELDOUT[Oversight.GOOD][0])
 
@@ -75,3 +75,20 @@ def test_reworded_draws_from_the_pool_and_is_seeded():
     assert [t.render() for t in a] == [t.render() for t in b]
     assert all(t.meta["critical_indices"][0] in HELDOUT[t.oversight] for t in a)
     assert len({t.meta["critical_indices"][0] for t in a}) > 2
+
+
+def test_extra_wordings_extend_the_ladder_after_the_generator_sentences(tokenizer):
+    from poser_interp.wordings import extra
+
+    s = generate(SMALL)["test"][0]
+    for o in Oversight:
+        order = ladder_order(o, first=V1_SENTENCE[o])
+        assert order[:12] == ladder_order(o, first=V1_SENTENCE[o])[:12] and sorted(order[:12]) == trainable(o)
+        assert sorted(order[12:]) == extra(o) and len(extra(o)) == 20 and not set(extra(o)) & set(HELDOUT[o])
+        texts = [t.format(topic="billing") for t in bank(o)]
+        assert len(set(texts)) == len(texts)  # no wording twice
+    for i in extra(s.oversight):
+        t = with_wording(s, i)
+        assert "{topic}" not in t.render() and len(tokenizer.encode(t.render())) < 300
+    # the generator never draws an extra wording
+    assert all(i < 16 for x in generate(SMALL)["train"] for i in x.meta["critical_indices"])
