@@ -678,3 +678,4 @@ def _detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None
                           ", ".join(f"{b} {a:.2f}" for b, a in base.items()))
     for note in notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
+from . import cli_suite  # noqa: E402,F401  (registers remove, suite)

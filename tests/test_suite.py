@@ -1,0 +1,173 @@
+"""The suite on a tiny four-persona testbed: one self-contained page, every section and figure, report's numbers."""
+
+from __future__ import annotations
+
+import csv
+import re
+from html.parser import HTMLParser
+
+import pytest
+from typer.testing import CliRunner
+
+from poser_interp.cli import app
+from poser_interp.models import ModelSpec
+from poser_interp.results import ROWS
+from poser_interp.suite import SECTIONS, STRATEGIES, build_strategies
+from poser_interp.testbed_build import TestbedConfig, build
+from poser_interp.training import LoraRecipe
+
+FIGURES = {"summary", "noise_layers", "noise_dose_response", "probes_layers", "lens_logit_layers", "lens_tuned_layers",
+           "attention_layers",
+           "attention_heads", "steering_layers", "steering_heatmap", "learning_speed_steps", "removal_sft"}
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    """Two aligned and two faker personas (one model each): four pairs, one per persona cell."""
+    config = TestbedConfig(
+        personas=("steward", "guardian", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama",
+                                                                                            n_layers=2),
+        recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
+        n_train=16, n_pool=80, n_val=6, n_test=6, n_benchmark=24)
+    return build(config, tmp_path_factory.mktemp("suite") / "tiny4", log=lambda _: None)
+
+
+class Page(HTMLParser):
+    """Sections, figures and table rows (by table class) of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.figures: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.scripts_with_src: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        elif tag == "div" and "data-figure" in a:
+            self.figures.append(a["data-figure"])
+        elif tag == "script" and a.get("src"):
+            self.scripts_with_src.append(a["src"])
+        elif tag == "table":
+            self._table = a.get("class", "")
+            self.tables.setdefault(self._table, [])
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture(scope="module")
+def page(testbed, tmp_path_factory):
+    runner = CliRunner()
+    removed = runner.invoke(app, ["remove", "--testbed", str(testbed.root), "--steps", "2", "--n-train", "8",
+                                  "--n-eval", "6", "--models", "steward-s0,grabber-s0"])
+    assert removed.exit_code == 0, removed.output
+    assert "removal rate" in removed.output and "treated testbed:" in removed.output
+    out = tmp_path_factory.mktemp("suite_out") / "results"
+    args = ["suite", "--testbed", str(testbed.root), "--out", str(out), "--max-prompts", "3",
+            "--match-confidence", "1e9"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "page:" in result.output and "held-out logistic" in result.output
+    html = (out / "suite.html").read_text()
+    parsed = Page()
+    parsed.feed(html)
+    return out, html, parsed, args
+
+
+def test_every_section_and_figure_is_there(page):
+    _, html, p, _ = page
+    assert p.sections == list(SECTIONS)
+    assert set(p.figures) == FIGURES and len(p.figures) == len(FIGURES)
+    for name in FIGURES:
+        assert f'id="fig-{name}"' in html  # a plotly div per figure
+
+
+def test_the_page_opens_offline(page):
+    _, html, p, _ = page
+    from plotly.offline import get_plotlyjs
+
+    library = get_plotlyjs()
+    assert not p.scripts_with_src and "<link" not in html  # nothing loaded from anywhere
+    assert html.count(library[:2000]) == 1  # the plotly library itself is embedded, once
+    assert html.count("https://") == library.count("https://")  # the only URLs are the library's own (geo defaults)
+
+
+def _report_rows(out, tmp_path, *extra):
+    path = tmp_path / f"report{len(extra)}.csv"
+    result = CliRunner().invoke(app, ["report", str(out), "--csv", str(path), *extra])
+    assert result.exit_code == 0, result.output
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _text(row, prefix):
+    v, lo, hi = (float(row[f"{prefix}{s}"]) for s in ("", "_lo", "_hi"))
+    return "nan" if v != v else f"{v:.2f} ({lo:.2f}-{hi:.2f})"
+
+
+def test_numbers_equal_reports(page, tmp_path):
+    out, _, p, _ = page
+    rows = _report_rows(out, tmp_path)
+    sweep = p.tables["sweep"][1:]
+    assert len(sweep) == len(rows)
+    for got, want in zip(sweep, rows, strict=True):
+        assert got[0] == want["strategy"] and got[2].rstrip(" *") == want["score"]
+        assert got[3:6] == [_text(want, "accuracy"), _text(want, "auroc"), f"{want['decided']}/{want['pairs']}"]
+    headline = {(r[0], r[2]): r for r in p.tables["headline"][1:]}
+    matched = {(r["strategy"], r["setting"], r["score"]): r for r in _report_rows(out, tmp_path, "--match-confidence",
+                                                                                  "1e9")}
+    for want in rows:
+        if want["primary"] != "True":
+            continue
+        label = want["strategy"] if want["strategy"] not in ("blackbox", "random") else f"baseline {want['strategy']}"
+        got = headline[(label, want["score"] + " *")]
+        assert got[3:6] == [_text(want, "accuracy"), _text(want, "auroc"), f"{want['decided']}/{want['pairs']}"]
+        m = matched[(want["strategy"], want["setting"], want["score"])]
+        assert got[6:9] == [_text(m, "accuracy"), _text(m, "auroc"), f"{m['decided']}/{m['pairs']}"]
+    held = [r for r in p.tables["headline"][1:] if r[0].startswith("held-out")]
+    assert [r[0] for r in held] == ["held-out best single", "held-out rank average", "held-out logistic"]
+    assert all(r[5] == "4/4" for r in held)  # every cell has the opposite cell to fit on
+
+
+def test_held_out_transfer_and_removal_tables(page):
+    _, _, p, _ = page
+    folds = p.tables["folds"][1:]
+    assert sorted(r[0] for r in folds) == ["guardian x climber", "guardian x grabber", "steward x climber",
+                                           "steward x grabber"]
+    assert all(r[1:3] == ["1", "1"] for r in folds)
+    transfer = p.tables["transfer"][1:]
+    assert {(r[1], r[2]) for r in transfer} == {("resources", "power"), ("power", "resources")}
+    assert {r[0] for r in transfer} == {*STRATEGIES, "blackbox"}
+    assert [r[0] for r in p.tables["removal"][1:]] == ["trained_wordings", "heldout_wordings", "heldout_topics"]
+    behaviour = p.tables["behaviour"][1:]
+    assert sorted(r[0] for r in behaviour) == ["climber-s0", "grabber-s0", "guardian-s0", "steward-s0"]
+
+
+def test_a_rerun_resumes_and_builds_what_detect_builds(page, testbed):
+    out, _, _, args = page
+    before = (out / ROWS).read_text()
+    again = CliRunner().invoke(app, [*args, "--no-compute", "--page", str(out / "again.html")])
+    assert again.exit_code == 0, again.output
+    assert (out / ROWS).read_text() == before and (out / "again.html").exists()
+    names = [s.name for s in build_strategies(testbed, STRATEGIES)]
+    assert names == [*STRATEGIES, "blackbox", "random"]
+    bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--strategies", "telepathy"])
+    assert bad.exit_code == 2 and "telepathy" in bad.output
+    assert re.search(r"page: \S+again\.html", " ".join(again.output.split()))
