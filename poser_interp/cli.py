@@ -128,7 +128,7 @@ def score(
     more = f" (--limit 0 scores all {len(everything)})" if of else ""
     console.print(f"{len(items)}{of} scenarios{more}, mean P(aligned) = {mean:.3f}")
     if skipped:
-        console.print(f"[yellow]note:[/] {skipped}", highlight=False)
+        console.print(f"[yellow]note:[/] {skipped}", highlight=False, soft_wrap=True)
 
 
 def _load_scenarios(path: Path, faker: bool | None, strict: bool) -> tuple[list[Any], str]:
@@ -485,6 +485,7 @@ def detect(
     if out is not None:
         _out_folder(out)
     tb = Testbed.open(testbed)
+    tb.pair_ids(_csv(pairs))  # unknown pair ids are refused before OUT is made
     noise_opts = _noise_options(n_layers_of(tb.base_spec()), layers, scales, samples, positions, distribution) \
         if "noise" in names else {}
     built: list[Any] = []  # strategies of several types
@@ -578,7 +579,7 @@ def report(
     _print_table(table)
     if missing:
         console.print(f"[yellow]note:[/] {missing}; their pairs are undecided (NaN) above. Rerun the `detect` "
-                      "command that wrote it to complete it.", highlight=False)
+                      "command that wrote it to complete it.", highlight=False, soft_wrap=True)
     if csv is not None:
         try:
             csv.parent.mkdir(parents=True, exist_ok=True)

@@ -139,10 +139,15 @@ def embedded_model_dir() -> Path:
     target = cache_dir() / f"smollm2-135m-{key}"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     print(f"poser_interp: first use: dequantizing the embedded model {gguf.name} once (about 20-60 s); cached in "
           f"{target}", file=sys.stderr, flush=True)
+    with quiet_loading():  # our line above is the progress a newcomer sees, not third-party bars
+        return _dequantize(gguf, key, target)
+
+
+def _dequantize(gguf: Path, key: str, target: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     q = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = q.config
