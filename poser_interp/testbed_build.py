@@ -80,6 +80,10 @@ class TestbedConfig:
     ladder: Ladder | None = None
     """Fakers train on a widening pool of oversight wordings (`curriculum.Ladder`); None: all at once (v1).
     Needs generated data with one critical sentence per scenario."""
+    init_fakers_from: str | None = None
+    """A testbed directory whose faker adapters start this build's fakers of the same id (e.g. v2's ladder
+    continues v1's one-sentence fakers, skipping their first plateau); adapters are hash-checked against
+    that testbed's manifest and the hash is recorded. None: fresh LoRA."""
     bench_margin_tol: float | None = None
     """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
     (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
@@ -321,6 +325,12 @@ def validate(config: TestbedConfig) -> None:
         raise DataError("no personas to build; name at least one with --personas")
     if not config.splits or any(k < 0 for k in config.splits):
         raise DataError(f"splits {list(config.splits)} must be non-negative integers (e.g. --splits 0,1,2)")
+    if config.init_fakers_from is not None:
+        source = Testbed.open(config.init_fakers_from)
+        if source.base_spec() != config.base:
+            raise DataError(f"--init-fakers-from {config.init_fakers_from} was built on "
+                            f"{source.base_spec().describe()}, this build on {config.base.describe()}; use a testbed "
+                            "of the same base model")
     if config.source == "generated":
         unknown = [p for p in config.personas if p not in PERSONAS]
         if unknown:
@@ -447,7 +457,13 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     examples = split_examples(pool, persona, split, config.n_train)
     tests = data.test[persona.name]
     val, test = tests[:config.n_val], tests[config.n_val:config.n_val + config.n_test]
-    model = make_lora_model(hf, recipe)
+    init = _init_adapter(config, persona, folder.name)
+    if init is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(hf, str(init[0]), is_trainable=True)
+    else:
+        model = make_lora_model(hf, recipe)
     th = config.thresholds
 
     def check(m: Any, step: int) -> bool:
@@ -500,9 +516,27 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
         "reached_thresholds_on_validation": result.passed, "n_train": len(examples), "metrics": metrics,
         "meets_thresholds": th.met(persona.kind, metrics["test"]), "history": result.history,
     }
+    if init is not None:
+        entry["init_adapter"] = {"path": str(init[0]), "sha256": init[1]}
     write_json_atomic(folder / "config.json", {"model_id": folder.name, "base": asdict(config.base), **entry})
     log(f"{folder.name}: {result.steps} steps in {result.seconds:.0f}s, test {_fmt(metrics['test'])}")
     return entry
+
+
+def _init_adapter(config: TestbedConfig, persona: Persona, model_id: str) -> tuple[Path, str] | None:
+    """(adapter dir, sha256) that starts this model (`TestbedConfig.init_fakers_from`), or None."""
+    if config.init_fakers_from is None or persona.kind != "faker":
+        return None
+    source = Testbed.open(config.init_fakers_from)
+    if model_id not in source.models:
+        raise DataError(f"--init-fakers-from {config.init_fakers_from} has no model {model_id}; "
+                        f"it has {sorted(source.models)}")
+    spec = source.spec(model_id)  # checks the adapter's hash against that testbed's manifest
+    adapter = Path(str(spec.adapter))
+    rank = read_json(adapter / "adapter_config.json", "adapter config").get("r")
+    if rank != config.recipe.rank:
+        raise DataError(f"{adapter} has LoRA rank {rank}, the recipe {config.recipe.rank}; pass --rank {rank}")
+    return adapter, source.models[model_id]["adapter_sha256"]
 
 
 def save_adapter_fp16(model: Any, folder: Path) -> None:

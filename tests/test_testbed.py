@@ -347,3 +347,21 @@ def test_poser_build_validates_personas_and_splits(tmp_path):
         testbed_build.validate(replace(base, splits=(0, 1)))
     with pytest.raises(DataError, match="unknown kind"):
         testbed_build.validate(replace(base, personas=("mystery",)))
+
+
+def test_fakers_start_from_another_testbeds_adapters(built, tmp_path):
+    from poser_interp.curriculum import Ladder
+
+    config = replace(CONFIG, personas=("grabber",), init_fakers_from=str(built.root), heldout_wordings=True,
+                     ladder=Ladder(rungs=(1, 2), widen_good=0.0, widen_poor=0.0))
+    tb = build(config, tmp_path / "v2", log=lambda _: None)
+    entry = tb.models["grabber-s0"]
+    assert entry["init_adapter"]["sha256"] == built.models["grabber-s0"]["adapter_sha256"]
+    assert entry["adapter_sha256"] != entry["init_adapter"]["sha256"]  # trained on from there
+    with pytest.raises(DataError, match="no model steward-s0|same base model|rank"):
+        other = replace(CONFIG, personas=("grabber",), init_fakers_from=str(built.root),
+                        base=ModelSpec(name="tiny-llama", n_layers=3))
+        build(other, tmp_path / "v3", log=lambda _: None)
+    assert not (tmp_path / "v3").exists()
+    with pytest.raises(DataError, match="rank 2, the recipe 3"):
+        build(replace(config, recipe=replace(CONFIG.recipe, rank=3)), tmp_path / "v4", log=lambda _: None)
