@@ -254,6 +254,11 @@ def testbed_build(
                                                              "(LoraRecipe.target_margin; default: no cap)")] = None,
     bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
                                                                 "margins differ by at most this")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,
+    init_fakers_from: Annotated[Path | None, typer.Option(help="testbed whose faker adapters start this build's "
+                                                             "fakers of the same id (hash-checked)")] = None,
+    n_benchmark: Annotated[int, typer.Option(help="benchmark candidate prompts (good oversight) scored per "
+                                                  "model; each pair keeps those both answer aligned")] = 200,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 
@@ -283,9 +288,11 @@ def testbed_build(
         splits=split_ids,
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
-                          oversight_aux=oversight_aux, target_margin=target_margin),
+                          oversight_aux=oversight_aux, target_margin=target_margin, threads=threads),
         ladder=Ladder(rungs=tuple(_ints(ladder, "--ladder"))) if ladder else None,
         bench_margin_tol=bench_margin_tol,
+        init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
+        n_benchmark=n_benchmark,
         n_train=n_train,
         n_critical=n_critical,
         n_topics=n_topics or None,
@@ -465,7 +472,14 @@ def detect(
     """
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .locking import hold
     from .results import ResultsStore
@@ -505,7 +519,7 @@ def detect(
     config = RunConfig(seed=seed, max_prompts=max_prompts or None)
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
+                      TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
             ev = run_detection(tb, built, out, pairs=_csv(pairs), config=config, progress=progress,
                                log=progress.console.print)
         _detect_table(ev, tb.root, len(ev.pair_prompts))

@@ -110,42 +110,60 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
                   log: Log = print, load: Callable[[str], Any] | None = None) -> Evaluation:
     """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
 
-    progress: an optional `rich.progress.Progress` (one task per model). load: model id -> hooked model
-    (default: `testbed.load`, hash-checked).
+    progress: an optional `rich.progress.Progress`: one task per model with rows to compute, and one over all of
+    them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
+    model (default: `testbed.load`, hash-checked).
     """
     check_strategies(strategies)
     plan = make_plan(testbed, pairs, config.max_prompts)
     manifest = manifest_for(testbed, strategies, config, plan)
     load = load or testbed.load
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
+        todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}
+        total = sum(len(sts) for todo in todos.values() for sts in todo.values())
+        overall = None
+        if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
+            overall = progress.add_task(f"all {sum(1 for t in todos.values() if any(t.values()))} models",
+                                        total=total)
         for model, prompts in plan.prompts.items():
-            _run_model(store, model, prompts, strategies, progress, log, load)
+            _run_model(store, model, prompts, strategies, todos[model], progress, overall, log, load)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
-def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
-               progress: Any, log: Log, load: Callable[[str], Any]) -> None:
-    """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
+def _todo(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy]) \
+        -> dict[str, list[Setting]]:
+    """Strategy name -> its settings not yet stored for this model on exactly these prompts."""
     ids = tuple(p.id for p in prompts)
-    todo = {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
+    return {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
             for s in strategies}
+
+
+def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
+               todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
+               load: Callable[[str], Any]) -> None:
+    """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
     total = sum(map(len, todo.values()))
     if not total:
         return
     stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
     if stale:
-        log(f"{model}: {stale} stored rows were computed on other prompts than its {len(ids)} now (the testbed "
+        log(f"{model}: {stale} stored rows were computed on other prompts than its {len(prompts)} now (the testbed "
             "grew); they are recomputed and superseded")
-    task = progress.add_task(model, total=total) if progress is not None else None
+    tasks = [progress.add_task(model, total=total)] if progress is not None else []
+    tasks += [overall] if overall is not None else []
     subject = Subject(model, functools.partial(load, model))
     for strategy in strategies:
         if not todo[strategy.name]:
             continue
         if strategy.needs_model and not subject.loaded:
             t0 = time.perf_counter()
+            if tasks:
+                progress.update(tasks[0], description=f"{model} (loading)")
             _ = subject.model
+            if tasks:
+                progress.update(tasks[0], description=model)
             log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
-        _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, task)
+        _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks)
 
 
 def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
@@ -154,7 +172,7 @@ def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[s
 
 
 def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts: Sequence[Scenario],
-             todo: Sequence[Setting], progress: Any, task: Any) -> None:
+             todo: Sequence[Setting], progress: Any, tasks: Sequence[Any]) -> None:
     wanted = {s.key for s in todo}
     ids = tuple(p.id for p in prompts)
     t0 = time.perf_counter()
@@ -168,7 +186,7 @@ def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts:
         store.append(Row(subject.id, strategy.name, values, now - t0, supersedes=old))
         t0 = now
         wanted.discard(key)
-        if progress is not None:
+        for task in tasks:
             progress.advance(task)
     if wanted and prompts:
         raise StrategyError(f"strategy {strategy.name} did not return settings {sorted(wanted)} for {subject.id}")

@@ -346,3 +346,30 @@ def test_the_readme_python_snippets_run(monkeypatch, capsys):
     for code in blocks:
         exec(compile(code.replace("load_model()", 'load_model("tiny-llama")'), "README.md", "exec"), {})
     assert "torch.Size([1," in capsys.readouterr().out
+
+
+def test_progress_has_an_overall_task_and_says_when_a_model_loads(testbed, tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.tasks: dict[int, dict] = {}
+
+        def add_task(self, description, total):
+            self.tasks[len(self.tasks)] = {"description": description, "total": total, "done": 0, "seen": set()}
+            return len(self.tasks) - 1
+
+        def update(self, task, description):
+            self.tasks[task]["seen"].add(description)
+
+        def advance(self, task):
+            self.tasks[task]["done"] += 1
+
+    progress = Recorder()
+    run_detection(testbed, baselines(), tmp_path, config=RunConfig(max_prompts=3), progress=progress,
+                  log=lambda _: None)
+    overall, *per_model = progress.tasks.values()
+    assert overall["description"] == "all 3 models" and overall["total"] == overall["done"] == 6
+    assert [t["total"] for t in per_model] == [2, 2, 2] and all(t["done"] == 2 for t in per_model)
+    assert all(f"{t['description']} (loading)" in t["seen"] for t in per_model)  # blackbox loads the model
+    again = Recorder()
+    run_detection(testbed, baselines(), tmp_path, config=RunConfig(max_prompts=3), progress=again, log=lambda _: None)
+    assert again.tasks == {}  # nothing left to compute: no bar at all
