@@ -172,7 +172,7 @@ def test_run_config_refuses_a_negative_prompt_cap():
 
 # --- the bad-input table (docs/bad-inputs.md) ----------------------------------------------------------------
 DOC = REPO / "docs" / "bad-inputs.md"
-PLACEHOLDERS = ("POSER_GARDENER", "POSER_WRONG", "POSER_BAD", "SCEN", "FILE", "CUT", "RES", "NEW", "TB")
+PLACEHOLDERS = ("POSER_GARDENER", "POSER_WRONG", "POSER_BAD", "SCEN", "FILE", "CUT_ALL", "CUT", "RES", "NEW", "TB")
 
 
 def doc_rows() -> list[list[str]]:
@@ -206,6 +206,9 @@ def world(testbed, results, tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(results, cut)
     data = (cut / ROWS).read_bytes()
     (cut / ROWS).write_bytes(data[: len(data) - 40])  # the kill hit in the middle of the last row
+    cut_all = root / "cut_all"
+    shutil.copytree(results, cut_all)
+    (cut_all / ROWS).write_bytes(data[:40])  # killed while writing the first row
     (root / "file.txt").write_text("not a folder\n")
     scen = root / "scen"
     res = cli("generate", "--out", str(scen), "--n-train", "10", "--n-test", "6", "--n-benchmark", "4")
@@ -217,7 +220,8 @@ def world(testbed, results, tmp_path_factory) -> dict[str, Path]:
                                   ("gardener", "wrong", [{"title": "a note", "body": "not a scenario"}])):
         (poser / folder).mkdir(parents=True, exist_ok=True)
         (poser / folder / f"{name}.json").write_text(json.dumps(records))
-    return {"TB": testbed.root, "RES": results, "CUT": cut, "FILE": root / "file.txt", "SCEN": scen / "test.jsonl",
+    return {"TB": testbed.root, "RES": results, "CUT": cut, "CUT_ALL": cut_all, "FILE": root / "file.txt",
+            "SCEN": scen / "test.jsonl",
             "POSER_BAD": poser / "genie" / "bad.json", "POSER_GARDENER": poser / "gardener" / "train-0.json",
             "POSER_WRONG": poser / "gardener" / "wrong.json", "DATA": root}
 
