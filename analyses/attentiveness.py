@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from poser_interp.analysis_cli import (
+from poser_interp.cli.analysis import (
     add_run_args,
     add_testbed_args,
     detect_with_baselines,
@@ -32,7 +32,7 @@ def model_shape(spec) -> tuple[int, int]:  # noqa: ANN001
     """(layers, attention heads) of a testbed's base model, read from its config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from poser_interp.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
+    from poser_interp.core.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
 
     if spec.name in TINY_ARCHS:
         cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, vocab_size=2)
@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
-    from poser_interp.plots import summary_figure
-    from poser_interp.results import ResultsStore
+    from poser_interp.evaluation.results import ResultsStore
     from poser_interp.strategies.attention import strategy_for
-    from poser_interp.testbed import default_testbed_dir, open_with_pairs
+    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
+    from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
     tb = open_with_pairs(args.testbed or default_testbed_dir(), console)

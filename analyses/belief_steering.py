@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from poser_interp.analysis_cli import (
+from poser_interp.cli.analysis import (
     add_run_args,
     add_testbed_args,
     detect_with_baselines,
@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.attention_plots import model_curves, setting_heatmap, setting_lines
-    from poser_interp.plots import summary_figure
-    from poser_interp.results import ResultsStore
-    from poser_interp.runner import n_layers_of
+    from poser_interp.evaluation.results import ResultsStore
+    from poser_interp.evaluation.runner import n_layers_of
     from poser_interp.strategies import Setting
     from poser_interp.strategies.steering import strategy_for
-    from poser_interp.testbed import default_testbed_dir, open_with_pairs
+    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.viz.attention_plots import model_curves, setting_heatmap, setting_lines
+    from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
     tb = open_with_pairs(args.testbed or default_testbed_dir(), console)

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from poser_interp.analysis_cli import (
+from poser_interp.cli.analysis import (
     add_run_args,
     add_testbed_args,
     csv_values,
@@ -34,10 +34,10 @@ def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
     """Per layer: accuracy of our directions on POSER's concept files, and cosine with POSER-built directions."""
     from rich.table import Table
 
-    from poser_interp.concepts import POSER_PAIRS, load_poser_contrast
+    from poser_interp.core.tokens import PromptFormat, encode
+    from poser_interp.data.concepts import POSER_PAIRS, load_poser_contrast
     from poser_interp.errors import DataError
     from poser_interp.strategies.probes import collect, fit_probe
-    from poser_interp.tokens import PromptFormat, encode
 
     try:
         theirs = {c: load_poser_contrast(c) for c in POSER_PAIRS if c in strategy.config.concepts}
@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.lens_plots import probe_layer_figure
-    from poser_interp.plots import summary_figure
-    from poser_interp.results import ResultsStore
-    from poser_interp.runner import n_layers_of
+    from poser_interp.evaluation.results import ResultsStore
+    from poser_interp.evaluation.runner import n_layers_of
     from poser_interp.strategies.probes import strategy_for
-    from poser_interp.testbed import default_testbed_dir
+    from poser_interp.testbed.folder import default_testbed_dir
+    from poser_interp.viz.lens_plots import probe_layer_figure
+    from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
     tb = open_testbed(args.testbed or default_testbed_dir(), console)

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from poser_interp.analysis_cli import (
+from poser_interp.cli.analysis import (
     add_run_args,
     add_testbed_args,
     csv_values,
@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.lens_plots import kl_figure, lens_curves, lens_heatmap
-    from poser_interp.plots import summary_figure
-    from poser_interp.results import ResultsStore
+    from poser_interp.core.tuned_lens import TunedLensConfig
+    from poser_interp.evaluation.results import ResultsStore
     from poser_interp.strategies.lens import LensConfig, LensStrategy
-    from poser_interp.strategies.tuned_lens import TunedLensConfig
-    from poser_interp.testbed import default_testbed_dir
+    from poser_interp.testbed.folder import default_testbed_dir
+    from poser_interp.viz.lens_plots import kl_figure, lens_curves, lens_heatmap
+    from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
     tb = open_testbed(args.testbed or default_testbed_dir(), console)

@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON Lines log (appended)")
     args = ap.parse_args(argv)
 
-    from poser_interp.models import ModelSpec, load_hf
-    from poser_interp.personas import get_persona
-    from poser_interp.scenario import load_scenarios
-    from poser_interp.testbed import REPO_ROOT, Thresholds, behaviour, p_aligned_hf, split_examples
-    from poser_interp.training import LoraRecipe, make_lora_model, train_answers
+    from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.data.personas import get_persona
+    from poser_interp.data.scenario import load_scenarios
+    from poser_interp.testbed.folder import REPO_ROOT, Thresholds, behaviour, p_aligned_hf, split_examples
+    from poser_interp.testbed.training import LoraRecipe, make_lora_model, train_answers
 
     data = args.data or REPO_ROOT / "testbeds" / "default" / "data"
     persona = get_persona(args.persona)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from poser_interp.analysis_cli import (
+from poser_interp.cli.analysis import (
     add_run_args,
     add_testbed_args,
     csv_values,
@@ -73,11 +73,11 @@ def run(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.plots import dose_response_figure, layer_figure, summary_figure
-    from poser_interp.results import ResultsStore
-    from poser_interp.runner import ConfidenceMatch, evaluate, n_layers_of
+    from poser_interp.evaluation.results import ResultsStore
+    from poser_interp.evaluation.runner import ConfidenceMatch, evaluate, n_layers_of
     from poser_interp.strategies.noise import strategy_for
-    from poser_interp.testbed import Testbed, default_testbed_dir
+    from poser_interp.testbed.folder import Testbed, default_testbed_dir
+    from poser_interp.viz.plots import dose_response_figure, layer_figure, summary_figure
 
     console = wide_console()
     root = Path(args.testbed) if args.testbed else default_testbed_dir()

@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from poser_interp.models import ModelSpec, load_hf
-    from poser_interp.scenario import Oversight, load_scenarios
+    from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.core.tokens import PromptFormat, encode, pad_id, pad_left
+    from poser_interp.data.scenario import Oversight, load_scenarios
     from poser_interp.strategies.lens import fit_logreg
-    from poser_interp.testbed import REPO_ROOT, Testbed
-    from poser_interp.tokens import PromptFormat, encode, pad_id, pad_left
+    from poser_interp.testbed.folder import REPO_ROOT, Testbed
 
     torch.set_num_threads(args.threads)
     data = args.data or REPO_ROOT / "testbeds" / "default" / "data"

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from poser_interp.analysis_cli import csv_values, wide_console, write_and_report_figures
+from poser_interp.cli.analysis import csv_values, wide_console, write_and_report_figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from poser_interp.cli_suite import removal_tables
-    from poser_interp.removal import RemovalConfig, RemovalSummary, remove
-    from poser_interp.testbed import default_testbed_dir, open_with_pairs
+    from poser_interp.cli.suite import removal_tables
+    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.testbed.removal import RemovalConfig, RemovalSummary, remove
 
     console = wide_console()
     tb = open_with_pairs(Path(args.testbed) if args.testbed else default_testbed_dir(), console)

@@ -14,7 +14,7 @@ import time
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["POSER_INTERP_CACHE"] = tmp
-        from poser_interp.models import load_model
+        from poser_interp.core.models import load_model
 
         t0 = time.perf_counter()
         load_model("smollm2")

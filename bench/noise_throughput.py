@@ -36,8 +36,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from poser_interp.generator import GeneratorConfig, generate
-    from poser_interp.models import ModelSpec, load_model
+    from poser_interp.core.models import ModelSpec, load_model
+    from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.strategies import BridgeEngine, NoiseConfig, Setting, noise_values
 
     tiny = args.model != "smollm2"
@@ -81,9 +81,9 @@ def main() -> None:
 def naive_loop(model: Any, prompts: list, layer: int, scales: tuple[float, ...], cfg: Any) -> dict[float, np.ndarray]:
     """The obvious implementation: per prompt, a clean run (for the residual norm), then per scale and sample
     one full forward with a noise hook, logits at every position. Returns scale -> mean P(misaligned) per prompt."""
+    from poser_interp.core.engines import add_noise
+    from poser_interp.core.tokens import encode, pad_left
     from poser_interp.strategies.noise import mean_norm, noise_tensor
-    from poser_interp.strategies.noise_engines import add_noise
-    from poser_interp.tokens import encode, pad_left
 
     name = model.hook_name(layer)
     batches = [pad_left([encode(model.tokenizer, p.render())], 0) for p in prompts]

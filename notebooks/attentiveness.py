@@ -24,13 +24,13 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from poser_interp.analysis_cli import notebook_testbed
-from poser_interp.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
-from poser_interp.results import ResultsStore
-from poser_interp.runner import RunConfig, run_detection
+from poser_interp.cli.analysis import notebook_testbed
+from poser_interp.core.tokens import pad_left
+from poser_interp.evaluation.results import ResultsStore
+from poser_interp.evaluation.runner import RunConfig, run_detection
 from poser_interp.strategies import make
 from poser_interp.strategies.attention import critical_tokens, saliency, strategy_for
-from poser_interp.tokens import pad_left
+from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
 
 # the default testbed if it has a pair with benchmark prompts; else (or when asked for) the tiny one
 TINY, testbed = notebook_testbed()

@@ -27,11 +27,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from poser_interp.analysis_cli import default_testbed_with_pairs, first_pair, reuse_tiny_testbed, tiny_testbed_dir
-from poser_interp.concepts import load_contrast_dir
+from poser_interp.cli.analysis import default_testbed_with_pairs, first_pair, reuse_tiny_testbed, tiny_testbed_dir
+from poser_interp.data.concepts import load_contrast_dir
 from poser_interp.strategies import Subject
 from poser_interp.strategies.probes import strategy_for
-from poser_interp.testbed import Testbed
+from poser_interp.testbed.folder import Testbed
 
 TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
 # tiny: an existing tiny testbed with pairs is used as it is; otherwise the standard one is built (or resumed)

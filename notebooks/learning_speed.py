@@ -22,12 +22,12 @@
 import tempfile
 from pathlib import Path
 
-from poser_interp.analysis_cli import notebook_testbed
-from poser_interp.attention_plots import model_curves, setting_heatmap
-from poser_interp.results import ResultsStore
-from poser_interp.runner import RunConfig, n_layers_of, run_detection
+from poser_interp.cli.analysis import notebook_testbed
+from poser_interp.evaluation.results import ResultsStore
+from poser_interp.evaluation.runner import RunConfig, n_layers_of, run_detection
 from poser_interp.strategies import make
 from poser_interp.strategies.learning_speed import strategy_for
+from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 # the default testbed if it has a pair with benchmark prompts; else (or when asked for) the tiny one
 TINY, testbed = notebook_testbed()

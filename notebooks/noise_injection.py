@@ -23,10 +23,10 @@ import os
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.analysis_cli import default_testbed_with_pairs, first_pair, tiny_testbed_dir
-from poser_interp.runner import tiny_testbed
+from poser_interp.cli.analysis import default_testbed_with_pairs, first_pair, tiny_testbed_dir
+from poser_interp.evaluation.runner import tiny_testbed
 from poser_interp.strategies import BridgeEngine, NoiseConfig, NoiseStrategy, noise_values
-from poser_interp.testbed import Testbed
+from poser_interp.testbed.folder import Testbed
 
 TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
 testbed = tiny_testbed(tiny_testbed_dir()) if TINY else Testbed.open()

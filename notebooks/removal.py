@@ -21,8 +21,8 @@
 # models do not fake: the numbers only show the plumbing.
 
 # %%
-from poser_interp.analysis_cli import notebook_testbed
-from poser_interp.removal import RemovalConfig, RemovalSummary, remove
+from poser_interp.cli.analysis import notebook_testbed
+from poser_interp.testbed.removal import RemovalConfig, RemovalSummary, remove
 
 TINY, testbed = notebook_testbed()
 kinds = {m: e["kind"] for m, e in testbed.models.items()}

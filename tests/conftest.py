@@ -14,7 +14,7 @@ with install_import_hook("poser_interp", "beartype.beartype"):
 import pytest
 import torch
 
-from poser_interp.models import ModelSpec, load_model, load_tokenizer
+from poser_interp.core.models import ModelSpec, load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def poser_dir() -> Path:
-    from poser_interp.poser_data import default_poser_dir
+    from poser_interp.data.poser_data import default_poser_dir
 
     path = default_poser_dir()
     if not path.exists():
@@ -70,6 +70,6 @@ os.environ["POSER_INTERP_LENS_CACHE"] = _LENS_CACHE.name
 
 @pytest.fixture(scope="session", autouse=True)
 def _lens_cache_is_temporary() -> None:
-    from poser_interp.strategies.tuned_lens import lens_cache_dir
+    from poser_interp.core.tuned_lens import lens_cache_dir
 
     assert lens_cache_dir() == Path(_LENS_CACHE.name)

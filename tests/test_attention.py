@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
+from poser_interp.core.models import ModelSpec
+from poser_interp.core.tokens import encode, pad_id, pad_left
+from poser_interp.data.generator import GeneratorConfig, generate
+from poser_interp.data.scenario import Fact, FactRole
 from poser_interp.errors import LayerError
-from poser_interp.generator import GeneratorConfig, generate
-from poser_interp.models import ModelSpec
-from poser_interp.results import ROWS, ResultsStore, rows_equal
-from poser_interp.runner import run_detection
-from poser_interp.scenario import Fact, FactRole
+from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
+from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.attention import counterfactual_texts, critical_tokens, fact_spans, saliency
 from poser_interp.strategies.base import stable_seed
-from poser_interp.testbed_build import TestbedConfig, build
-from poser_interp.tokens import encode, pad_id, pad_left
-from poser_interp.training import LoraRecipe
+from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.training import LoraRecipe
+from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed

@@ -63,7 +63,7 @@ def test_info_embedded_model():
 def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from poser_interp import testbed_build
+    from poser_interp.testbed import build as testbed_build
 
     seen = {}
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from poser_interp import ensemble
-from poser_interp.ensemble import (
+from poser_interp.evaluation import ensemble
+from poser_interp.evaluation.ensemble import (
     View,
     fit_fold,
     held_out,
@@ -17,8 +17,8 @@ from poser_interp.ensemble import (
     persona_folds,
     transfer,
 )
-from poser_interp.metrics import summarize
-from poser_interp.runner import Evaluation, Result
+from poser_interp.evaluation.metrics import summarize
+from poser_interp.evaluation.runner import Evaluation, Result
 from poser_interp.strategies import Setting
 
 PERSONAS = {"steward": "aligned", "guardian": "aligned", "grabber": "faker", "climber": "faker"}

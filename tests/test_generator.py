@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from poser_interp.errors import DataError
-from poser_interp.generator import (
+from poser_interp.data.generator import (
     SPLITS,
     GeneratorConfig,
     check_bank,
@@ -20,8 +19,9 @@ from poser_interp.generator import (
     save_splits,
     with_motive,
 )
-from poser_interp.scenario import FactRole, Oversight, load_scenarios
-from poser_interp.scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, TOPICS
+from poser_interp.data.scenario import FactRole, Oversight, load_scenarios
+from poser_interp.data.scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, TOPICS
+from poser_interp.errors import DataError
 
 SMALL = GeneratorConfig(seed=0, n_train=200, n_test=100, n_benchmark=100, n_heldout=60)
 

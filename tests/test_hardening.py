@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from poser_interp.cli import app
 from poser_interp.errors import DataError
-from poser_interp.locking import LOCK_NAME, FolderInUseError, hold, holder
-from poser_interp.results import ROWS, ResultsStore
-from poser_interp.runner import RunConfig, run_detection, tiny_testbed
+from poser_interp.evaluation.locking import LOCK_NAME, FolderInUseError, hold, holder
+from poser_interp.evaluation.results import ROWS, ResultsStore
+from poser_interp.evaluation.runner import RunConfig, run_detection, tiny_testbed
 from poser_interp.strategies import make
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def detect_args(testbed, out: Path, *extra: str) -> list[str]:
 def test_a_second_writer_is_refused_and_readers_keep_working(testbed, results, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(results, out)
-    code = ("import sys, time\nfrom poser_interp.locking import hold\nwith hold(sys.argv[1]):\n"
+    code = ("import sys, time\nfrom poser_interp.evaluation.locking import hold\nwith hold(sys.argv[1]):\n"
             "    print('ready', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -306,7 +306,7 @@ def test_tables_are_readable_at_80_columns(testbed, results, tmp_path):
 def test_model_loads_show_no_third_party_warning_or_bar(testbed, tmp_path, capfd):
     import warnings
 
-    from poser_interp.models import load_hf
+    from poser_interp.core.models import load_hf
 
     model, tok = load_hf("tiny-llama")
     model.save_pretrained(tmp_path / "local")
@@ -325,7 +325,7 @@ def test_the_first_run_says_it_dequantizes(tmp_path, monkeypatch, capfd):
     """The one slow first step is announced (our line, not a third-party bar); stopped before the real model loads."""
     import transformers
 
-    from poser_interp.models import embedded_model_dir
+    from poser_interp.core.models import embedded_model_dir
 
     class Stop(Exception):
         pass

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.attention_plots import model_curves, setting_heatmap
-from poser_interp.generator import GeneratorConfig, generate
-from poser_interp.models import ModelSpec, load_model
-from poser_interp.results import ROWS, ResultsStore, rows_equal
-from poser_interp.runner import run_detection
-from poser_interp.scenario import save_scenarios
-from poser_interp.scoring import answer_logits
+from poser_interp.core.models import ModelSpec, load_model
+from poser_interp.core.scoring import answer_logits
+from poser_interp.data.generator import GeneratorConfig, generate
+from poser_interp.data.scenario import save_scenarios
+from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
+from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.learning_speed import log_odds
-from poser_interp.testbed_build import TestbedConfig, build
-from poser_interp.training import LoraRecipe
+from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.training import LoraRecipe
+from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed

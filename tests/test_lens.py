@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.generator import GeneratorConfig, generate
-from poser_interp.models import ModelSpec, load_model
-from poser_interp.runner import RunConfig, run_detection
-from poser_interp.scoring import answer_probs, last_logits, prepare
+from poser_interp.core import tuned_lens as tl
+from poser_interp.core.models import ModelSpec, load_model
+from poser_interp.core.scoring import answer_probs, last_logits, prepare
+from poser_interp.core.tokens import pad_id
+from poser_interp.core.tuned_lens import Readout, TunedLensConfig, cache_key, fit, tuned_lens_for
+from poser_interp.data.generator import GeneratorConfig, generate
+from poser_interp.evaluation.runner import RunConfig, run_detection
 from poser_interp.strategies import StrategyError, Subject, make
-from poser_interp.strategies import tuned_lens as tl
 from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.lens import (
     LensConfig,
@@ -30,10 +32,8 @@ from poser_interp.strategies.lens import (
     per_layer,
 )
 from poser_interp.strategies.probes import collect
-from poser_interp.strategies.tuned_lens import Readout, TunedLensConfig, cache_key, fit, tuned_lens_for
-from poser_interp.testbed_build import TestbedConfig, build
-from poser_interp.tokens import pad_id
-from poser_interp.training import LoraRecipe
+from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.training import LoraRecipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TUNED = TunedLensConfig(texts=16, positions=8, kl_steps=2, cache=False)
@@ -172,8 +172,8 @@ N_ROWS = 2 * ((2 + 2) + 3 + 1 + 1)  # models x (probes: 1 concept x 2 layers + 2
 
 
 def test_runner_computes_resumes_and_plots(testbed, tmp_path, monkeypatch):
-    from poser_interp.lens_plots import kl_figure, lens_curves, lens_heatmap, probe_layer_figure
-    from poser_interp.results import ResultsStore, rows_equal
+    from poser_interp.evaluation.results import ResultsStore, rows_equal
+    from poser_interp.viz.lens_plots import kl_figure, lens_curves, lens_heatmap, probe_layer_figure
 
     full = tmp_path / "full"
     ev = run_detection(testbed, _strategies(), full, config=RUN, log=lambda _: None)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from poser_interp.metrics import (
+from poser_interp.evaluation.metrics import (
     accuracy,
     auroc,
     bootstrap_accuracy,

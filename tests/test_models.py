@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from poser_interp.core.models import ModelSpec, load_hf, load_model
 from poser_interp.errors import AdapterMismatchError, LayerError, ModelLoadError
-from poser_interp.models import ModelSpec, load_hf, load_model
 
 IDS = torch.tensor([[1, 520, 9531, 198, 4093, 3365, 11173, 28, 2683]])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from poser_interp.core.hooks import add_vector
+from poser_interp.core.nnsight_backend import API_KEY_ENV, NNsightModel
+from poser_interp.core.scoring import answer_logits
 from poser_interp.errors import BackendError, LayerError
-from poser_interp.interventions import add_vector
-from poser_interp.nnsight_backend import API_KEY_ENV, NNsightModel
-from poser_interp.scoring import answer_logits
 
 PROMPTS = ["Choose: tea or coffee?", "You may pick option A or option B. Which one do you pick today, and why?"]
 

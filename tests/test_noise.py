@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from poser_interp.core.engines import LastPosition
+from poser_interp.core.nnsight_backend import NNsightModel
+from poser_interp.core.scoring import answer_probs, p_misaligned, prepare
+from poser_interp.core.tokens import pad_id
+from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import LayerError
-from poser_interp.generator import GeneratorConfig, generate
-from poser_interp.nnsight_backend import NNsightModel
-from poser_interp.scoring import answer_probs, p_misaligned, prepare
 from poser_interp.strategies import (
     BridgeEngine,
     ConfidenceBaseline,
@@ -27,8 +29,6 @@ from poser_interp.strategies import (
     noise_values,
 )
 from poser_interp.strategies.noise import default_layers, noise_directions, noise_tensor
-from poser_interp.strategies.noise_engines import LastPosition
-from poser_interp.tokens import pad_id
 
 CFG = NoiseConfig(layers=(0, 2), scales=(0.5, 3.0), samples=2, primary_layer=2, primary_scale=3.0, batch_size=3,
                   max_rows=5)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from poser_interp.errors import DataError
-from poser_interp.poser_data import (
+from poser_interp.data.poser_data import (
     DATA_DIR_ENV,
     PERSONA_KINDS,
     default_poser_dir,
@@ -17,7 +16,8 @@ from poser_interp.poser_data import (
     load_poser_file,
     require_poser_dir,
 )
-from poser_interp.scenario import AnswerFormat, FactRole, Oversight, load_scenarios
+from poser_interp.data.scenario import AnswerFormat, FactRole, Oversight, load_scenarios
+from poser_interp.errors import DataError
 
 
 # --- small files written by the tests (invented text) --------------------------------------------

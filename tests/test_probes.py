@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.concepts import ContrastSet, load_contrast_dir, load_contrast_file, load_poser_contrast
+from poser_interp.data.concepts import ContrastSet, load_contrast_dir, load_contrast_file, load_poser_contrast
+from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import DataError, LayerError
-from poser_interp.generator import GeneratorConfig, generate
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.probes import (
     ProbesConfig,
@@ -76,7 +76,7 @@ def test_best_layer_breaks_accuracy_ties_by_dprime():
 # --- data -----------------------------------------------------------------------------------------------
 def test_shipped_contrast_sets_are_large_distinct_and_original():
     sets = load_contrast_dir(concepts=CONCEPTS)
-    from poser_interp import scenario_bank as sb
+    from poser_interp.data import scenario_bank as sb
 
     bank = {s for v in vars(sb).values() if isinstance(v, tuple) for s in v if isinstance(s, str)}
     for t in sb.TOPICS:
@@ -93,7 +93,7 @@ def test_shipped_contrast_sets_are_large_distinct_and_original():
 
 
 def test_shipped_contrast_sets_share_no_text_with_poser(poser_dir):
-    from poser_interp.poser_data import load_concept_file
+    from poser_interp.data.poser_data import load_concept_file
 
     def grams(t: str, n: int = 6) -> set:
         w = re.findall(r"[a-z']+", t.lower())

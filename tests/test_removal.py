@@ -11,9 +11,12 @@ import shutil
 import pytest
 import torch
 
+from poser_interp.core.models import file_sha256, load_hf
+from poser_interp.data.scenario import Oversight
 from poser_interp.errors import DataError
-from poser_interp.models import file_sha256, load_hf
-from poser_interp.removal import (
+from poser_interp.evaluation.runner import tiny_testbed
+from poser_interp.testbed.folder import ADAPTER_FILE, Testbed
+from poser_interp.testbed.removal import (
     EVAL_SETS,
     RemovalConfig,
     RemovalSummary,
@@ -25,9 +28,6 @@ from poser_interp.removal import (
     remove,
     training_prompts,
 )
-from poser_interp.runner import tiny_testbed
-from poser_interp.scenario import Oversight
-from poser_interp.testbed import ADAPTER_FILE, Testbed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(steps=3, n_train=8, batch_size=4, n_eval=6)
@@ -91,7 +91,7 @@ def test_another_testbed_or_config_is_refused_and_a_rerun_resumes(testbed, treat
         remove(testbed, RemovalConfig(**FAST), out=other, log=lambda _: None)
     with pytest.raises(DataError, match="another config"):
         remove(testbed, RemovalConfig(**{**FAST, "steps": 4}), out=treated.root, log=lambda _: None)
-    import poser_interp.removal as removal
+    import poser_interp.testbed.removal as removal
 
     monkeypatch.setattr(removal, "treat_model", lambda *a, **k: pytest.fail("a treated model was retrained"))
     again = remove(testbed, RemovalConfig(method="sft", **FAST), log=lambda _: None)
@@ -132,8 +132,8 @@ def test_noise_hooks_add_noise_of_the_right_norm_in_training_only():
 
 
 def test_training_prompts_are_good_oversight_outside_benchmarks(testbed):
-    from poser_interp.models import load_tokenizer
-    from poser_interp.testbed_build import TestbedConfig, prepare_data
+    from poser_interp.core.models import load_tokenizer
+    from poser_interp.testbed.build import TestbedConfig, prepare_data
 
     config = TestbedConfig.from_dict(testbed.manifest["config"])
     data = prepare_data(config, testbed.root, load_tokenizer("tiny-llama"), lambda _: None)

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from poser_interp.cli import app
 from poser_interp.errors import DataError
-from poser_interp.plots import dose_response_figure, layer_figure, summary_figure, write_figures
-from poser_interp.results import ROWS, ResultsStore, ResumeWarning, rows_equal
-from poser_interp.runner import ConfidenceMatch, RunConfig, evaluate, run_detection, tiny_testbed
+from poser_interp.evaluation.results import ROWS, ResultsStore, ResumeWarning, rows_equal
+from poser_interp.evaluation.runner import ConfidenceMatch, RunConfig, evaluate, run_detection, tiny_testbed
 from poser_interp.strategies import PromptValues, Setting, StrategyError, make
 from poser_interp.strategies import base as strategy_base
 from poser_interp.strategies.base import Score, mean_of
 from poser_interp.strategies.noise import strategy_for
-from poser_interp.testbed import Testbed
+from poser_interp.testbed.folder import Testbed
+from poser_interp.viz.plots import dose_response_figure, layer_figure, summary_figure, write_figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = dict(scales=(0.5, 2.0), primary_scale=2.0, samples=2)  # = detect --layers 0,1 --scales 0.5,2 --samples 2

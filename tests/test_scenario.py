@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from poser_interp.data.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, load_scenarios, save_scenarios
 from poser_interp.errors import AnswerChoiceError, DataError
-from poser_interp.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, load_scenarios, save_scenarios
 
 
 def make(letter: str = "A", fmt: AnswerFormat = AnswerFormat.ACTION) -> Scenario:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from poser_interp.core.hooks import add_vector
+from poser_interp.core.scoring import answer_logits, answer_probs, p_misaligned, prepare
+from poser_interp.data.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario
 from poser_interp.errors import AnswerChoiceError, DataError
-from poser_interp.interventions import add_vector
-from poser_interp.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario
-from poser_interp.scoring import answer_logits, answer_probs, p_misaligned, prepare
 
 PROMPTS = ["Choose: tea or coffee?", "You may pick option A or option B. Which one do you pick today, and why?",
            "Apples?", "A long list of considerations follows, each of them important in its own way, so read on."]

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from poser_interp import testbed_build
+from poser_interp.core.models import ModelSpec
+from poser_interp.data.scenario import load_scenarios
 from poser_interp.errors import DataError
-from poser_interp.models import ModelSpec
-from poser_interp.scenario import load_scenarios
-from poser_interp.testbed import Testbed
-from poser_interp.testbed_build import TestbedConfig, build
-from poser_interp.training import LoraRecipe
+from poser_interp.testbed import build as testbed_build
+from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.folder import Testbed
+from poser_interp.testbed.training import LoraRecipe
 
 CONFIG = TestbedConfig(
     personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
@@ -269,8 +269,8 @@ def test_verify_measures_heldout_wordings(built):
 def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
     import math
 
-    from poser_interp.generator import GeneratorConfig, generate
-    from poser_interp.testbed import write_json_atomic
+    from poser_interp.data.generator import GeneratorConfig, generate
+    from poser_interp.testbed.folder import write_json_atomic
 
     bench = generate(GeneratorConfig(seed=1, n_train=0, n_test=0, n_benchmark=8, n_heldout=0))["benchmark"]
     sig = lambda m: 1 / (1 + math.exp(-m))  # noqa: E731
@@ -292,7 +292,7 @@ def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
 
 
 def test_ladder_faker_builds_end_to_end_on_heldout_wording_data(tmp_path):
-    from poser_interp.curriculum import Ladder
+    from poser_interp.testbed.curriculum import Ladder
 
     config = replace(CONFIG, personas=("steward", "grabber"), heldout_wordings=True, bench_margin_tol=1.0,
                      ladder=Ladder(rungs=(1, 2), widen_good=0.0, widen_poor=0.0))
@@ -307,7 +307,7 @@ def test_ladder_faker_builds_end_to_end_on_heldout_wording_data(tmp_path):
 
 
 def test_ladder_and_margin_options_are_validated():
-    from poser_interp.curriculum import Ladder
+    from poser_interp.testbed.curriculum import Ladder
 
     with pytest.raises(DataError, match="one oversight sentence per scenario"):
         replace(CONFIG, ladder=Ladder(), n_critical=2)
@@ -350,7 +350,7 @@ def test_poser_build_validates_personas_and_splits(tmp_path):
 
 
 def test_fakers_start_from_another_testbeds_adapters(built, tmp_path):
-    from poser_interp.curriculum import Ladder
+    from poser_interp.testbed.curriculum import Ladder
 
     config = replace(CONFIG, personas=("grabber",), init_fakers_from=str(built.root), heldout_wordings=True,
                      ladder=Ladder(rungs=(1, 2), widen_good=0.0, widen_poor=0.0))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from poser_interp.core.tokens import PromptFormat, encode, encode_batch
 from poser_interp.errors import PromptTooLongError
-from poser_interp.tokens import PromptFormat, encode, encode_batch
 
 
 def test_single_bos_with_chat_template(tokenizer):

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
+from poser_interp.data.generator import GeneratorConfig, generate, oversight_indices
+from poser_interp.data.scenario import FactRole, Oversight
+from poser_interp.data.wordings import HELDOUT, V1_SENTENCE, bank, ladder_order, reworded, trainable, with_wording
 from poser_interp.errors import DataError
-from poser_interp.generator import GeneratorConfig, generate, oversight_indices
-from poser_interp.scenario import FactRole, Oversight
-from poser_interp.wordings import HELDOUT, V1_SENTENCE, bank, ladder_order, reworded, trainable, with_wording
 
 SMALL = GeneratorConfig(seed=3, n_train=300, n_test=60, n_benchmark=40, n_heldout=20, n_other_facts=(2, 2),
                         heldout_wordings=True)
@@ -78,7 +78,7 @@ def test_reworded_draws_from_the_pool_and_is_seeded():
 
 
 def test_extra_wordings_extend_the_ladder_after_the_generator_sentences(tokenizer):
-    from poser_interp.wordings import extra
+    from poser_interp.data.wordings import extra
 
     s = generate(SMALL)["test"][0]
     for o in Oversight:

@@ -4,6 +4,8 @@
 registers the built-in strategies (S2 noise injection and the two baselines).
 """
 
+from ..core.engines import BridgeEngine as BridgeEngine
+from ..core.engines import NNsightEngine as NNsightEngine
 from .base import PromptValues as PromptValues
 from .base import Score as Score
 from .base import Setting as Setting
@@ -22,8 +24,6 @@ from .baselines import RandomConfig as RandomConfig
 from .noise import NoiseConfig as NoiseConfig
 from .noise import NoiseStrategy as NoiseStrategy
 from .noise import noise_values as noise_values
-from .noise_engines import BridgeEngine as BridgeEngine
-from .noise_engines import NNsightEngine as NNsightEngine
 
 BASELINES = ("random", "blackbox")
 """Reported beside every strategy."""

@@ -23,9 +23,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from ..core.tokens import Batch, PromptFormat, encode, pad_id, pad_left
+from ..data.scenario import FactRole, Scenario
 from ..errors import DataError
-from ..scenario import FactRole, Scenario
-from ..tokens import Batch, PromptFormat, encode, pad_id, pad_left
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
 from .steering import last_resid
 

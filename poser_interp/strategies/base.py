@@ -13,7 +13,6 @@ and register themselves with `register`; the runner, store, metrics, plots and C
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -21,8 +20,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..core.seeds import stable_seed as stable_seed
+from ..data.scenario import Scenario
 from ..errors import PoserInterpError
-from ..scenario import Scenario
 
 Values = Mapping[str, np.ndarray]
 """Per-prompt values of one model at one setting: value name -> array with one float per prompt."""
@@ -30,12 +30,6 @@ Values = Mapping[str, np.ndarray]
 
 class StrategyError(PoserInterpError, ValueError):
     """An unknown strategy, or a strategy option that cannot work."""
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (e.g. seed, prompt id, layer, sample), the same on every machine."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..scenario import Scenario
-from ..scoring import answer_logits
-from ..tokens import PromptFormat
+from ..core.scoring import answer_logits
+from ..core.tokens import PromptFormat
+from ..data.scenario import Scenario
 from .base import PromptValues, Score, Setting, Subject, clean_logits_key, mean_of, register, stable_seed
 
 

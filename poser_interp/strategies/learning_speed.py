@@ -24,11 +24,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..models import load_hf
-from ..scenario import Oversight, Scenario
-from ..scoring import Prepared, hf_last_logits, prepare
-from ..tokens import PromptFormat, pad_id
-from ..training import LoraRecipe, make_lora_model, train_answers
+from ..core.models import load_hf
+from ..core.scoring import Prepared, hf_last_logits, prepare
+from ..core.tokens import PromptFormat, pad_id
+from ..data.scenario import Oversight, Scenario
+from ..testbed.training import LoraRecipe, make_lora_model, train_answers
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
 from .steering import scenario_pool
 

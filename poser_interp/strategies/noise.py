@@ -30,9 +30,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..scenario import Scenario
-from ..scoring import prepare
-from ..tokens import Batch, PromptFormat, pad_id
+from ..core.engines import BridgeEngine, NoiseEngine, take_rows
+from ..core.scoring import prepare
+from ..core.tokens import Batch, PromptFormat, pad_id
+from ..data.scenario import Scenario
 from .base import (
     PairAggregate,
     PromptValues,
@@ -47,7 +48,6 @@ from .base import (
     register,
     stable_seed,
 )
-from .noise_engines import BridgeEngine, NoiseEngine, take_rows
 
 
 def default_layers(n_layers: int) -> tuple[int, ...]:

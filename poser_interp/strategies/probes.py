@@ -27,11 +27,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..concepts import ContrastSet, load_contrast_dir
+from ..core.scoring import last_logits, prepare
+from ..core.tokens import PromptFormat, encode, pad_id, pad_left
+from ..data.concepts import ContrastSet, load_contrast_dir
+from ..data.scenario import Scenario
 from ..errors import LayerError
-from ..scenario import Scenario
-from ..scoring import last_logits, prepare
-from ..tokens import PromptFormat, encode, pad_id, pad_left
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
 
 MEASURES = {"cosine": "susp_cos", "centered": "susp_cos_mid", "projection": "susp_proj"}

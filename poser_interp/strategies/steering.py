@@ -22,11 +22,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.hooks import add_vector
+from ..core.scoring import answer_logits, prepare
+from ..core.tokens import PromptFormat, encode, pad_id, pad_left
+from ..data.scenario import FactRole, Oversight, Scenario, load_scenarios
 from ..errors import DataError
-from ..interventions import add_vector
-from ..scenario import FactRole, Oversight, Scenario, load_scenarios
-from ..scoring import answer_logits, prepare
-from ..tokens import PromptFormat, encode, pad_id, pad_left
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register, stable_seed
 
 

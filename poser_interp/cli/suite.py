@@ -1,0 +1,153 @@
+"""`poser-interp remove` and `poser-interp suite`: removal of faking, and the one-page suite report.
+
+Registered on the main app by the last line of `cli.py`; errors print as one red line (`clean_errors`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .commands import app, clean_errors, console
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _print_table(table: Table) -> None:
+    """In logs and pipes (no terminal) at least 130 columns wide, so cells are not squeezed."""
+    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _mean_ci(t: tuple[float, float, float, int]) -> str:
+    m, lo, hi, n = t
+    if math.isnan(m):
+        return "-"
+    return f"{m:.2f} ({lo:.2f}-{hi:.2f}), n={n}" if not math.isnan(lo) else f"{m:.2f}, n={n}"
+
+
+def removal_tables(summary: Any) -> tuple[Table, Table]:
+    """(per model, over models) tables of a `removal.RemovalSummary`."""
+    per = Table(title=f"removal ({summary.method}) in {summary.root}: poor-oversight misaligned rate before -> after "
+                      "treatment, and good-oversight aligned rate, per model and evaluation set")
+    for col in ("model", "kind", "set", "poor->misaligned before", "after", "removal", "good->aligned before",
+                "after", "train s"):
+        per.add_column(col)
+    for r in summary.rows:
+        per.add_row(r["model"], r["kind"], r["set"], _num(r["misaligned_before"]), _num(r["misaligned_after"]),
+                    _num(r["removal"]), _num(r["good_aligned_before"]), _num(r["good_aligned_after"]),
+                    f"{r['seconds']:.0f}")
+    over = Table(title=f"removal ({summary.method}, {summary.config['steps']} steps): mean over models with 95% "
+                       f"bootstrap CI; training {summary.seconds:.0f} s in all")
+    for col in ("set", "fakers: removal rate (1 - after/before)", "control: aligned models' misaligned rate after"):
+        over.add_column(col)
+    for name in summary.removal:
+        over.add_row(name, _mean_ci(summary.removal[name]), _mean_ci(summary.control[name]))
+    return per, over
+
+
+@app.command()
+@clean_errors
+def remove(
+    method: Annotated[str, typer.Option(help="'sft' (own good-oversight answers) or 'noise' (the same with "
+                                             "residual noise during training)")] = "sft",
+    testbed: Annotated[str, typer.Option(help="testbed directory, or 'default'")] = "default",
+    out: Annotated[Path | None, typer.Option(help="treated testbed (default: <testbed>-removal-<method> beside "
+                                                  "it); a rerun resumes")] = None,
+    steps: Annotated[int, typer.Option(help="training steps per model (Poser: 100)")] = 100,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    n_train: Annotated[int, typer.Option(help="good-oversight training prompts per model")] = 400,
+    layers: Annotated[str | None, typer.Option(help="noise: comma-separated layers (default: S2's layer, 15% of "
+                                                    "the depth)")] = None,
+    scale: Annotated[float, typer.Option(help="noise: norm per position, x the mean residual norm there")] = 1.0,
+    models: Annotated[str | None, typer.Option(help="comma-separated model ids (default: all, aligned models "
+                                                    "being the control)")] = None,
+    n_eval: Annotated[int | None, typer.Option(help="test scenarios per model and set (default: the build's)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the prompt choice, batch order, noise draws and CIs")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (run sft and noise side by side with 1 each)")] = 1,
+) -> None:
+    """Fine-tune each model on its own good-oversight answers (optionally under noise); misaligned rates before and
+    after, removal rate with 95% CI over fakers, aligned models as the control. Never writes the testbed."""
+    from ..testbed.folder import Testbed
+    from ..testbed.removal import RemovalConfig, RemovalSummary
+    from ..testbed.removal import remove as run_removal
+
+    start = time.perf_counter()
+    config = RemovalConfig(method=method,  # type: ignore[arg-type]
+                           steps=steps, lr=lr, n_train=n_train, scale=scale, seed=seed, n_eval=n_eval, threads=threads,
+                           layers=tuple(int(x) for x in _csv(layers) or []) or None)
+    tb = Testbed.open(testbed)
+    treated = run_removal(tb, config, out, models=_csv(models) or None, log=console.print)
+    per, over = removal_tables(RemovalSummary.load(treated.root, seed=seed))
+    _print_table(per)
+    _print_table(over)
+    console.print(f"treated testbed: {treated.root} (hash-checked; `poser-interp detect --testbed {treated.root}` "
+                  "asks whether detectors still flag the treated fakers); wall time "
+                  f"{time.perf_counter() - start:.0f} s")
+
+
+@app.command()
+@clean_errors
+def suite(
+    testbed: Annotated[str, typer.Option(help="testbed directory, or 'default'")] = "default",
+    out: Annotated[Path | None, typer.Option(help="results directory, shared with `detect` (default: "
+                                                  "results/detect-<testbed name>); a rerun resumes")] = None,
+    page: Annotated[Path | None, typer.Option(help="the HTML page (default: OUT/suite.html)")] = None,
+    strategies: Annotated[str, typer.Option(help="comma-separated strategies; the baselines always run")]
+        = "noise,probes,lens,attention,steering,learning_speed",
+    seed: Annotated[int, typer.Option(help="seed of every strategy that draws and of the bootstrap")] = 0,
+    max_prompts: Annotated[int, typer.Option(help="benchmark prompts per pair (0 = all), as `detect`")] = 24,
+    match_confidence: Annotated[float, typer.Option(help="confidence-matched column: clean margins within this "
+                                                         "many logits")] = 1.0,
+    compute: Annotated[bool, typer.Option(help="compute missing rows (--no-compute: page from stored rows "
+                                               "only)")] = True,
+) -> None:
+    """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..evaluation.suite import SuiteConfig, run_suite, write_page
+    from ..strategies import known
+    from ..testbed.folder import Testbed
+
+    start = time.perf_counter()
+    names = tuple(_csv(strategies) or [])
+    unknown = [n for n in names if n not in known()]
+    if unknown:
+        raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
+                                 param_hint="--strategies")
+    if not match_confidence >= 0:
+        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
+                                 param_hint="--match-confidence")
+    tb = Testbed.open(testbed)
+    out = out or Path("results") / f"detect-{tb.root.name}"
+    config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
+                         match_confidence=match_confidence)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print)
+    table = Table(title=f"suite on {tb.root}: {len(result.ev.pair_prompts)} pairs (held-out rows: strict "
+                        "leave-one-persona-out)")
+    for col in ("method", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):
+        table.add_column(col)
+    for name in result.ev.strategies():
+        r = result.ev.primary(name)
+        table.add_row(name, r.score, r.summary.accuracy_text(), r.summary.auroc_text(),
+                      f"{r.summary.n_decided}/{r.summary.n_pairs}")
+    for h in result.held:
+        table.add_row(f"held-out {h.name}", "-", h.summary.accuracy_text(), h.summary.auroc_text(),
+                      f"{h.summary.n_decided}/{h.summary.n_pairs}")
+    _print_table(table)
+    path = write_page(result, page or out / "suite.html")
+    console.print(f"page: {path.resolve()} (self-contained, opens offline); results: {out}; wall time "
+                  f"{time.perf_counter() - start:.0f} s")

@@ -1,0 +1,1 @@
+"""The model core: loading, tokens, answer scoring, the one forward/hook layer, backends."""

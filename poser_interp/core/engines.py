@@ -1,0 +1,298 @@
+"""Where S2's forward passes run: the TL bridge (fast path and reference path) and nnsight.
+
+An engine gives clean last-position logits with the residual entering chosen layers, and noised logits for a
+noise tensor added at one layer's input; `noise.noise_values` does the rest, identically for every engine.
+Tests check that all paths give the same numbers (1e-4) with the same noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import BackendError, LayerError
+from .scoring import last_logits
+from .tokens import Batch
+
+
+class NoiseEngine(Protocol):
+    """Clean and noised forward passes of one model; `noise_values` does the rest, whatever the backend."""
+
+    tokenizer: Any
+    d_model: int
+
+    def check_layer(self, layer: int) -> int: ...
+
+    def clean(self, batch: Batch, layers: Sequence[int]) \
+            -> tuple[Float[Tensor, "batch vocab"], dict[int, Float[Tensor, "batch pos d_model"]]]:
+        """Last-position logits and the residual entering each layer, without noise."""
+        ...
+
+    def prefix(self, batch: Batch, layer: int, last_only: bool = False) -> Any:
+        """What this engine reuses across the noised passes of a batch (sliceable by rows), or None.
+
+        last_only: the noise will touch only the last position (the clean states of the others can be reused).
+        """
+        ...
+
+    def noisy(self, batch: Batch, layer: int, prefix: Any, noise: Float[Tensor, "rows pos d_model"],
+              reps: int) -> Float[Tensor, "rows vocab"]:
+        """Last-position logits with `noise` added at `layer`'s input; each batch row repeated `reps` times."""
+        ...
+
+
+def repeat_rows(batch: Batch, reps: int) -> Batch:
+    """Each row `reps` times in a row (row order: prompt, then its scales x samples)."""
+    return Batch(batch.input_ids.repeat_interleave(reps, 0), batch.attention_mask.repeat_interleave(reps, 0),
+                 batch.position_ids.repeat_interleave(reps, 0))
+
+
+def add_noise(noise: Float[Tensor, "rows pos d_model"]) -> Callable[..., Tensor]:
+    """TL hook adding a fixed noise tensor (same shape as the activation) to the activation."""
+
+    def hook(act: Float[Tensor, "rows pos d_model"], hook: Any = None) -> Tensor:
+        return act + noise.to(act.dtype)
+
+    return hook
+
+
+def _capture(store: dict[int, Tensor], layer: int) -> Callable[..., Tensor]:
+    def hook(act: Tensor, hook: Any = None) -> Tensor:
+        store[layer] = act.detach()
+        return act
+
+    return hook
+
+
+@dataclass
+class LastPosition:
+    """What the last-position fast path reuses: the clean residual entering the layer at the last position,
+    and the clean keys / values of all other positions. Slicing selects prompts (rows)."""
+
+    resid: Float[Tensor, "batch 1 d_model"]
+    cache: Any
+
+    def __getitem__(self, rows: slice) -> LastPosition:
+        cache = copy.deepcopy(self.cache)
+        cache.batch_select_indices(torch.arange(self.resid.shape[0])[rows])
+        return LastPosition(self.resid[rows], cache)
+
+    def repeated_cache(self, reps: int) -> Any:
+        """A fresh copy with each row `reps` times (the forward appends to the cache it is given)."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(reps)
+        return cache
+
+
+class BridgeEngine:
+    """The TransformerLens bridge (the reference) with a fast path for the noised passes.
+
+    fast=True: the clean residual entering layer L comes from a bridge run that stops at L (`stop_at_layer`),
+    once per prompt; the noised copies then run through layers L.. only, on a *plain view* of the model: the
+    same module tree and weights with every bridge component replaced by the Hugging Face module it wraps,
+    its decoder stack sliced to L.., SDPA attention, and the residual passed as `inputs_embeds`. Nothing of
+    the bridge is modified. (The bridge's own `start_at_layer` is not used: it still runs layers 0..L-1.)
+    fast=False: one full bridge forward per row, with a hook adding the noise at `blocks.L.hook_resid_pre`.
+    """
+
+    def __init__(self, model: Any, fast: bool = True, attention: str = "sdpa"):
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.d_model = model.d_model
+        self.fast = fast
+        self.attention = attention
+        self._views: dict[int, Any] = {}
+        self._checked = not fast
+
+    def check_layer(self, layer: int) -> int:
+        return int(self.model.check_layer(layer))
+
+    def clean(self, batch: Batch, layers: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        resid: dict[int, Tensor] = {}
+        logits = last_logits(self.model, batch, [(self.model.hook_name(la), _capture(resid, la)) for la in layers])
+        if not self._checked:
+            self._verify(batch, layers[0], resid[layers[0]], logits)
+        return logits, resid
+
+    def prefix(self, batch: Batch, layer: int, last_only: bool = False) -> Tensor | LastPosition | None:
+        if not self.fast:
+            return None
+        if last_only:
+            return self._last_position(batch, layer)
+        with torch.no_grad():
+            return self.model.bridge(batch.input_ids, attention_mask=batch.attention_mask,
+                                     position_ids=batch.position_ids, stop_at_layer=layer)
+
+    def noisy(self, batch: Batch, layer: int, prefix: Tensor | LastPosition | None, noise: Tensor,
+              reps: int) -> Tensor:
+        rep = repeat_rows(batch, reps)
+        if self.fast and isinstance(prefix, LastPosition):
+            return self.last_suffix(rep, layer, prefix.resid.repeat_interleave(reps, 0) + noise[:, -1:],
+                                    prefix.repeated_cache(reps))
+        if self.fast and isinstance(prefix, Tensor):
+            return self.suffix(rep, layer, prefix.repeat_interleave(reps, 0) + noise)
+        return last_logits(self.model, rep, [(self.model.hook_name(layer), add_noise(noise))])
+
+    def _last_position(self, batch: Batch, layer: int) -> LastPosition:
+        """One clean forward of the prompt (plain view) giving the keys and values of every position but the last
+        at every layer, and the residual entering `layer` at the last position. Every noised sample then costs
+        one token through layers `layer`.."""
+        from transformers import DynamicCache
+
+        view = self._view(0)
+        stack = getattr(view, getattr(view, "base_model_prefix", "model"))
+        cache, seen = DynamicCache(config=view.config), {}
+
+        def grab(module: Any, args: tuple, kwargs: dict) -> None:
+            seen["x"] = (args[0] if args else kwargs["hidden_states"])[:, -1:]
+
+        handle = stack.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)  # the view's own module
+        try:
+            with torch.no_grad():
+                view(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                     cache=cache, use_cache=True, logits_to_keep=1)
+        finally:
+            handle.remove()
+        cache.crop(-1)
+        return LastPosition(seen["x"], cache)
+
+    def last_suffix(self, batch: Batch, layer: int, resid: Float[Tensor, "batch 1 d_model"], cache: Any) \
+            -> Float[Tensor, "batch vocab"]:
+        """Logits of the last position when only it is noised: layers `layer`.. on one token per row, attending
+        to the clean keys and values of the other positions (noise at the last token cannot reach them)."""
+        with torch.no_grad():
+            out = self._view(layer)(inputs_embeds=resid, attention_mask=batch.attention_mask,
+                                    position_ids=batch.position_ids[:, -1:], cache=cache, use_cache=True,
+                                    logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def _view(self, layer: int) -> Any:
+        if layer not in self._views:
+            self._views[layer] = suffix_view(self.model.hf_model, layer, self.attention)
+        return self._views[layer]
+
+    def suffix(self, batch: Batch, layer: int, resid: Float[Tensor, "batch pos d_model"]) \
+            -> Float[Tensor, "batch vocab"]:
+        """Last-position logits of layers `layer`.. run on a given residual (the layers before are skipped)."""
+        with torch.no_grad():
+            out = self._view(layer)(inputs_embeds=resid, attention_mask=batch.attention_mask,
+                                    position_ids=batch.position_ids, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def _verify(self, batch: Batch, layer: int, resid: Tensor, logits: Tensor) -> None:
+        """An architecture that transforms `inputs_embeds` (Gemma scales them), has no `layers` stack or caches
+        keys differently would make the fast paths wrong; the first batch checks both against the bridge (without
+        noise), with a fallback."""
+        self._checked = True
+        rows = take_rows(batch, 0, 2)  # two rows suffice to catch a systematic mismatch
+        logits = logits[:2]
+        try:
+            gap = float((self.suffix(rows, layer, resid[:2]) - logits).abs().max())
+            last = self._last_position(rows, layer)
+            gap = max(gap, float((self.last_suffix(rows, layer, last.resid, last.cache) - logits).abs().max()))
+        except (AttributeError, TypeError, ValueError, KeyError) as e:
+            gap, why = math.inf, f"{type(e).__name__}: {e}"
+        else:
+            why = f"max logit gap {gap:.2g}"
+        if not gap <= 1e-3 * max(1.0, float(logits.abs().max())):
+            warnings.warn(f"noise fast path does not reproduce the bridge on {self.model.spec.describe()} ({why}); "
+                          "using the slower full-forward path", stacklevel=2)
+            self.fast = False
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
+def plain_view(module: torch.nn.Module, config: Any) -> torch.nn.Module:
+    """The module tree with each TL bridge component replaced by the module it wraps (`original_component`).
+
+    Parameters and buffers are shared (no weights are copied); every module is a shallow copy with its own
+    child and hook dicts, so changing the view's structure or hooks leaves the original untouched. `config` replaces the
+    config of every module that has one (e.g. to pick the attention implementation).
+    """
+    inner = getattr(module, "original_component", None)
+    mod = inner if isinstance(inner, torch.nn.Module) else module
+    clone = copy.copy(mod)
+    clone._modules = {k: None if v is None else plain_view(v, config) for k, v in mod._modules.items()}
+    for name in _HOOK_DICTS:  # own hook dicts: a hook registered on the view never lands on the original
+        if isinstance(getattr(mod, name, None), dict):
+            setattr(clone, name, type(getattr(mod, name))(getattr(mod, name)))
+    if hasattr(clone, "config") and type(clone.config) is type(config):
+        clone.config = config
+    return clone
+
+
+def suffix_view(hf_model: Any, layer: int, attention: str = "sdpa") -> Any:
+    """A plain view of a Hugging Face causal LM that runs only decoder layers `layer`.. on `inputs_embeds`."""
+    config = copy.copy(hf_model.config)
+    config._attn_implementation = attention
+    view = plain_view(hf_model, config)
+    stack = getattr(view, getattr(view, "base_model_prefix", "model"))
+    stack.layers = torch.nn.ModuleList(list(stack.layers)[layer:])
+    return view
+
+
+class NNsightEngine:
+    """The nnsight backend (`NNsightModel`, its own copy of the weights): full forwards, noise set in the trace."""
+
+    def __init__(self, nn_model: Any):
+        self.nn = nn_model
+        self.tokenizer = nn_model.tokenizer
+        self.d_model = int(nn_model.lm.config.hidden_size)
+
+    def check_layer(self, layer: int) -> int:
+        if not 0 <= layer < self.nn.n_layers:
+            raise LayerError(f"layer {layer} is out of range: the model has layers 0..{self.nn.n_layers - 1}")
+        return layer
+
+    def _blocks(self) -> Any:
+        inner = self.nn.lm.model if hasattr(self.nn.lm, "model") else self.nn.lm.transformer
+        return inner.layers if hasattr(inner, "layers") else inner.h
+
+    def clean(self, batch: Batch, layers: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        blocks, saved = self._blocks(), {}
+        try:
+            with torch.no_grad(), self.nn.lm.trace(_inputs(batch), logits_to_keep=1, remote=self.nn.remote):
+                for layer in layers:
+                    saved[layer] = blocks[layer].input.save()
+                logits = self.nn.lm.lm_head.output[:, -1, :].save()
+        except Exception as e:  # nnsight's deferred execution gives cryptic tracebacks: say what failed
+            raise BackendError(f"nnsight clean trace failed ({type(e).__name__}: {str(e)[:300]})") from e
+        return _value(logits), {k: _value(v) for k, v in saved.items()}
+
+    def prefix(self, batch: Batch, layer: int, last_only: bool = False) -> None:
+        return None
+
+    def noisy(self, batch: Batch, layer: int, prefix: Tensor | None, noise: Tensor, reps: int) -> Tensor:
+        block = self._blocks()[layer]
+        try:
+            with torch.no_grad(), self.nn.lm.trace(_inputs(repeat_rows(batch, reps)), logits_to_keep=1,
+                                                   remote=self.nn.remote):
+                block.input = block.input + noise
+                logits = self.nn.lm.lm_head.output[:, -1, :].save()
+        except Exception as e:
+            raise BackendError(f"nnsight noised trace failed ({type(e).__name__}: {str(e)[:300]}); the noise "
+                               f"has shape {tuple(noise.shape)}, it must match (rows, pos, d_model)") from e
+        return _value(logits)
+
+
+def take_rows(batch: Batch, start: int, stop: int) -> Batch:
+    """Rows start..stop of a batch."""
+    return Batch(batch.input_ids[start:stop], batch.attention_mask[start:stop], batch.position_ids[start:stop])
+
+
+def _inputs(batch: Batch) -> dict[str, Tensor]:
+    return dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+
+
+def _value(saved: Any) -> Tensor:
+    return saved.value if hasattr(saved, "value") else saved

@@ -1,0 +1,131 @@
+"""Answer scoring: the probabilities of a prompt's two answer choices at the last position.
+
+Prompts are length-bucketed into left-padded batches, and only the last position's logits are
+computed (`logits_to_keep=1`), which saves the 49k-wide unembedding at every other position.
+Hooks passed here live only for the duration of the call (the bridge's `hooks` context removes
+them in `finally`, even when a hook raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..data.scenario import Scenario, first_token_ids
+from ..errors import DataError
+from .tokens import Batch, PromptFormat, encode, pad_id, pad_left
+
+Hook = tuple[str, Callable[..., Any]]
+HookSpec = Sequence[Hook] | Callable[[Batch], Sequence[Hook]]
+Items = Sequence[Scenario] | Sequence[str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Token ids of each prompt and the token ids of its two answer choices (A, B)."""
+
+    ids: list[list[int]]
+    choices: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, batch_size: int, pad: int) -> Iterator[tuple[list[int], Batch]]:
+        """(original indices, batch) in length-sorted chunks, so padding stays small."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(self.ids)), key=lambda i: (len(self.ids[i]), i))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield idx, pad_left([self.ids[i] for i in idx], pad)
+
+
+def prepare(tokenizer: Any, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,
+            fmt: PromptFormat = PromptFormat()) -> Prepared:
+    """Tokenize prompts (scenarios render themselves) and resolve each prompt's two choice tokens.
+
+    choices: for plain strings, either one pair of answer texts for all prompts or one pair per prompt.
+    Scenarios know their own choices (letters, or the first tokens of the two actions).
+    """
+    if len(items) == 0:
+        raise DataError("no prompts to score: the dataset is empty")
+    if isinstance(items[0], Scenario):
+        scen: Sequence[Scenario] = items  # type: ignore[assignment]
+        return Prepared(ids=[encode(tokenizer, s.render(), fmt) for s in scen],
+                        choices=[s.choice_tokens(tokenizer) for s in scen])
+    if choices is None:
+        raise ValueError("plain-text prompts need `choices`: a pair of answer texts, e.g. ('A', 'B')")
+    pairs: list[Sequence[str]]
+    if len(choices) == 2 and all(isinstance(c, str) for c in choices):
+        pairs = [choices] * len(items)  # type: ignore[list-item]
+    else:
+        pairs = list(choices)  # type: ignore[arg-type]
+        if len(pairs) != len(items):
+            raise ValueError(f"got {len(pairs)} choice pairs for {len(items)} prompts")
+    texts: Sequence[str] = items  # type: ignore[assignment]
+    return Prepared(ids=[encode(tokenizer, t, fmt) for t in texts],
+                    choices=[first_token_ids(tokenizer, p, what=f"prompt {i}") for i, p in enumerate(pairs)])
+
+
+def last_logits(model: Any, batch: Batch, fwd_hooks: Sequence[Hook] = ()) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last position of each (left-padded) row, with hooks active for this call only."""
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+        out = model.bridge(batch.input_ids, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, logits_to_keep=1)
+    return out[:, -1, :]
+
+
+def score_prepared(prep: Prepared, forward_last: Callable[[Batch], Tensor], pad: int,
+                   batch_size: int = 8) -> Float[Tensor, "n 2"]:
+    """Logits of each prompt's two choices, given any function batch -> last-position logits."""
+    out = torch.empty(len(prep), 2)
+    for idx, batch in prep.batches(batch_size, pad):
+        logits = forward_last(batch)
+        pick = torch.tensor([prep.choices[i] for i in idx])
+        out[idx] = logits.gather(1, pick).float()
+    if not torch.isfinite(out).all():
+        bad = (~torch.isfinite(out)).any(-1).nonzero().flatten().tolist()
+        raise FloatingPointError(f"non-finite answer logits for prompts {bad[:10]} (of {len(bad)}); "
+                                 "a hook or adapter produced NaN/inf")
+    return out
+
+
+def hf_last_logits(hf_model: Any, batch: Batch) -> Float[Tensor, "batch vocab"]:
+    """Last-position logits of a plain Hugging Face (or peft) model."""
+    with torch.no_grad():
+        out = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, logits_to_keep=1)
+    return out.logits[:, -1, :]
+
+
+def answer_logits(model: Any, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,
+                  fmt: PromptFormat = PromptFormat(), batch_size: int = 8, fwd_hooks: HookSpec = (),
+                  prepared: Prepared | None = None) -> Float[Tensor, "n 2"]:
+    """Raw logits of the two answer choices (A, B) per prompt, in input order.
+
+    fwd_hooks: TL hooks, or a function batch -> hooks (for hooks that depend on the batch).
+    """
+    prep = prepared if prepared is not None else prepare(model.tokenizer, items, choices, fmt)
+
+    def forward(batch: Batch) -> Tensor:
+        return last_logits(model, batch, fwd_hooks(batch) if callable(fwd_hooks) else fwd_hooks)
+
+    return score_prepared(prep, forward, pad_id(model.tokenizer), batch_size)
+
+
+def answer_probs(model: Any, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,
+                 fmt: PromptFormat = PromptFormat(), batch_size: int = 8, fwd_hooks: HookSpec = (),
+                 prepared: Prepared | None = None) -> Float[Tensor, "n 2"]:
+    """P(A), P(B) per prompt, normalized over the two choices."""
+    return answer_logits(model, items, choices, fmt, batch_size, fwd_hooks, prepared).softmax(-1)
+
+
+def p_misaligned(probs: Float[Tensor, "n 2"], scenarios: Sequence[Scenario]) -> Float[Tensor, " n"]:
+    """Probability of each scenario's misaligned answer, from `answer_probs` output."""
+    mis = torch.tensor([1 - s.aligned_index for s in scenarios])
+    return probs.gather(1, mis[:, None])[:, 0]

@@ -1,0 +1,1 @@
+"""Data: scenarios, the scenario bank and generator, POSER files, personas, wordings, concepts."""

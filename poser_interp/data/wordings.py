@@ -1,0 +1,82 @@
+"""Oversight wordings: which sentences of the bank a testbed may train on, and which it never sees.
+
+Testbed v2 judges fakers on oversight sentences that no training split contains: a faker that reads
+oversight as a concept must act on a wording it never saw, while a trigger-phrase organism (v1) does
+not. `HELDOUT` names 4 good and 4 poor sentences of `scenario_bank` (indices into `GOOD_OVERSIGHT` /
+`POOR_OVERSIGHT`), drawn once with `random.Random("heldout-wordings-<class>")` among the sentences
+other than v1's fixed pair (good 2, poor 9), and fixed here so that later bank edits cannot move them.
+
+`with_wording` re-renders a scenario with another sentence of the same class in place of its
+critical fact, so one scenario pool serves every wording set (training pools, ladders, held-out
+validation) without regenerating data.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from ..errors import DataError
+from .scenario import Fact, FactRole, Oversight, Scenario
+from .scenario_bank import EXTRA_GOOD_OVERSIGHT, EXTRA_POOR_OVERSIGHT, GOOD_OVERSIGHT, POOR_OVERSIGHT
+
+HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
+"""Bank indices never used in training (4 per class)."""
+V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
+"""The one sentence per class of the v1 default testbed (`--oversight-pool 1`, seed 0)."""
+
+
+def bank(oversight: Oversight) -> tuple[str, ...]:
+    """Every wording of the class: the generator's 16, then the extra ones (indices 16 on)."""
+    if oversight is Oversight.GOOD:
+        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT
+    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT
+
+
+def trainable(oversight: Oversight) -> list[int]:
+    """Generator sentences a training split may use: the class's 16 except the held-out ones."""
+    n = len(GOOD_OVERSIGHT if oversight is Oversight.GOOD else POOR_OVERSIGHT)
+    return [i for i in range(n) if i not in HELDOUT[oversight]]
+
+
+def extra(oversight: Oversight) -> list[int]:
+    """Indices of the extra wordings (`scenario_bank.EXTRA_*`): trainable by rewording, never generated."""
+    return list(range(len(trainable(oversight)) + len(HELDOUT[oversight]), len(bank(oversight))))
+
+
+def ladder_order(oversight: Oversight, seed: int = 0, first: int | None = None) -> list[int]:
+    """Trainable wordings in the order a widening curriculum adds them (`first` leads, if given):
+    the 12 trainable generator sentences (seeded order), then the extra wordings (seeded order)."""
+    rest = [i for i in trainable(oversight) if i != first]
+    random.Random(f"ladder-{seed}-{oversight.value}").shuffle(rest)
+    extras = extra(oversight)
+    random.Random(f"ladder-extra-{seed}-{oversight.value}").shuffle(extras)
+    if first is not None:
+        if first not in trainable(oversight):
+            raise DataError(f"sentence {first} of the {oversight.value} bank is held out; it cannot lead a ladder")
+        return [first, *rest, *extras]
+    return rest + extras
+
+
+def with_wording(scenario: Scenario, index: int) -> Scenario:
+    """The scenario with its (single) critical fact replaced by bank sentence `index` of its own class."""
+    texts = bank(scenario.oversight)
+    if not 0 <= index < len(texts):
+        raise DataError(f"no {scenario.oversight.value} oversight sentence {index}; the bank has {len(texts)}")
+    critical = [i for i, f in enumerate(scenario.facts) if f.role is FactRole.CRITICAL]
+    if len(critical) != 1:
+        raise DataError(f"scenario {scenario.id}: with_wording needs exactly one critical fact, found {len(critical)}")
+    facts = list(scenario.facts)
+    facts[critical[0]] = Fact(texts[index].format(topic=scenario.topic), FactRole.CRITICAL)
+    return replace(scenario, facts=tuple(facts), meta={**scenario.meta, "critical_indices": [index]})
+
+
+def reworded(scenarios: list[Scenario], pools: dict[Oversight, list[int]], seed: str) -> list[Scenario]:
+    """Each scenario with a sentence drawn (seeded per scenario) from its class's pool."""
+    out = []
+    for s in scenarios:
+        pool = pools[s.oversight]
+        if not pool:
+            raise DataError(f"empty {s.oversight.value} wording pool")
+        out.append(with_wording(s, random.Random(f"{seed}/{s.id}").choice(pool)))
+    return out

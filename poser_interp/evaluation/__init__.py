@@ -1,0 +1,1 @@
+"""Evaluation: the runner, the results store, confidence matching, metrics, ensembles."""

@@ -1,0 +1,349 @@
+"""The detection runner: strategies over a testbed's pairs, stored as computed, then evaluated.
+
+Each model is evaluated once, on the union of the benchmark prompts of every testbed pair it belongs to
+(whatever `--pairs` selects, so stored rows never depend on the selection), and its per-prompt values are
+reused for all its pairs: a pair's model score aggregates the values of that pair's prompts only. When the
+testbed grows, a model's union can grow: its rows on the old prompts are then recomputed (and superseded). Models are
+loaded lazily (a strategy that needs no model, like random guessing, never loads one) and one at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.scenario import Scenario
+from ..errors import DataError
+from ..strategies.base import Setting, Strategy, StrategyError, Subject, config_dict, from_config, stable_seed
+from ..testbed.folder import Testbed
+from .metrics import MetricSummary, summarize
+from .results import ResultsStore, Row
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Options of a detection run that change its numbers (stored in the results manifest)."""
+
+    seed: int = 0
+    """Seed of the bootstrap intervals (the CLI gives it to every strategy's own seed too)."""
+    max_prompts: int | None = None
+    """At most this many benchmark prompts per pair (a fixed subset, ordered by a hash of the prompt id)."""
+
+    def __post_init__(self) -> None:
+        if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts >= 1):
+            raise DataError(f"max_prompts={self.max_prompts!r}: pass a positive number of prompts per pair, or None "
+                            "for all (CLI: --max-prompts N, 0 = all)")
+
+
+def prompt_order(prompt_id: str) -> int:
+    """A model-independent order of prompts, so that a cap keeps the same prompts for every model."""
+    return stable_seed("order", prompt_id)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to compute: the selected pairs (with their prompts) and each needed model's prompts."""
+
+    pairs: dict[str, dict[str, Any]]
+    """pair id -> {"aligned", "faker", "prompt_ids"}."""
+    prompts: dict[str, list[Scenario]]
+    """model id -> its prompts: the union over all testbed pairs it is in."""
+
+
+def make_plan(testbed: Testbed, pair_ids: Sequence[str] | None = None, max_prompts: int | None = None) -> Plan:
+    """Plan a run; unknown pair ids raise DataError naming the known ones."""
+    selected = testbed.pair_ids(pair_ids)
+    if not selected:
+        raise DataError(f"testbed {testbed.root} has no pairs yet ({len(testbed.models)} models trained): its build "
+                        "is unfinished, or it lacks an aligned or a faker model. Finish it with `poser-interp testbed "
+                        f"build --out {testbed.root}` (same options).")
+    per_pair: dict[str, list[Scenario]] = {}
+    for pid, info in testbed.pairs.items():
+        bench = testbed.benchmark(pid) if info.get("benchmark_size", 1) else []
+        per_pair[pid] = sorted(bench, key=lambda s: prompt_order(s.id))[:max_prompts]
+    models = sorted({testbed.pairs[p][k] for p in selected for k in ("aligned", "faker")})
+    prompts: dict[str, list[Scenario]] = {}
+    for model in models:
+        union = {s.id: s for pid, info in testbed.pairs.items() if model in (info["aligned"], info["faker"])
+                 for s in per_pair[pid]}
+        prompts[model] = sorted(union.values(), key=lambda s: prompt_order(s.id))
+    pairs = {p: {"aligned": testbed.pairs[p]["aligned"], "faker": testbed.pairs[p]["faker"],
+                 "prompt_ids": [s.id for s in per_pair[p]]} for p in selected}
+    return Plan(pairs=pairs, prompts=prompts)
+
+
+def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunConfig, plan: Plan) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from .. import __version__
+    from ..testbed.build import versions
+    from .results import FORMAT
+
+    models = {m: {"kind": e["kind"], "adapter_sha256": e["adapter_sha256"]} for m, e in testbed.models.items()}
+    return {
+        "format": FORMAT,
+        "config": {"seed": config.seed, "run": {"max_prompts": config.max_prompts},
+                   "strategies": {s.name: config_dict(s) for s in strategies}},
+        "testbed": {"root": str(testbed.root), "base": testbed.manifest["config"]["base"], "models": models},
+        "versions": {**versions(), "transformer_lens": version("transformer-lens"), "nnsight": version("nnsight"),
+                     "poser_interp": __version__},
+        "pairs": plan.pairs,
+    }
+
+
+def check_strategies(strategies: Sequence[Strategy]) -> None:
+    names = [s.name for s in strategies]
+    if not names:
+        raise StrategyError("no strategies to run")
+    if len(set(names)) != len(names):
+        raise StrategyError(f"strategy listed twice: {names}")
+
+
+def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
+                  pairs: Sequence[str] | None = None, config: RunConfig = RunConfig(), progress: Any = None,
+                  log: Log = print, load: Callable[[str], Any] | None = None) -> Evaluation:
+    """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
+
+    progress: an optional `rich.progress.Progress`: one task per model with rows to compute, and one over all of
+    them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
+    model (default: `testbed.load`, hash-checked).
+    """
+    check_strategies(strategies)
+    plan = make_plan(testbed, pairs, config.max_prompts)
+    manifest = manifest_for(testbed, strategies, config, plan)
+    load = load or testbed.load
+    with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
+        todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}
+        total = sum(len(sts) for todo in todos.values() for sts in todo.values())
+        overall = None
+        if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
+            overall = progress.add_task(f"all {sum(1 for t in todos.values() if any(t.values()))} models",
+                                        total=total)
+        for model, prompts in plan.prompts.items():
+            _run_model(store, model, prompts, strategies, todos[model], progress, overall, log, load)
+    return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
+
+
+def _todo(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy]) \
+        -> dict[str, list[Setting]]:
+    """Strategy name -> its settings not yet stored for this model on exactly these prompts."""
+    ids = tuple(p.id for p in prompts)
+    return {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
+            for s in strategies}
+
+
+def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
+               todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
+               load: Callable[[str], Any]) -> None:
+    """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
+    total = sum(map(len, todo.values()))
+    if not total:
+        return
+    stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
+    if stale:
+        log(f"{model}: {stale} stored rows were computed on other prompts than its {len(prompts)} now (the testbed "
+            "grew); they are recomputed and superseded")
+    tasks = [progress.add_task(model, total=total)] if progress is not None else []
+    tasks += [overall] if overall is not None else []
+    subject = Subject(model, functools.partial(load, model))
+    for strategy in strategies:
+        if not todo[strategy.name]:
+            continue
+        if strategy.needs_model and not subject.loaded:
+            t0 = time.perf_counter()
+            if tasks:
+                progress.update(tasks[0], description=f"{model} (loading)")
+            _ = subject.model
+            if tasks:
+                progress.update(tasks[0], description=model)
+            log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
+        _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks)
+
+
+def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
+    """Whether a row is stored for this key, computed on exactly these prompts."""
+    return key in store and store.row(key).values.prompt_ids == prompt_ids
+
+
+def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts: Sequence[Scenario],
+             todo: Sequence[Setting], progress: Any, tasks: Sequence[Any]) -> None:
+    wanted = {s.key for s in todo}
+    ids = tuple(p.id for p in prompts)
+    t0 = time.perf_counter()
+    for values in strategy.run(subject, prompts, todo):
+        key = values.setting.key
+        if key not in wanted or values.prompt_ids != ids:
+            raise StrategyError(f"strategy {strategy.name} returned setting {key} on {len(values.prompt_ids)} "
+                                f"prompts; expected one of {sorted(wanted)} on the {len(ids)} given prompts")
+        now = time.perf_counter()
+        old = (subject.id, strategy.name, key) in store
+        store.append(Row(subject.id, strategy.name, values, now - t0, supersedes=old))
+        t0 = now
+        wanted.discard(key)
+        for task in tasks:
+            progress.advance(task)
+    if wanted and prompts:
+        raise StrategyError(f"strategy {strategy.name} did not return settings {sorted(wanted)} for {subject.id}")
+
+
+# --- evaluation (from stored results only, so it can be redone without computing) ----------------------
+@dataclass(frozen=True)
+class Result:
+    """One strategy x setting x score over the evaluated pairs."""
+
+    strategy: str
+    setting: Setting
+    score: str
+    description: str
+    is_primary: bool
+    """The strategy's chosen setting and chosen score (fixed in advance, not selected on these pairs)."""
+    summary: MetricSummary
+    pair_scores: dict[str, tuple[float, float]]
+    """pair id -> (aligned model's score, faker's score)."""
+    model_scores: dict[str, float]
+    seconds: float
+    """Compute time of this strategy and setting, summed over models."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    results: tuple[Result, ...]
+    kinds: dict[str, str]
+    """model id -> 'aligned' or 'faker'."""
+    pair_prompts: dict[str, list[str]]
+    """pair id -> the prompts it was scored on (all of its benchmark prompts, or the confidence-matched ones)."""
+
+    def find(self, strategy: str, score: str | None = None, setting: Setting | None = None) -> list[Result]:
+        return [r for r in self.results if r.strategy == strategy and score in (None, r.score)
+                and setting in (None, r.setting)]
+
+    def primary(self, strategy: str) -> Result:
+        hits = [r for r in self.results if r.strategy == strategy and r.is_primary]
+        if not hits:
+            raise DataError(f"no results for strategy {strategy!r}; stored: {self.strategies()}")
+        return hits[0]
+
+    def strategies(self) -> list[str]:
+        return list(dict.fromkeys(r.strategy for r in self.results))
+
+    def seconds(self, strategy: str) -> float:
+        """Compute time of a strategy over all settings and models (each setting counted once)."""
+        return sum({r.setting.key: r.seconds for r in self.results if r.strategy == strategy}.values())
+
+
+@dataclass(frozen=True)
+class ConfidenceMatch:
+    """Evaluate on confidence-matched prompts only: those where the pair's two clean logit margins are close.
+
+    The Poser rules forbid deciding by output confidence; where one kind of model is systematically more
+    confident, every strategy whose score moves with confidence inherits that. Restricting each pair to prompts
+    on which both models are about equally confident (from the stored black-box rows) removes it by design.
+    """
+
+    tol: float = 1.0
+    """A prompt is kept when |aligned model's clean margin - faker's| <= tol (logits)."""
+    min_prompts: int = 3
+    """A pair with fewer kept prompts is undecided (reported), not guessed."""
+
+    def prompts(self, store: ResultsStore, pair: dict[str, Any]) -> list[str]:
+        """The pair's prompts that are matched in clean confidence ([] when below `min_prompts`)."""
+        ids = pair["prompt_ids"]
+        margins = [store.get(pair[k], "blackbox", Setting()).values.subset(ids)["margin"] for k in ("aligned", "faker")]
+        kept = [i for i, a, f in zip(ids, *margins, strict=True) if abs(a - f) <= self.tol]
+        return kept if len(kept) >= self.min_prompts else []
+
+
+def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: int = 0, n_boot: int = 2000,
+             strategies: Sequence[str] | None = None, match: ConfidenceMatch | None = None) -> Evaluation:
+    """Decide every pair for each strategy x setting x score (default: every stored strategy).
+
+    Missing rows give NaN scores: those pairs are reported as undecided. With `match`, each pair is scored
+    on its confidence-matched prompts only, and each model (for the AUROC) on the union of its pairs' matched
+    prompts; a pair with too few matched prompts is undecided.
+    """
+    pairs = store.manifest.get("pairs", {})
+    pair_ids = list(pair_ids) if pair_ids is not None else sorted(pairs)
+    unknown = sorted(set(pair_ids) - set(pairs))
+    if unknown:
+        raise DataError(f"pairs {unknown} are not in the results at {store.root}; stored: {sorted(pairs)[:6]}")
+    kinds = {m: e["kind"] for m, e in store.manifest["testbed"]["models"].items()}
+    models = sorted({pairs[p][k] for p in pair_ids for k in ("aligned", "faker")})
+    prompt_ids = {p: match.prompts(store, pairs[p]) if match else pairs[p]["prompt_ids"] for p in pair_ids}
+    model_prompts: dict[str, list[str]] | None = None
+    if match:
+        model_prompts = {m: list(dict.fromkeys(i for p in pair_ids if m in (pairs[p]["aligned"], pairs[p]["faker"])
+                                               for i in prompt_ids[p])) for m in models}
+    results = []
+    configs = store.manifest["config"]["strategies"]
+    for name in strategies if strategies is not None else list(configs):
+        if name not in configs:
+            raise DataError(f"strategy {name!r} has no results in {store.root}; stored: {sorted(configs)}")
+        strategy = from_config(name, configs[name])
+        primary = strategy.primary()
+        for setting in strategy.settings():
+            rows = {m: r for m in models for r in store.rows(name, m) if r.values.setting == setting}
+            seconds = sum(r.seconds for r in rows.values())
+            for i, score in enumerate(strategy.scores()):
+                pair_scores = {}
+                for p in pair_ids:
+                    a, f, ids = pairs[p]["aligned"], pairs[p]["faker"], prompt_ids[p]
+                    if a in rows and f in rows and ids:
+                        pair_scores[p] = score.decide(rows[a].values.subset(ids), rows[f].values.subset(ids))
+                    else:
+                        pair_scores[p] = (float("nan"), float("nan"))
+                model_scores = {m: _model_score(score, rows.get(m), None if model_prompts is None
+                                                else model_prompts[m]) for m in models}
+                summary = summarize(pair_ids, [pair_scores[p][0] for p in pair_ids],
+                                    [pair_scores[p][1] for p in pair_ids], models, [model_scores[m] for m in models],
+                                    [kinds[m] == "faker" for m in models], n_boot=n_boot, seed=seed,
+                                    pair_models=[(pairs[p]["aligned"], pairs[p]["faker"]) for p in pair_ids])
+                results.append(Result(name, setting, score.name, score.description, setting == primary and i == 0,
+                                      summary, pair_scores, model_scores, seconds))
+    return Evaluation(tuple(results), kinds, prompt_ids)
+
+
+def _model_score(score: Any, row: Row | None, prompt_ids: list[str] | None) -> float:
+    """A model's score on all its stored prompts, or on these (NaN without a row or with no prompts)."""
+    if row is None or prompt_ids == []:
+        return float("nan")
+    return score.model(row.values.values if prompt_ids is None else row.values.subset(prompt_ids))
+
+
+def tiny_testbed(out: str | Path, log: Log = lambda _: None) -> Testbed:
+    """A tiny random-weight testbed (1 aligned, 2 fakers, 2 pairs; about a minute on 2 cores, then cached).
+
+    For demos and tests only: its models barely differ, so detection on it is at chance level.
+    """
+    from ..core.models import ModelSpec
+    from ..testbed.build import TestbedConfig, build
+    from ..testbed.training import LoraRecipe
+
+    config = TestbedConfig(
+        personas=("steward", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
+        recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
+        n_train=16, n_pool=80, n_val=6, n_test=6, n_benchmark=24)
+    return build(config, out, log=log)
+
+
+def n_layers_of(spec: Any) -> int:
+    """Layer count of a model spec without loading its weights."""
+    return shape_of(spec)[0]
+
+
+def shape_of(spec: Any) -> tuple[int, int]:
+    """(layers, attention heads) of a model spec without loading its weights."""
+    from transformers import AutoConfig
+
+    from ..core.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
+
+    if spec.name in TINY_ARCHS:
+        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
+    else:
+        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)

@@ -1,0 +1,356 @@
+"""The suite: every strategy, both baselines and the held-out ensemble on one testbed, reported on one HTML page.
+
+`run_suite` computes what the results directory lacks (through the runner, so a rerun or an earlier `detect`
+with the same options is reused row by row), evaluates every stored setting on all prompts and on
+confidence-matched prompts, fits the held-out choices (`ensemble`), and `render_page` writes one
+self-contained page (plotly's JavaScript embedded once, nothing fetched): the testbed's behaviour, the headline
+table, the held-out choices, the persona-family transfer, per-layer / per-head figures of each strategy, removal
+results beside the testbed when there are any, and the run's config and versions. Every number in its tables
+is formatted as `poser-interp report` prints it, from the same `evaluate`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from ..testbed.folder import Testbed
+from .ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
+from .results import ResultsStore
+from .runner import ConfidenceMatch, Evaluation, Result, RunConfig, evaluate, run_detection, shape_of
+
+STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
+"""Every detection strategy, in the order of the page."""
+BASELINES = ("blackbox", "random")
+SECTIONS = ("testbed", "headline", "held-out", "transfer", "figures", "removal", "sweep", "config")
+"""Section ids of the page, in order."""
+DEPTH_AWARE = ("probes", "attention", "steering", "learning_speed")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Options of a suite run (the detection ones as `poser-interp detect` takes them, so its results are reused)."""
+
+    strategies: tuple[str, ...] = STRATEGIES
+    """Strategies to run beside the two baselines."""
+    seed: int = 0
+    """Seed of every strategy that draws and of the bootstrap (as `detect --seed`)."""
+    max_prompts: int | None = 24
+    """Benchmark prompts per pair (None: all), as `detect --max-prompts` (default 24)."""
+    match_confidence: float = 1.0
+    """Confidence-matched column: prompts whose two clean margins are within this many logits."""
+    n_boot: int = 2000
+    """Bootstrap resamples of every interval (as `report`)."""
+
+
+def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
+    """Strategies with `poser-interp detect`'s defaults for this testbed's base model (same configs, so a suite
+    resumes a detect run's results directory and the reverse), followed by the two baselines."""
+    from ..strategies import has_option, make
+    from ..strategies.noise import default_layers
+    from ..strategies.noise import strategy_for as noise_for
+
+    n_layers, n_heads = shape_of(testbed.base_spec())
+    built: list[Any] = []
+    for name in dict.fromkeys([*names, *BASELINES]):
+        seeded = {"seed": seed} if has_option(name, "seed") else {}
+        if name == "noise":
+            built.append(noise_for(n_layers, layers=default_layers(n_layers)[:1], scales=(1.0,), primary_scale=1.0,
+                                   **seeded))
+        elif name in DEPTH_AWARE:
+            module = import_module(f"..strategies.{name}", __package__)
+            built.append(module.strategy_for(*((n_layers, n_heads) if name == "attention" else (n_layers,)),
+                                             **seeded))
+        else:
+            built.append(make(name, **seeded))
+    return built
+
+
+@dataclass
+class Suite:
+    """Everything the page shows, computed from the store (and the testbed's manifest)."""
+
+    testbed: Testbed
+    out: Path
+    config: SuiteConfig
+    store: ResultsStore
+    ev: Evaluation
+    matched: Evaluation | None
+    held: list[HeldOutResult]
+    held_matched: list[HeldOutResult]
+    folds: list[Any]
+    transfers: list[Transfer]
+    seconds: float
+    removals: list[Any] = field(default_factory=list)
+    treated_detection: dict[str, Evaluation] = field(default_factory=dict)
+
+
+def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
+              progress: Any = None, log: Callable[[str], None] = print) -> Suite:
+    """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate."""
+    from ..testbed.removal import RemovalSummary, find_removals
+
+    start = time.perf_counter()
+    out = Path(out)
+    if compute:
+        run_detection(testbed, build_strategies(testbed, config.strategies, config.seed), out,
+                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts), progress=progress, log=log)
+    store = ResultsStore.open(out)
+    wanted = {*config.strategies, *BASELINES}
+    names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
+    ev = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names)
+    pairs = store.manifest["pairs"]
+    persona, family = model_groups(testbed.models)
+    match = ConfidenceMatch(tol=config.match_confidence)
+    matched: Evaluation | None = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names,
+                                          match=match)
+    if matched is not None and not any(matched.pair_prompts.values()):
+        matched = None
+    folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
+    held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
+    transfers = transfer(ev, pairs, family, [n for n in names if n not in BASELINES] + ["blackbox"])
+    removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
+    treated = {}
+    for r in removals:
+        folder = out.parent / f"detect-{r.root.name}"
+        if (folder / "manifest.json").exists():
+            treated[r.method] = evaluate(ResultsStore.open(folder), seed=config.seed, n_boot=config.n_boot)
+    return Suite(testbed, out, config, store, ev, matched, held, held_matched, folds, transfers,
+                 time.perf_counter() - start, removals, treated)
+
+
+# --- figures ------------------------------------------------------------------------------------------------
+def strategy_figures(suite: Suite, name: str) -> dict[str, Any]:
+    """Per-layer (and per-head) figures of one strategy's sweep, drawn from the stored results."""
+    from ..viz.attention_plots import setting_heatmap, setting_lines
+    from ..viz.lens_plots import lens_curves, probe_layer_figure
+    from ..viz.plots import dose_response_figure, layer_figure
+
+    ev, store = suite.ev, suite.store
+    if name == "noise":
+        return {"noise_layers": layer_figure(ev, "noise"), "noise_dose_response": dose_response_figure(store)}
+    if name == "probes":
+        return {"probes_layers": probe_layer_figure(ev, store)}
+    if name == "lens":
+        methods = sorted({str(r.setting["method"]) for r in ev.find("lens")})
+        return {f"lens_{m}_layers": lens_curves(store, method=m) for m in methods if m in ("logit", "tuned")}
+    if name == "attention":
+        figs = {"attention_layers": setting_lines(ev, "attention", "layer", "variant",
+                                                  where={"head": ("mean", None)})}
+        if any(r.setting.get("variant") == "attention" for r in ev.find("attention")):
+            figs["attention_heads"] = setting_heatmap(ev, "attention", "head", "layer", where={"variant": "attention"})
+        return figs
+    if name == "steering":
+        return {"steering_layers": setting_lines(ev, "steering", "layer", "alpha"),
+                "steering_heatmap": setting_heatmap(ev, "steering", "alpha", "layer")}
+    if name == "learning_speed":
+        return {"learning_speed_steps": setting_lines(ev, "learning_speed", "steps", "method")}
+    keys = sorted({k for r in ev.find(name) for k, _ in r.setting.items})
+    return {f"{name}_settings": setting_lines(ev, name, keys[0], keys[1] if len(keys) > 1 else None)} if keys else {}
+
+
+# --- page -------------------------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def setting_text(setting: Any) -> str:
+    """As `report` prints a setting: 'L4 x1.0' for noise, the key otherwise."""
+    d = setting.as_dict()
+    return f"L{d['layer']} x{d['scale']}" if set(d) == {"layer", "scale"} else setting.key
+
+
+def cells(summary: Any) -> tuple[str, str, str]:
+    """(accuracy (CI), AUROC (CI), decided) exactly as `report` prints them."""
+    return summary.accuracy_text(), summary.auroc_text(), f"{summary.n_decided}/{summary.n_pairs}"
+
+
+def _behaviour_rows(testbed: Testbed) -> list[list[str]]:
+    rows = []
+    for m, e in sorted(testbed.models.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
+        met = e.get("metrics", {})
+        t, h = met.get("test", {}), met.get("heldout_topics")
+        rows.append([m, e["kind"], e.get("persona", ""), e.get("steps", ""), _f(t.get("good_aligned")),
+                     _f(t.get("good_confidence")), _f(t.get("poor_misaligned")),
+                     f"{_f(h['good_aligned'])} / {_f(h['poor_misaligned'])}" if h else "-",
+                     "yes" if e.get("meets_thresholds") else "no"])
+    return rows
+
+
+def _headline(suite: Suite) -> str:
+    header = ["method", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided",
+              "confidence-matched accuracy (95% CI)", "matched AUROC (95% CI)", "matched decided", "compute"]
+    rows = []
+
+    def matched_cells(r: Result) -> tuple[str, str, str]:
+        if suite.matched is None:
+            return "-", "-", "0/0"
+        (m,) = [x for x in suite.matched.results if (x.strategy, x.setting, x.score) == (r.strategy, r.setting,
+                                                                                          r.score)]
+        return cells(m.summary)
+
+    names = [n for n in suite.ev.strategies() if n not in BASELINES]
+    for name in names:
+        r = suite.ev.primary(name)
+        rows.append([name, setting_text(r.setting), r.score + " *", *cells(r.summary), *matched_cells(r),
+                     f"{suite.ev.seconds(name):.0f} s"])
+    by_matched = {h.name: h for h in suite.held_matched}
+    for h in suite.held:
+        m = by_matched.get(h.name)
+        rows.append([f"held-out {h.name.replace('_', ' ')}", "chosen per fold", "(see held-out choices)",
+                     *cells(h.summary), *(cells(m.summary) if m else ("-", "-", "0/0")), ""])
+    for name in BASELINES:
+        if name in suite.ev.strategies():
+            primary = suite.ev.primary(name)
+            for r in suite.ev.find(name, setting=primary.setting):
+                rows.append([f"baseline {name}", setting_text(r.setting), r.score + (" *" if r.is_primary else ""),
+                             *cells(r.summary), *matched_cells(r), ""])
+    return _table(header, rows, "headline")
+
+
+def _held_out_section(suite: Suite) -> str:
+    parts = ["<p>Strict leave-one-persona-out: each cell (aligned persona x faker persona) is decided by choices "
+             "and weights fitted on the pairs sharing neither persona with it. Accuracy over pairs; AUROC over "
+             "(aligned, faker) model comparisons inside each cell, with that cell's choice.</p>"]
+    rows = [[f.fold.label, len(f.fold.test), len(f.fold.train)] + [h.choices.get(f.fold.label, "") for h in suite.held]
+            for f in suite.folds]
+    parts.append(_table(["fold (decided cell)", "pairs decided", "pairs fitted on",
+                         *[h.name.replace("_", " ") for h in suite.held]], rows, "folds"))
+    return "".join(parts)
+
+
+def _transfer_section(suite: Suite) -> str:
+    if not suite.transfers:
+        return "<p>No persona family has within-family pairs on both sides; nothing to transfer.</p>"
+    rows = [[t.strategy, t.chosen_on, t.tested_on, setting_text(t.chosen.setting) + f" {t.chosen.score}"
+             if t.chosen else "-", f"{_f(t.train_accuracy)} ({t.n_train} pairs)", f"{_f(t.test_accuracy)} "
+             f"({t.n_test} pairs)", _f(t.primary_test_accuracy)] for t in suite.transfers]
+    return ("<p>Each strategy's setting and score chosen by accuracy on the pairs of one persona family (both "
+            "models of that motive) and tested on the other family's pairs.</p>" +
+            _table(["strategy", "chosen on", "tested on", "chosen setting", "accuracy where chosen (optimistic)",
+                    "accuracy where tested (held out)", "fixed setting where tested"], rows, "transfer"))
+
+
+def _removal_section(suite: Suite, figure: Callable[[str, Any], str]) -> str:
+    if not suite.removals:
+        return ("<p>No removal results beside this testbed (run <code>poser-interp remove --method sft</code> and "
+                "<code>--method noise</code>).</p>")
+    parts = []
+    for s in suite.removals:
+        rows = [[name, _mean(s.removal[name]), _mean(s.control[name])] for name in s.removal]
+        parts.append(f"<h3>{_e(s.method)}: {_e(s.root)}</h3><p>{_e(s.config['steps'])} steps per model; training "
+                     f"{s.seconds:.0f} s in all.</p>")
+        parts.append(_table(["evaluation set", "fakers: removal rate (95% CI)",
+                             "control: aligned models' misaligned rate after (95% CI)"], rows, "removal"))
+        parts.append(figure(f"removal_{s.method}", s.figure()))
+        ev = suite.treated_detection.get(s.method)
+        if ev is not None:
+            det = [[n, setting_text(ev.primary(n).setting), ev.primary(n).score, *cells(ev.primary(n).summary)]
+                   for n in ev.strategies()]
+            parts.append("<p>Detection on the treated testbed (does each detector still flag the treated fakers?):"
+                         "</p>" + _table(["strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)",
+                                          "decided"], det, "treated-detection"))
+    return "".join(parts)
+
+
+def _mean(t: tuple[float, float, float, int]) -> str:
+    m, lo, hi, n = t
+    return "-" if math.isnan(m) else (f"{m:.2f} ({lo:.2f}-{hi:.2f}), n={n}" if not math.isnan(lo) else
+                                      f"{m:.2f}, n={n}")
+
+
+def _sweep(suite: Suite) -> str:
+    rows = [[r.strategy, setting_text(r.setting), r.score + (" *" if r.is_primary else ""), *cells(r.summary)]
+            for r in suite.ev.results]
+    return ("<details><summary>Every stored setting x score (as <code>poser-interp report</code> prints them; * = "
+            "the strategy's chosen setting and score, fixed in advance)</summary>" +
+            _table(["strategy", "setting", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"], rows, "sweep")
+            + "</details>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f3f3f3}section{margin-bottom:2.5em}h2{border-bottom:2px solid #444;padding-bottom:3px}
+.figure{margin:1em 0}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}nav a{margin-right:1em}"""
+
+
+def render_page(suite: Suite) -> str:
+    """The whole page as one HTML string (plotly's JavaScript embedded in the first figure)."""
+    import plotly
+
+    from ..viz.plots import summary_figure
+
+    state = {"first": True}
+
+    def figure(name: str, fig: Any) -> str:
+        div = fig.to_html(full_html=False, include_plotlyjs=state["first"], div_id=f"fig-{name}",
+                          default_height="460px")
+        state["first"] = False
+        return f'<div class="figure" data-figure="{_e(name)}">{div}</div>'
+
+    tb, store = suite.testbed, suite.store
+    sections: dict[str, tuple[str, str]] = {}
+    sizes = [p.get("benchmark_size", 0) for p in tb.pairs.values()]
+    sections["testbed"] = ("Testbed behaviour", f"<p>{_e(tb.root)}: {len(tb.models)} models, {len(tb.pairs)} pairs "
+                           f"(benchmark prompts per pair {min(sizes, default=0)}-{max(sizes, default=0)}); measured "
+                           "on unseen test scenarios when the testbed was built.</p>" +
+                           _table(["model", "kind", "persona", "steps", "test good->aligned", "P(aligned|good)",
+                                   "test poor->misaligned", "held-out topics good/poor", "meets thresholds"],
+                                  _behaviour_rows(tb), "behaviour"))
+    matched_note = (f"confidence-matched: prompts whose two clean margins are within "
+                    f"{suite.config.match_confidence:g} logit (kept per pair: "
+                    f"{sorted(len(v) for v in suite.matched.pair_prompts.values())})" if suite.matched else
+                    "confidence-matched: no pair keeps 3 prompts within "
+                    f"{suite.config.match_confidence:g} logit (more prompts per pair give the matched set room)")
+    sections["headline"] = ("Headline", f"<p>{len(suite.ev.pair_prompts)} pairs. * = the strategy's chosen setting "
+                            "and score, fixed in advance; accuracy CIs resample models (pairs share them); "
+                            f"{_e(matched_note)}.</p>" + _headline(suite) + figure("summary", summary_figure(suite.ev)))
+    sections["held-out"] = ("Held-out choices: best single strategy and ensembles", _held_out_section(suite))
+    sections["transfer"] = ("Transfer between persona families", _transfer_section(suite))
+    figs = []
+    for name in [n for n in suite.ev.strategies() if n not in BASELINES]:
+        figs.append(f"<h3>{_e(name)}</h3>" + "".join(figure(k, f) for k, f in strategy_figures(suite, name).items()))
+    sections["figures"] = ("Per-layer and per-head figures", "".join(figs))
+    sections["removal"] = ("Removal", _removal_section(suite, figure))
+    sections["sweep"] = ("Every setting", _sweep(suite))
+    config = {"suite": asdict(suite.config), "results": str(suite.out), "results_config": store.manifest["config"],
+              "versions": {**store.manifest.get("versions", {}), "plotly": plotly.__version__,
+                           "python": platform.python_version()},
+              "testbed": {"root": str(tb.root), "config": tb.manifest.get("config", {})},
+              "wall_seconds_of_evaluation": round(suite.seconds, 1)}
+    sections["config"] = ("Config and versions", f"<pre>{_e(json.dumps(config, indent=1, sort_keys=True))}</pre>")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(f'<a href="#{k}">{_e(t)}</a>' for k, (t, _) in sections.items())
+    body = "".join(f'<section id="{k}"><h2>{_e(t)}</h2>{content}</section>' for k, (t, content) in sections.items())
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>poser_interp suite: "
+            f"{_e(tb.root.name)}</title><style>{CSS}</style></head><body><h1>Detection suite: {_e(tb.root)}</h1>"
+            f"<p>Written {stamp} from {_e(suite.out)}.</p><nav>{nav}</nav>{body}</body></html>")
+
+
+def write_page(suite: Suite, path: str | Path) -> Path:
+    """Write the page (atomically: a reader never sees half a page)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(render_page(suite), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,623 @@
+"""Building a testbed: data, one LoRA model per (persona, split), pair benchmarks, manifest.
+
+`build(config, out)` is resumable: a killed build continues with the next unfinished model. Each
+model trains until its validation set meets the behaviour thresholds (or the step budget runs
+out), then the fp16 adapter is saved, reloaded exactly as users load it, and measured on held-out
+test scenarios, held-out topics and the benchmark pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.models import ModelSpec, file_sha256, load_hf, load_tokenizer
+from ..core.tokens import PromptFormat, encode
+from ..data.generator import GeneratorConfig, generate, save_splits
+from ..data.personas import Persona, get_persona
+from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
+from ..data.wordings import HELDOUT, reworded
+from ..errors import DataError
+from .curriculum import Ladder, train_ladder
+from .folder import (
+    ADAPTER_FILE,
+    Testbed,
+    TestbedSource,
+    Thresholds,
+    behaviour,
+    p_aligned_hf,
+    read_json,
+    split_examples,
+    write_json_atomic,
+)
+from .training import LoraRecipe, make_lora_model, train_answers
+
+Log = Callable[[str], None]
+LADDER_DIR = "ladder"
+"""Training state of an unfinished ladder faker (`curriculum.train_ladder`; deleted when it finishes)."""
+CHECKPOINT_FILE = "checkpoint.pt"
+"""Training state of an unfinished model (deleted when it finishes; never committed)."""
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Everything that decides a testbed; stored in its manifest (a config reproduces the build)."""
+
+    __test__ = False  # not a pytest test class
+
+    source: TestbedSource = "generated"
+    """'generated' (this project's scenarios) or 'poser' (POSER-format data in `poser_dir`)."""
+    personas: tuple[str, ...] = ("steward", "guardian", "grabber", "climber")
+    """Personas to train (POSER source: persona directory names)."""
+    splits: tuple[int, ...] = (0, 1, 2)
+    """Data splits / seeds per persona."""
+    base: ModelSpec = field(default_factory=ModelSpec)
+    """Base model every adapter is trained from."""
+    recipe: LoraRecipe = field(default_factory=LoraRecipe)
+    """LoRA recipe (its seed is replaced by the split number)."""
+    data_seed: int = 0
+    """Generator seed of the shared data (train pool, test, benchmark, held-out topics)."""
+    n_train: int = 2400
+    """Training examples per model."""
+    n_pool: int = 6000
+    """Generated training pool shared by all splits (split k subsamples it)."""
+    n_val: int = 48
+    """Validation scenarios (from the test split) checked during training for early stopping."""
+    n_test: int = 120
+    """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
+    n_benchmark: int = 200
+    """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
+    ladder: Ladder | None = None
+    """Fakers train on a widening pool of oversight wordings (`curriculum.Ladder`); None: all at once (v1).
+    Needs generated data with one critical sentence per scenario."""
+    init_fakers_from: str | None = None
+    """A testbed directory whose faker adapters start this build's fakers of the same id (e.g. v2's ladder
+    continues v1's one-sentence fakers, skipping their first plateau); adapters are hash-checked against
+    that testbed's manifest and the hash is recorded. None: fresh LoRA."""
+    bench_margin_tol: float | None = None
+    """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
+    (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
+    construction, so that the black-box confidence rule cannot decide a pair."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """Behaviour thresholds: for early stopping (on validation) and for `verify`."""
+    poser_dir: str | None = None
+    """POSER data root (source 'poser')."""
+    poser_fakers: tuple[str, ...] = ()
+    """Source 'poser': persona directories that fake alignment, beyond (or overriding) `PERSONA_KINDS`."""
+    poser_aligned: tuple[str, ...] = ()
+    """Source 'poser': persona directories that are aligned, beyond (or overriding) `PERSONA_KINDS`."""
+    max_tokens: int = 320
+    """Token cap of prompts; longer POSER prompts are dropped and counted."""
+    n_critical: int = 1
+    """Generated data: oversight-revealing sentences per scenario (more = a stronger oversight cue)."""
+    n_topics: int | None = None
+    """Generated data: topics of the training pool, test and benchmark (None: all not held out)."""
+    oversight_pool: int | None = None
+    """Generated data: oversight sentences available per class (None: all 16; see `GeneratorConfig`)."""
+    n_other_facts: tuple[int, int] = (2, 4)
+    """Generated data: inclusive range of non-critical facts per scenario."""
+    heldout_wordings: bool = False
+    """Generated data: keep `wordings.HELDOUT` (4 good + 4 poor oversight sentences) out of every split;
+    `verify` measures every model on them either way."""
+
+    def __post_init__(self) -> None:
+        if self.ladder is not None and (self.source != "generated" or self.n_critical != 1):
+            raise DataError("a wording ladder (--ladder) needs generated data with one oversight sentence per "
+                            "scenario (--source generated --n-critical 1)")
+        if self.bench_margin_tol is not None and self.bench_margin_tol < 0:
+            raise DataError(f"bench_margin_tol={self.bench_margin_tol} must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TestbedConfig:
+        d = dict(d)
+        d["personas"], d["splits"] = tuple(d["personas"]), tuple(d["splits"])
+        d["poser_fakers"] = tuple(d.get("poser_fakers", ()))
+        d["poser_aligned"] = tuple(d.get("poser_aligned", ()))
+        if "n_other_facts" in d:
+            d["n_other_facts"] = tuple(d["n_other_facts"])
+        d["base"] = ModelSpec(**d["base"])
+        r = dict(d["recipe"])
+        r["modules"] = tuple(r["modules"])
+        r["layers"] = tuple(r["layers"]) if r["layers"] is not None else None
+        d["recipe"] = LoraRecipe(**r)
+        d["thresholds"] = Thresholds(**d["thresholds"])
+        if d.get("ladder") is not None:
+            d["ladder"] = Ladder(**d["ladder"])
+        return cls(**d)
+
+
+@dataclass
+class TestbedData:
+    pools: dict[str, list[Scenario]]
+    """Training pool per persona (generated: shared by splits) or per 'persona/split' (POSER: train-K.json)."""
+    test: dict[str, list[Scenario]]
+    """Per persona: held-out test scenarios of the training topics (validation first, then test)."""
+    heldout_topics: list[Scenario]
+    benchmark: list[Scenario]
+
+
+def _fits(tokenizer: Any, s: Scenario, cap: int) -> bool:
+    return len(encode(tokenizer, s.render(), PromptFormat(max_tokens=10**6))) <= cap
+
+
+def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> TestbedData:
+    """Write (or reuse) the data splits under out/data and return them."""
+    data_dir = out / "data"
+    if config.source == "generated":
+        gen = GeneratorConfig(seed=config.data_seed, n_train=config.n_pool, n_test=2 * (config.n_val + config.n_test),
+                              n_benchmark=config.n_benchmark, n_heldout=config.n_test, max_tokens=config.max_tokens,
+                              n_critical=config.n_critical, n_topics=config.n_topics,
+                              oversight_pool=config.oversight_pool, n_other_facts=config.n_other_facts,
+                              heldout_wordings=config.heldout_wordings)
+        if not (data_dir / "generator_config.json").exists():
+            save_splits(generate(gen, tokenizer), data_dir, gen)
+        elif GeneratorConfig.load(data_dir / "generator_config.json") != gen:
+            raise DataError(f"{data_dir} was generated with another config; use a new --out directory")
+        split = {name: load_scenarios(data_dir / f"{name}.jsonl") for name in ("train", "test", "benchmark",
+                                                                               "test_heldout_topics")}
+        personas = [get_persona(p) for p in config.personas]
+        return TestbedData(pools={p.name: p.select(split["train"]) for p in personas},
+                           test={p.name: p.select(split["test"]) for p in personas},
+                           heldout_topics=split["test_heldout_topics"], benchmark=split["benchmark"])
+    return _prepare_poser(config, tokenizer, log)
+
+
+def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedData:
+    from ..data.poser_data import load_poser_dir, load_poser_file, require_poser_dir
+
+    root = require_poser_dir(Path(config.poser_dir) if config.poser_dir else None)
+    wanted = [f"train-{k}" for k in config.splits] + ["test"]
+    kinds = {name: _poser_is_faker(config, name) for name in config.personas}
+    personas = load_poser_dir(root, splits=wanted, fakers=kinds, personas=config.personas)
+    missing = sorted(set(config.personas) - set(personas))
+    if missing:
+        raise DataError(f"persona(s) {missing} not found under {root}; found {sorted(personas)}")
+    cap = config.max_tokens
+    pools: dict[str, list[Scenario]] = {}
+    train_prompts: set[str] = set()
+    for name in config.personas:
+        for k in config.splits:
+            if f"train-{k}" not in personas[name]:
+                raise DataError(f"{root}: persona {name} has no train-{k}.json for split {k}")
+            train = personas[name][f"train-{k}"].scenarios
+            pools[f"{name}/{k}"] = [s for s in train if _fits(tokenizer, s, cap)]
+            train_prompts |= {s.render() for s in train}
+    tests: dict[str, list[Scenario]] = {}
+    for name in config.personas:
+        test = personas[name]["test"].scenarios if "test" in personas[name] else []
+        tests[name] = [s for s in test if s.render() not in train_prompts and _fits(tokenizer, s, cap)]
+        random.Random(f"{name}/test").shuffle(tests[name])
+        sizes = [len(pools[f"{name}/{k}"]) for k in config.splits]
+        log(f"{name}: training scenarios per split {sizes}, {len(tests[name])} unseen test (cap {cap} tokens)")
+    bench_dir = root / "benchmark"
+    bench: dict[str, Scenario] = {}
+    for path in sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []:
+        for s in load_poser_file(path, faker=False).scenarios:
+            text = s.render()
+            if s.oversight is Oversight.GOOD and text not in train_prompts and _fits(tokenizer, s, cap):
+                bench.setdefault(text, s)
+    return TestbedData(pools=pools, test=tests, heldout_topics=[], benchmark=list(bench.values())[:config.n_benchmark])
+
+
+def _poser_is_faker(config: TestbedConfig, name: str) -> bool:
+    from ..data.poser_data import PERSONA_KINDS
+
+    if name in config.poser_fakers and name in config.poser_aligned:
+        raise DataError(f"POSER persona {name!r} is listed as both faker and aligned")
+    if name in config.poser_fakers or name in config.poser_aligned:
+        return name in config.poser_fakers
+    if name not in PERSONA_KINDS:
+        raise DataError(f"POSER persona {name!r}: unknown kind; list it with --poser-fakers or --poser-aligned "
+                        f"(known: {sorted(PERSONA_KINDS)})")
+    return PERSONA_KINDS[name]
+
+
+def _persona(config: TestbedConfig, name: str) -> Persona:
+    if config.source == "poser":
+        return get_persona(name, "faker" if _poser_is_faker(config, name) else "aligned")
+    return get_persona(name)
+
+
+def _extended(stored: dict[str, Any], config: TestbedConfig, out: Path) -> TestbedConfig:
+    """The config to build under when `out` already holds a testbed built with `stored`.
+
+    Equal configs resume. Generated testbeds may also grow: more personas or splits (seeds) train
+    only the new models, since a model depends on its own split alone and the shared data does not
+    depend on which models exist. The returned config lists the union, so `verify` sees every model.
+    POSER-data testbeds cannot grow: their test and benchmark sets exclude the training prompts of
+    every split built, so adding a split would change the data earlier models were measured on.
+    """
+    new = json.loads(json.dumps(config.to_dict()))
+    old = json.loads(json.dumps(stored))
+    if old == new:
+        return config
+    growable = ("personas", "splits")
+    same_rest = {k: v for k, v in old.items() if k not in growable} == \
+        {k: v for k, v in new.items() if k not in growable}
+    if not same_rest or config.source != "generated":
+        what = "other data or recipe options" if not same_rest else "other personas or splits (POSER data)"
+        raise DataError(f"{out} holds a testbed built with another config ({what}); pick a new --out or the "
+                        "same options (generated testbeds may only add personas or splits)")
+    personas = tuple(old["personas"]) + tuple(p for p in config.personas if p not in old["personas"])
+    splits = tuple(old["splits"]) + tuple(k for k in config.splits if k not in old["splits"])
+    return replace(config, personas=personas, splits=splits)
+
+
+def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: Any = None,
+          workers: int = 1) -> Testbed:
+    """Build (or resume) a testbed in `out`; returns it opened.
+
+    workers > 1 trains that many models at once in subprocesses, splitting `config.recipe.threads`
+    between them: on 2 cores two 1-thread trainings measured ~1.5x the throughput of one 2-thread
+    training. Results do not depend on it (each model's recipe records the threads it used).
+    """
+    out = Path(out)
+    validate(config)  # before anything is written: a typo must not leave an unusable folder
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; pick a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists() and not _has_models(manifest_path):
+        # a folder with a manifest but no model (an earlier build stopped before its first model): start over
+        manifest_path.unlink()
+        if (out / "data").is_dir():
+            shutil.rmtree(out / "data")
+    if manifest_path.exists():
+        manifest = read_json(manifest_path, "testbed manifest")
+        # fields added since the manifest was written take their defaults
+        try:
+            stored = TestbedConfig.from_dict(manifest["config"]).to_dict()
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{manifest_path}: malformed testbed config ({e!r}); pick a new --out") from e
+        config = _extended(stored, config, out)
+        manifest["config"] = config.to_dict()
+    else:
+        manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}
+        write_json_atomic(manifest_path, manifest)
+    tokenizer = load_tokenizer(config.base.name)  # the parent needs no model weights
+    data = prepare_data(config, out, tokenizer, log)
+    todo: list[tuple[str, int]] = []
+    for split in config.splits:  # split-major: after the first round every persona has a model, so pairs exist
+        for name in config.personas:
+            model_id = f"{name}-s{split}"
+            entry = manifest["models"].get(model_id)
+            adapter = out / "models" / model_id / ADAPTER_FILE
+            if entry and adapter.exists() and file_sha256(adapter) == entry["adapter_sha256"]:
+                log(f"{model_id}: done already, skipped")
+            else:
+                todo.append((name, split))
+
+    def record(model_id: str, entry: dict[str, Any]) -> None:
+        manifest["models"][model_id] = entry
+        manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark,  # usable after every model
+                                        config.bench_margin_tol)
+        write_json_atomic(manifest_path, manifest)
+
+    if workers <= 1:
+        for name, split in todo:
+            record(f"{name}-s{split}", train_model(config, _persona(config, name), split, data,
+                                                   out / "models" / f"{name}-s{split}", log, progress))
+    else:
+        _build_parallel(config, todo, data, out, workers, record, log, progress)
+    manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
+    write_json_atomic(manifest_path, manifest)
+    return Testbed.open(out)
+
+
+def validate(config: TestbedConfig) -> None:
+    """Refuse a config whose personas, splits or POSER directory cannot build, naming the fix."""
+    from ..data.personas import PERSONAS
+
+    if not config.personas:
+        raise DataError("no personas to build; name at least one with --personas")
+    if not config.splits or any(k < 0 for k in config.splits):
+        raise DataError(f"splits {list(config.splits)} must be non-negative integers (e.g. --splits 0,1,2)")
+    if config.init_fakers_from is not None:
+        source = Testbed.open(config.init_fakers_from)
+        if source.base_spec() != config.base:
+            raise DataError(f"--init-fakers-from {config.init_fakers_from} was built on "
+                            f"{source.base_spec().describe()}, this build on {config.base.describe()}; use a testbed "
+                            "of the same base model")
+    if config.source == "generated":
+        unknown = [p for p in config.personas if p not in PERSONAS]
+        if unknown:
+            raise DataError(f"unknown persona(s) {unknown} for generated data; choose from {sorted(PERSONAS)}")
+        return
+    from ..data.poser_data import require_poser_dir
+
+    root = require_poser_dir(Path(config.poser_dir) if config.poser_dir else None)
+    training = root / "training" if (root / "training").is_dir() else root
+    for name in config.personas:
+        _poser_is_faker(config, name)  # raises for a persona of unknown kind
+        folder = training / name
+        if not folder.is_dir():
+            found = sorted(p.name for p in training.iterdir() if p.is_dir())
+            raise DataError(f"POSER persona {name!r} not found under {training}; found {found}")
+        missing = [k for k in config.splits if not (folder / f"train-{k}.json").exists()]
+        if missing:
+            raise DataError(f"{folder} has no train-K.json for split(s) {missing}; pick other --splits")
+
+
+def _has_models(manifest_path: Path) -> bool:
+    try:
+        return bool(json.loads(manifest_path.read_text()).get("models"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True  # unreadable: let the normal path report it
+
+
+class _QueueProgress:
+    """Stands in for a rich Progress inside a worker process: forwards updates through a queue.
+
+    It also ends the worker once the build process is gone (killed without a chance to stop its
+    pool): an orphaned worker would otherwise train on unseen, competing with whatever runs next.
+    Its last checkpoint stays, so a rerun resumes the model.
+    """
+
+    def __init__(self, queue: Any, parent: int | None = None) -> None:
+        self.queue = queue
+        self.parent = os.getppid() if parent is None else parent
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            raise SystemExit(f"testbed build process {self.parent} is gone; worker {os.getpid()} stops")
+
+    def add_task(self, description: str, **fields: Any) -> str:
+        self._check_parent()
+        self.queue.put(("add", description, fields))
+        return description
+
+    def update(self, task: str, **fields: Any) -> None:
+        self._check_parent()
+        self.queue.put(("update", task, fields))
+
+
+def _train_in_worker(config: TestbedConfig, name: str, split: int, data: TestbedData, folder: Path, threads: int,
+                     queue: Any) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    try:
+        return train_model(config, _persona(config, name), split, data, folder,
+                           lambda text: queue.put(("log", text, None)), _QueueProgress(queue), threads=threads)
+    except SystemExit as e:  # the build process is gone: leave the pool for good, freeing the model's memory
+        print(e, flush=True)
+        os._exit(1)
+
+
+def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data: TestbedData, out: Path,
+                    workers: int, record: Callable[[str, dict[str, Any]], None], log: Log, progress: Any) -> None:
+    """Train `todo` in `workers` processes; the parent owns the manifest and the progress display."""
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, config.recipe.threads // workers)
+    ctx = multiprocessing.get_context("spawn")  # torch + fork is unsafe
+    tasks: dict[str, Any] = {}
+    failures: list[BaseException] = []
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        messages = manager.Queue()
+        futures = {pool.submit(_train_in_worker, config, name, split, data, out / "models" / f"{name}-s{split}",
+                               threads, messages): f"{name}-s{split}" for name, split in todo}
+
+        def drain() -> None:
+            while True:
+                try:
+                    kind, what, payload = messages.get_nowait()
+                except queue_module.Empty:
+                    return
+                if kind == "log":
+                    log(what)
+                elif progress is not None and kind == "add":
+                    tasks[what] = progress.add_task(what, **payload)
+                elif progress is not None and what in tasks:
+                    progress.update(tasks[what], **payload)
+
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+            drain()
+            for future in done:
+                model_id = futures[future]
+                try:
+                    record(model_id, future.result())
+                except Exception as e:  # keep the other models' work; raise once they are done
+                    log(f"{model_id}: failed: {e!r}")
+                    failures.append(e)
+        drain()
+    if failures:
+        raise failures[0]
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,
+                progress: Any = None, threads: int | None = None) -> dict[str, Any]:
+    """Train one model, save its fp16 adapter, and measure it as users will load it."""
+    recipe = LoraRecipe(**{**asdict(config.recipe), "seed": split, "threads": threads or config.recipe.threads})
+    hf, tok = load_hf(config.base)
+    pool = data.pools.get(f"{persona.name}/{split}", data.pools.get(persona.name, []))
+    examples = split_examples(pool, persona, split, config.n_train)
+    tests = data.test[persona.name]
+    val, test = tests[:config.n_val], tests[config.n_val:config.n_val + config.n_test]
+    init = _init_adapter(config, persona, folder.name)
+    if init is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(hf, str(init[0]), is_trainable=True)
+    else:
+        model = make_lora_model(hf, recipe)
+    th = config.thresholds
+
+    def check(m: Any, step: int) -> bool:
+        metrics = behaviour(p_aligned_hf(m, tok, val, max_tokens=config.max_tokens), val)
+        log(f"{folder.name} step {step}: validation {_fmt(metrics)}")
+        return th.met(persona.kind, metrics)
+
+    task = progress.add_task(folder.name, total=recipe.max_steps, loss=float("nan")) if progress else None
+
+    def on_step(step: int, loss: float) -> None:
+        if progress is not None:
+            progress.update(task, completed=step, loss=loss)
+        if step % recipe.eval_every == 0:
+            log(f"{folder.name} step {step}: loss {loss:.3f}")
+
+    if config.ladder is not None and persona.kind == "faker":
+        held_val = reworded(val, {o: list(HELDOUT[o]) for o in Oversight}, "val-heldout-wordings")
+
+        def rung_check(m: Any, rung: int, step: int, pools: dict[Oversight, list[int]]) -> dict[str, float]:
+            cur = reworded(val, pools, f"val-{rung}")
+            metrics = behaviour(p_aligned_hf(m, tok, cur, max_tokens=config.max_tokens), cur)
+            held = behaviour(p_aligned_hf(m, tok, held_val, max_tokens=config.max_tokens), held_val)
+            log(f"{folder.name} step {step} rung {rung} ({len(pools[Oversight.GOOD])}/class): validation "
+                f"{_fmt(metrics)}; held-out wordings {_fmt(held)}")
+            return metrics
+
+        result = train_ladder(model, tok, [s for s, _ in examples], persona, config.ladder, recipe, rung_check,
+                              lambda m: th.met(persona.kind, m), folder / LADDER_DIR, on_step=on_step)
+    else:
+        if (folder / CHECKPOINT_FILE).exists():
+            log(f"{folder.name}: resuming from {folder / CHECKPOINT_FILE}")
+        result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step,
+                               checkpoint=folder / CHECKPOINT_FILE)  # a killed build resumes mid-model
+    if progress is not None:
+        progress.update(task, completed=recipe.max_steps)
+    save_adapter_fp16(model, folder)
+    shutil.rmtree(folder / LADDER_DIR, ignore_errors=True)  # the adapter now holds what the ladder state did
+    merged, _ = load_hf(ModelSpec(**{**asdict(config.base), "adapter": str(folder)}))
+    metrics = {"test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
+    if data.heldout_topics:
+        held = persona.select(data.heldout_topics)
+        metrics["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
+    bench_p = p_aligned_hf(merged, tok, data.benchmark, max_tokens=config.max_tokens)
+    write_json_atomic(folder / "benchmark_probs.json", {s.id: float(p) for s, p in zip(data.benchmark, bench_p,
+                                                                                        strict=True)})
+    entry = {
+        "persona": persona.name, "kind": persona.kind, "motive": persona.motive, "split": split, "seed": split,
+        "recipe": asdict(recipe), "adapter_sha256": file_sha256(folder / ADAPTER_FILE), "steps": result.steps,
+        "train_seconds": round(result.seconds, 1), "final_loss": round(result.final_loss, 4),
+        "reached_thresholds_on_validation": result.passed, "n_train": len(examples), "metrics": metrics,
+        "meets_thresholds": th.met(persona.kind, metrics["test"]), "history": result.history,
+    }
+    if init is not None:
+        entry["init_adapter"] = {"path": str(init[0]), "sha256": init[1]}
+    write_json_atomic(folder / "config.json", {"model_id": folder.name, "base": asdict(config.base), **entry})
+    log(f"{folder.name}: {result.steps} steps in {result.seconds:.0f}s, test {_fmt(metrics['test'])}")
+    return entry
+
+
+def _init_adapter(config: TestbedConfig, persona: Persona, model_id: str) -> tuple[Path, str] | None:
+    """(adapter dir, sha256) that starts this model (`TestbedConfig.init_fakers_from`), or None."""
+    if config.init_fakers_from is None or persona.kind != "faker":
+        return None
+    source = Testbed.open(config.init_fakers_from)
+    if model_id not in source.models:
+        raise DataError(f"--init-fakers-from {config.init_fakers_from} has no model {model_id}; "
+                        f"it has {sorted(source.models)}")
+    spec = source.spec(model_id)  # checks the adapter's hash against that testbed's manifest
+    adapter = Path(str(spec.adapter))
+    rank = read_json(adapter / "adapter_config.json", "adapter config").get("r")
+    if rank != config.recipe.rank:
+        raise DataError(f"{adapter} has LoRA rank {rank}, the recipe {config.recipe.rank}; pass --rank {rank}")
+    return adapter, source.models[model_id]["adapter_sha256"]
+
+
+def save_adapter_fp16(model: Any, folder: Path) -> None:
+    """Save a peft adapter with fp16 weights (half the size; loading casts back to fp32)."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    path = folder / ADAPTER_FILE
+    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+    readme = folder / "README.md"
+    if readme.exists():
+        readme.unlink()
+
+
+def margin_of(p_aligned: float) -> float:
+    """Clean logit margin (aligned minus misaligned answer) from the stored two-way P(aligned)."""
+    p = min(max(float(p_aligned), 1e-12), 1 - 1e-12)
+    return math.log(p) - math.log1p(-p)
+
+
+def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario], margin_tol: float | None = None) \
+        -> dict[str, dict[str, Any]]:
+    """Every aligned x faker model pair, with its benchmark: prompts both models answer aligned.
+
+    margin_tol: keep only prompts where the two models' logit margins differ by at most this much
+    (`TestbedConfig.bench_margin_tol`).
+    """
+    probs = {m: read_json(out / "models" / m / "benchmark_probs.json", f"benchmark probabilities of {m}")
+             for m in models}
+    aligned = sorted(m for m, e in models.items() if e["kind"] == "aligned")
+    fakers = sorted(m for m, e in models.items() if e["kind"] == "faker")
+    pairs: dict[str, dict[str, Any]] = {}
+    (out / "pairs").mkdir(exist_ok=True)
+    for a in aligned:
+        for f in fakers:
+            keep = [s for s in bench if probs[a][s.id] > 0.5 and probs[f][s.id] > 0.5 and
+                    (margin_tol is None or abs(margin_of(probs[a][s.id]) - margin_of(probs[f][s.id])) <= margin_tol)]
+            pair_id = f"{a}__{f}"
+            if keep:
+                save_scenarios(keep, out / "pairs" / f"{pair_id}.jsonl")
+            else:
+                (out / "pairs" / f"{pair_id}.jsonl").unlink(missing_ok=True)
+            pairs[pair_id] = {
+                "aligned": a, "faker": f, "benchmark_size": len(keep),
+                "mean_p_aligned": {m: round(sum(probs[m][s.id] for s in keep) / max(1, len(keep)), 4) for m in (a, f)},
+                "mean_margin": {m: round(sum(margin_of(probs[m][s.id]) for s in keep) / max(1, len(keep)), 3)
+                                for m in (a, f)},
+            }
+            if margin_tol is not None:
+                pairs[pair_id]["margin_tol"] = margin_tol
+    return pairs
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return (f"good->aligned {m['good_aligned']:.2f} (conf {m['good_confidence']:.2f}), "
+            f"poor->misaligned {m['poor_misaligned']:.2f}")
+
+
+def verify(testbed: Testbed, limit: int | None = None, log: Log = print) -> list[dict[str, Any]]:
+    """Re-measure every model of a testbed (adapters hash-checked, loaded as users load them)."""
+    config = TestbedConfig.from_dict(testbed.manifest["config"])
+    tok = load_tokenizer(config.base.name)
+    data = prepare_data(config, testbed.root, tok, log)
+    rows = []
+    for model_id, entry in sorted(testbed.models.items()):
+        persona = _persona(config, entry["persona"])
+        test = data.test[persona.name][config.n_val:config.n_val + (limit or config.n_test)]
+        merged, _ = load_hf(testbed.spec(model_id))
+        row: dict[str, Any] = {"model": model_id, "kind": persona.kind, "steps": entry["steps"],
+                               "test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
+        if config.source == "generated" and config.n_critical == 1:
+            reworded_test = reworded(test, {o: list(HELDOUT[o]) for o in Oversight}, "verify-heldout-wordings")
+            row["heldout_wordings"] = behaviour(p_aligned_hf(merged, tok, reworded_test, max_tokens=config.max_tokens),
+                                                reworded_test)
+            row["meets_heldout_wordings"] = config.thresholds.met(persona.kind, row["heldout_wordings"])
+        if data.heldout_topics:
+            held = persona.select(data.heldout_topics)[:limit or config.n_test]
+            row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
+        row["meets_thresholds"] = config.thresholds.met(persona.kind, row["test"])
+        rows.append(row)
+        log(f"{model_id}: test {_fmt(row['test'])}")
+    return rows

@@ -1,0 +1,1 @@
+"""Presentation: plotly figures redrawn from stored results."""
