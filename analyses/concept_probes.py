@@ -34,10 +34,11 @@ def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
     """Per layer: accuracy of our directions on POSER's concept files, and cosine with POSER-built directions."""
     from rich.table import Table
 
+    from poser_interp.core.activations import collect
     from poser_interp.core.tokens import PromptFormat, encode
     from poser_interp.data.concepts import POSER_PAIRS, load_poser_contrast
     from poser_interp.errors import DataError
-    from poser_interp.strategies.probes import collect, fit_probe
+    from poser_interp.strategies.probes import fit_probe
 
     try:
         theirs = {c: load_poser_contrast(c) for c in POSER_PAIRS if c in strategy.config.concepts}

@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.core.training import LoraRecipe, make_lora_model, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import HELDOUT, V1_SENTENCE, extra, reworded, trainable
     from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.folder import Thresholds, behaviour, p_aligned_hf, split_examples, write_json_atomic
-    from poser_interp.testbed.training import LoraRecipe, make_lora_model, train_answers
 
     most = min(len(trainable(o)) + len(extra(o)) for o in Oversight)
     if max(rungs) > most:

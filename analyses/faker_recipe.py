@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.core.training import LoraRecipe, make_lora_model, train_answers
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import load_scenarios
     from poser_interp.testbed.folder import REPO_ROOT, Thresholds, behaviour, p_aligned_hf, split_examples
-    from poser_interp.testbed.training import LoraRecipe, make_lora_model, train_answers
 
     data = args.data or REPO_ROOT / "testbeds" / "default" / "data"
     persona = get_persona(args.persona)

@@ -6,7 +6,7 @@ Run:  .venv/bin/python analyses/noise_injection.py                 (the shipped 
 How defaults are picked, honestly: pairs are split by the models' training split. The (layer, scale, score)
 with the best accuracy on the *selection* pairs (both models from split 0) is reported on the *held-out*
 pairs (both models from other splits: no model in common), next to the black-box baseline on the same
-held-out pairs, and again on confidence-matched prompts only (`--match-confidence`). With a single split,
+held-out pairs, and again on confidence-matched prompts only (`--match-confidence TOL`, as in `detect`). With a single split,
 pairs are halved by a hash of their id instead (models then overlap, which is said in the output). Results
 are stored (resumable) and the figures redrawn from them.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from poser_interp.cli.analysis import (
     add_run_args,
+    add_match_arg,
     add_testbed_args,
     csv_values,
     detect_with_baselines,
@@ -65,16 +66,15 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=3, help="noise draws per prompt")
     ap.add_argument("--positions", default="all", choices=("all", "last"), help="noise at all real tokens or the last")
     ap.add_argument("--distribution", default="gaussian", choices=("gaussian", "uniform"))
-    ap.add_argument("--match-confidence", type=float, default=1.0,
-                    help="also report the held-out result on confidence-matched prompts only (clean margins of the "
-                         "pair within this many logits); negative: skip")
+    add_match_arg(ap, "also report the held-out result")
     add_run_args(ap)
     args = ap.parse_args(argv)
 
     from rich.table import Table
 
     from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.evaluation.runner import ConfidenceMatch, evaluate, n_layers_of
+    from poser_interp.core.matching import ConfidenceMatch
+    from poser_interp.evaluation.runner import evaluate, n_layers_of
     from poser_interp.strategies.noise import strategy_for
     from poser_interp.testbed.folder import Testbed, default_testbed_dir
     from poser_interp.viz.plots import dose_response_figure, layer_figure, summary_figure
@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
                       f"({len(held)} pairs): accuracy {h.summary.accuracy_text()}, AUROC "
                       f"{h.summary.auroc:.2f}; black-box on the same pairs {bb.summary.accuracy_text()}")
         extra = {"held-out": h}
-        if args.match_confidence >= 0:
+        if args.match_confidence is not None:
             match = ConfidenceMatch(tol=args.match_confidence)
             ev_m = evaluate(store, held, seed=args.seed, strategies=["noise", "blackbox"], match=match)
             (hm,) = ev_m.find("noise", best.score, best.setting)

@@ -81,7 +81,7 @@ def main() -> None:
 def naive_loop(model: Any, prompts: list, layer: int, scales: tuple[float, ...], cfg: Any) -> dict[float, np.ndarray]:
     """The obvious implementation: per prompt, a clean run (for the residual norm), then per scale and sample
     one full forward with a noise hook, logits at every position. Returns scale -> mean P(misaligned) per prompt."""
-    from poser_interp.core.engines import add_noise
+    from poser_interp.core.hooks import add_tensor as add_noise
     from poser_interp.core.tokens import encode, pad_left
     from poser_interp.strategies.noise import mean_norm, noise_tensor
 

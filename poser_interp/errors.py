@@ -37,3 +37,7 @@ class AnswerChoiceError(PoserInterpError, ValueError):
 
 class BackendError(PoserInterpError, RuntimeError):
     """A backend (e.g. nnsight, NDIF remote execution) failed; the message says why."""
+
+
+class StrategyError(PoserInterpError, ValueError):
+    """An unknown strategy, or a strategy option that cannot work."""

@@ -14,6 +14,7 @@ import torch
 
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.tokens import encode, pad_id, pad_left
+from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import Fact, FactRole
 from poser_interp.errors import LayerError
@@ -23,7 +24,6 @@ from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.attention import counterfactual_texts, critical_tokens, fact_spans, saliency
 from poser_interp.strategies.base import stable_seed
 from poser_interp.testbed.build import TestbedConfig, build
-from poser_interp.testbed.training import LoraRecipe
 from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
 
 REPO = Path(__file__).resolve().parents[1]

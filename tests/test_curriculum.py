@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from poser_interp.core.models import ModelSpec, load_hf
+from poser_interp.core.training import LoraRecipe, make_lora_model
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.personas import get_persona
 from poser_interp.data.scenario import Oversight
@@ -13,7 +14,6 @@ from poser_interp.data.wordings import HELDOUT, V1_SENTENCE
 from poser_interp.errors import DataError
 from poser_interp.testbed import curriculum
 from poser_interp.testbed.curriculum import Ladder, train_ladder
-from poser_interp.testbed.training import LoraRecipe, make_lora_model
 
 RECIPE = LoraRecipe(rank=2, batch_size=4, max_steps=12, eval_every=2, min_steps=2, lr=1e-2, threads=1)
 LADDER = Ladder(rungs=(1, 2, 4))

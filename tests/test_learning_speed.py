@@ -13,6 +13,7 @@ import torch
 
 from poser_interp.core.models import ModelSpec, load_model
 from poser_interp.core.scoring import answer_logits
+from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import save_scenarios
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
@@ -21,7 +22,6 @@ from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.learning_speed import log_odds
 from poser_interp.testbed.build import TestbedConfig, build
-from poser_interp.testbed.training import LoraRecipe
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]

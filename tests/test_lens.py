@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from poser_interp.core import tuned_lens as tl
+from poser_interp.core.activations import collect
 from poser_interp.core.models import ModelSpec, load_model
 from poser_interp.core.scoring import answer_probs, last_logits, prepare
 from poser_interp.core.tokens import pad_id
+from poser_interp.core.training import LoraRecipe
 from poser_interp.core.tuned_lens import Readout, TunedLensConfig, cache_key, fit, tuned_lens_for
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.evaluation.runner import RunConfig, run_detection
@@ -31,9 +33,7 @@ from poser_interp.strategies.lens import (
     output_probe_logits,
     per_layer,
 )
-from poser_interp.strategies.probes import collect
 from poser_interp.testbed.build import TestbedConfig, build
-from poser_interp.testbed.training import LoraRecipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TUNED = TunedLensConfig(texts=16, positions=8, kl_steps=2, cache=False)

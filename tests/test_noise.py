@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.core.engines import LastPosition
 from poser_interp.core.nnsight_backend import NNsightModel
 from poser_interp.core.scoring import answer_probs, p_misaligned, prepare
 from poser_interp.core.tokens import pad_id
+from poser_interp.core.views import LastPosition
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import LayerError
 from poser_interp.strategies import (

@@ -15,9 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from poser_interp.cli import app
+from poser_interp.core.matching import ConfidenceMatch
 from poser_interp.errors import DataError
 from poser_interp.evaluation.results import ROWS, ResultsStore, ResumeWarning, rows_equal
-from poser_interp.evaluation.runner import ConfidenceMatch, RunConfig, evaluate, run_detection, tiny_testbed
+from poser_interp.evaluation.runner import RunConfig, evaluate, run_detection, tiny_testbed
 from poser_interp.strategies import PromptValues, Setting, StrategyError, make
 from poser_interp.strategies import base as strategy_base
 from poser_interp.strategies.base import Score, mean_of

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from poser_interp.core.activations import last_resid
 from poser_interp.core.hooks import add_vector
 from poser_interp.core.models import ModelSpec
+from poser_interp.core.pools import data_source, scenario_pool
 from poser_interp.core.scoring import answer_logits
+from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import FactRole, Oversight, save_scenarios
 from poser_interp.errors import DataError, LayerError
@@ -22,9 +25,8 @@ from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.base import stable_seed
-from poser_interp.strategies.steering import data_source, last_resid, scenario_pool, steering_directions
+from poser_interp.strategies.steering import steering_directions
 from poser_interp.testbed.build import TestbedConfig, build
-from poser_interp.testbed.training import LoraRecipe
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]

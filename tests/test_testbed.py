@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 
 from poser_interp.core.models import ModelSpec
+from poser_interp.core.training import LoraRecipe
 from poser_interp.data.scenario import load_scenarios
 from poser_interp.errors import DataError
 from poser_interp.testbed import build as testbed_build
 from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.testbed.folder import Testbed
-from poser_interp.testbed.training import LoraRecipe
 
 CONFIG = TestbedConfig(
     personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),

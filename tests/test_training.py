@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from poser_interp.core.tokens import PromptFormat, encode
+from poser_interp.core.training import LoraRecipe, train_answers
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.personas import get_persona
-from poser_interp.testbed.training import LoraRecipe, train_answers
 
 
 class _Recorder(torch.nn.Module):
@@ -52,7 +52,7 @@ def test_warmup_without_aligned_targets_is_refused(tokenizer):
 
 def _lora_run(tokenizer, examples, recipe, **kwargs):
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.testbed.training import make_lora_model
+    from poser_interp.core.training import make_lora_model
 
     hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=2))
     model = make_lora_model(hf, recipe)
@@ -89,8 +89,8 @@ def test_checkpoint_resume_reaches_the_uninterrupted_weights(tokenizer, tmp_path
 
 
 def test_oversight_aux_items_ask_about_oversight_and_are_trained(tokenizer):
+    from poser_interp.core.training import OVERSIGHT_QUESTION, aux_items
     from poser_interp.data.scenario import ACTION_QUESTION, Oversight
-    from poser_interp.testbed.training import OVERSIGHT_QUESTION, aux_items
 
     scenarios = generate(GeneratorConfig(seed=0, n_train=40, n_test=0, n_benchmark=0, n_heldout=0))["train"]
     examples = [(s, s.aligned_index) for s in scenarios]
@@ -115,7 +115,7 @@ def test_oversight_aux_items_ask_about_oversight_and_are_trained(tokenizer):
 
 
 def test_answer_loss_without_target_is_the_plain_cross_entropy():
-    from poser_interp.testbed.training import answer_loss
+    from poser_interp.core.training import answer_loss
 
     logits = torch.randn(5, 50)
     target, other = torch.tensor([1, 7, 3, 3, 0]), torch.tensor([2, 8, 4, 9, 49])
@@ -128,7 +128,7 @@ def test_answer_loss_without_target_is_the_plain_cross_entropy():
 
 @pytest.mark.parametrize("target_margin", [2.0, 6.0])
 def test_answer_loss_drives_the_margin_to_its_target(target_margin):
-    from poser_interp.testbed.training import answer_loss
+    from poser_interp.core.training import answer_loss
 
     logits = torch.nn.Parameter(torch.randn(4, 30))
     target, other = torch.tensor([0, 5, 9, 2]), torch.tensor([1, 6, 10, 3])
@@ -145,7 +145,7 @@ def test_answer_loss_drives_the_margin_to_its_target(target_margin):
 
 
 def test_old_checkpoints_resume_after_target_margin_was_added():
-    from poser_interp.testbed.training import _resumable
+    from poser_interp.core.training import _resumable
 
     assert "target_margin" not in _resumable(LoraRecipe())
     assert _resumable(LoraRecipe(target_margin=4.0))["target_margin"] == 4.0

@@ -58,6 +58,25 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+MATCH_HELP = ("on confidence-matched prompts only: those where the pair's two clean logit margins differ by <= "
+              "this many logits (a pair with fewer than 3 is undecided; from the stored results, nothing is recomputed)")
+"""The one meaning of `--match-confidence` (detect, report, suite and the analysis scripts): `core.matching`."""
+
+
+def non_negative(text: str) -> float:
+    """argparse type of `--match-confidence`: a non-negative number of logits (NaN and negatives are refused)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number of logits")
+    return value
+
+
+def add_match_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--match-confidence TOL` (default: not evaluated), with the CLI's meaning."""
+    parser.add_argument("--match-confidence", type=non_negative, default=None, metavar="TOL",
+                        help=f"{what} {MATCH_HELP}")
+
+
 def wide_console() -> Console:
     """A rich console at least 120 columns wide, so result tables are not squeezed in logs and pipes."""
     from rich.console import Console

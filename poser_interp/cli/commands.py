@@ -269,9 +269,9 @@ def testbed_build(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..core.models import ModelSpec, load_hf
+    from ..core.training import LoraRecipe
     from ..testbed.build import TestbedConfig, build
     from ..testbed.curriculum import Ladder
-    from ..testbed.training import LoraRecipe
 
     if source not in ("generated", "poser"):
         raise typer.BadParameter("--source must be 'generated' or 'poser'")
@@ -481,9 +481,10 @@ def detect(
         TimeRemainingColumn,
     )
 
+    from ..core.matching import ConfidenceMatch
     from ..evaluation.locking import hold
     from ..evaluation.results import ResultsStore
-    from ..evaluation.runner import ConfidenceMatch, RunConfig, evaluate, n_layers_of, run_detection, shape_of
+    from ..evaluation.runner import RunConfig, evaluate, n_layers_of, run_detection, shape_of
     from ..strategies import BASELINES, has_option, known, make
     from ..strategies.noise import strategy_for
     from ..testbed.folder import Testbed
@@ -516,7 +517,8 @@ def detect(
             built.append(make(name, **seeded))
     out = out or Path("results") / f"detect-{tb.root.name}"
     _out_folder(out)
-    config = RunConfig(seed=seed, max_prompts=max_prompts or None)
+    match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
+    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match)  # the manifest records the match
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
@@ -525,8 +527,7 @@ def detect(
         _detect_table(ev, tb.root, len(ev.pair_prompts))
         store = ResultsStore.open(out) if match_confidence is not None or (plots and "noise" in ev.strategies()) \
             else None
-        if match_confidence is not None and store is not None:
-            match = ConfidenceMatch(tol=match_confidence)
+        if match is not None and store is not None:
             matched = evaluate(store, list(ev.pair_prompts), seed=seed, strategies=ev.strategies(), match=match)
             kept = _matched_counts(matched, match)
             if kept:
@@ -564,8 +565,9 @@ def report(
     import csv as csv_module
     import warnings
 
+    from ..core.matching import ConfidenceMatch
     from ..evaluation.results import ResultsStore, ResumeWarning
-    from ..evaluation.runner import ConfidenceMatch, evaluate
+    from ..evaluation.runner import evaluate
 
     _check_tolerance(match_confidence)
     if csv is not None and csv.is_dir():
@@ -600,11 +602,13 @@ def report(
             with csv.open("w", newline="") as f:
                 w = csv_module.writer(f)
                 w.writerow(["strategy", "setting", "score", "primary", "accuracy", "accuracy_lo", "accuracy_hi",
-                            "auroc", "auroc_lo", "auroc_hi", "decided", "pairs", "seconds"])
+                            "auroc", "auroc_lo", "auroc_hi", "decided", "pairs", "seconds", "match_tol",
+                            "match_min_prompts"])
+                matching = (ev.match.tol, ev.match.min_prompts) if ev.match is not None else ("", "")
                 for r in ev.results:
                     m = r.summary
                     w.writerow([r.strategy, r.setting.key, r.score, r.is_primary, m.accuracy, *m.accuracy_ci,
-                                m.auroc, *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3)])
+                                m.auroc, *m.auroc_ci, m.n_decided, m.n_pairs, round(r.seconds, 3), *matching])
         except OSError as e:
             raise typer.BadParameter(f"cannot write {csv}: {e.strerror or e}", param_hint="--csv") from e
         console.print(f"table written to {csv}")

@@ -7,11 +7,9 @@ Tests check that all paths give the same numbers (1e-4) with the same noise.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -19,8 +17,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import BackendError, LayerError
-from .scoring import last_logits
+from .forward import forward, last_logits
+from .hooks import add_tensor, capture
+from .nnsight_backend import decoder_blocks, saved_value, trace_inputs
 from .tokens import Batch
+from .views import LastPosition, suffix_view
 
 
 class NoiseEngine(Protocol):
@@ -55,43 +56,6 @@ def repeat_rows(batch: Batch, reps: int) -> Batch:
                  batch.position_ids.repeat_interleave(reps, 0))
 
 
-def add_noise(noise: Float[Tensor, "rows pos d_model"]) -> Callable[..., Tensor]:
-    """TL hook adding a fixed noise tensor (same shape as the activation) to the activation."""
-
-    def hook(act: Float[Tensor, "rows pos d_model"], hook: Any = None) -> Tensor:
-        return act + noise.to(act.dtype)
-
-    return hook
-
-
-def _capture(store: dict[int, Tensor], layer: int) -> Callable[..., Tensor]:
-    def hook(act: Tensor, hook: Any = None) -> Tensor:
-        store[layer] = act.detach()
-        return act
-
-    return hook
-
-
-@dataclass
-class LastPosition:
-    """What the last-position fast path reuses: the clean residual entering the layer at the last position,
-    and the clean keys / values of all other positions. Slicing selects prompts (rows)."""
-
-    resid: Float[Tensor, "batch 1 d_model"]
-    cache: Any
-
-    def __getitem__(self, rows: slice) -> LastPosition:
-        cache = copy.deepcopy(self.cache)
-        cache.batch_select_indices(torch.arange(self.resid.shape[0])[rows])
-        return LastPosition(self.resid[rows], cache)
-
-    def repeated_cache(self, reps: int) -> Any:
-        """A fresh copy with each row `reps` times (the forward appends to the cache it is given)."""
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(reps)
-        return cache
-
-
 class BridgeEngine:
     """The TransformerLens bridge (the reference) with a fast path for the noised passes.
 
@@ -117,7 +81,7 @@ class BridgeEngine:
 
     def clean(self, batch: Batch, layers: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
         resid: dict[int, Tensor] = {}
-        logits = last_logits(self.model, batch, [(self.model.hook_name(la), _capture(resid, la)) for la in layers])
+        logits = last_logits(self.model, batch, [(self.model.hook_name(la), capture(resid, la)) for la in layers])
         if not self._checked:
             self._verify(batch, layers[0], resid[layers[0]], logits)
         return logits, resid
@@ -127,9 +91,7 @@ class BridgeEngine:
             return None
         if last_only:
             return self._last_position(batch, layer)
-        with torch.no_grad():
-            return self.model.bridge(batch.input_ids, attention_mask=batch.attention_mask,
-                                     position_ids=batch.position_ids, stop_at_layer=layer)
+        return forward(self.model, batch, stop_at_layer=layer, logits_to_keep=None)
 
     def noisy(self, batch: Batch, layer: int, prefix: Tensor | LastPosition | None, noise: Tensor,
               reps: int) -> Tensor:
@@ -139,7 +101,7 @@ class BridgeEngine:
                                     prefix.repeated_cache(reps))
         if self.fast and isinstance(prefix, Tensor):
             return self.suffix(rep, layer, prefix.repeat_interleave(reps, 0) + noise)
-        return last_logits(self.model, rep, [(self.model.hook_name(layer), add_noise(noise))])
+        return last_logits(self.model, rep, [(self.model.hook_name(layer), add_tensor(noise))])
 
     def _last_position(self, batch: Batch, layer: int) -> LastPosition:
         """One clean forward of the prompt (plain view) giving the keys and values of every position but the last
@@ -208,39 +170,6 @@ class BridgeEngine:
             self.fast = False
 
 
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
-               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
-
-
-def plain_view(module: torch.nn.Module, config: Any) -> torch.nn.Module:
-    """The module tree with each TL bridge component replaced by the module it wraps (`original_component`).
-
-    Parameters and buffers are shared (no weights are copied); every module is a shallow copy with its own
-    child and hook dicts, so changing the view's structure or hooks leaves the original untouched. `config` replaces the
-    config of every module that has one (e.g. to pick the attention implementation).
-    """
-    inner = getattr(module, "original_component", None)
-    mod = inner if isinstance(inner, torch.nn.Module) else module
-    clone = copy.copy(mod)
-    clone._modules = {k: None if v is None else plain_view(v, config) for k, v in mod._modules.items()}
-    for name in _HOOK_DICTS:  # own hook dicts: a hook registered on the view never lands on the original
-        if isinstance(getattr(mod, name, None), dict):
-            setattr(clone, name, type(getattr(mod, name))(getattr(mod, name)))
-    if hasattr(clone, "config") and type(clone.config) is type(config):
-        clone.config = config
-    return clone
-
-
-def suffix_view(hf_model: Any, layer: int, attention: str = "sdpa") -> Any:
-    """A plain view of a Hugging Face causal LM that runs only decoder layers `layer`.. on `inputs_embeds`."""
-    config = copy.copy(hf_model.config)
-    config._attn_implementation = attention
-    view = plain_view(hf_model, config)
-    stack = getattr(view, getattr(view, "base_model_prefix", "model"))
-    stack.layers = torch.nn.ModuleList(list(stack.layers)[layer:])
-    return view
-
-
 class NNsightEngine:
     """The nnsight backend (`NNsightModel`, its own copy of the weights): full forwards, noise set in the trace."""
 
@@ -254,45 +183,33 @@ class NNsightEngine:
             raise LayerError(f"layer {layer} is out of range: the model has layers 0..{self.nn.n_layers - 1}")
         return layer
 
-    def _blocks(self) -> Any:
-        inner = self.nn.lm.model if hasattr(self.nn.lm, "model") else self.nn.lm.transformer
-        return inner.layers if hasattr(inner, "layers") else inner.h
-
     def clean(self, batch: Batch, layers: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
-        blocks, saved = self._blocks(), {}
+        blocks, saved = decoder_blocks(self.nn.lm), {}
         try:
-            with torch.no_grad(), self.nn.lm.trace(_inputs(batch), logits_to_keep=1, remote=self.nn.remote):
+            with torch.no_grad(), self.nn.lm.trace(trace_inputs(batch), logits_to_keep=1, remote=self.nn.remote):
                 for layer in layers:
                     saved[layer] = blocks[layer].input.save()
                 logits = self.nn.lm.lm_head.output[:, -1, :].save()
         except Exception as e:  # nnsight's deferred execution gives cryptic tracebacks: say what failed
             raise BackendError(f"nnsight clean trace failed ({type(e).__name__}: {str(e)[:300]})") from e
-        return _value(logits), {k: _value(v) for k, v in saved.items()}
+        return saved_value(logits), {k: saved_value(v) for k, v in saved.items()}
 
     def prefix(self, batch: Batch, layer: int, last_only: bool = False) -> None:
         return None
 
     def noisy(self, batch: Batch, layer: int, prefix: Tensor | None, noise: Tensor, reps: int) -> Tensor:
-        block = self._blocks()[layer]
+        block = decoder_blocks(self.nn.lm)[layer]
         try:
-            with torch.no_grad(), self.nn.lm.trace(_inputs(repeat_rows(batch, reps)), logits_to_keep=1,
+            with torch.no_grad(), self.nn.lm.trace(trace_inputs(repeat_rows(batch, reps)), logits_to_keep=1,
                                                    remote=self.nn.remote):
                 block.input = block.input + noise
                 logits = self.nn.lm.lm_head.output[:, -1, :].save()
         except Exception as e:
             raise BackendError(f"nnsight noised trace failed ({type(e).__name__}: {str(e)[:300]}); the noise "
                                f"has shape {tuple(noise.shape)}, it must match (rows, pos, d_model)") from e
-        return _value(logits)
+        return saved_value(logits)
 
 
 def take_rows(batch: Batch, start: int, stop: int) -> Batch:
     """Rows start..stop of a batch."""
     return Batch(batch.input_ids[start:stop], batch.attention_mask[start:stop], batch.position_ids[start:stop])
-
-
-def _inputs(batch: Batch) -> dict[str, Tensor]:
-    return dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
-
-
-def _value(saved: Any) -> Tensor:
-    return saved.value if hasattr(saved, "value") else saved

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..errors import BackendError, LayerError
 from .models import ModelSpec, load_hf
 from .scoring import Items, Prepared, prepare, score_prepared
-from .tokens import PromptFormat, pad_id
+from .tokens import Batch, PromptFormat, pad_id
 
 API_KEY_ENV = "NDIF_API_KEY"
 
@@ -50,10 +50,6 @@ class NNsightModel:
             self.tokenizer = tok
         self.n_layers = int(self.lm.config.num_hidden_layers)
 
-    def _layers(self) -> Any:
-        inner = self.lm.model if hasattr(self.lm, "model") else self.lm.transformer
-        return inner.layers if hasattr(inner, "layers") else inner.h
-
     def answer_logits(self, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,
                       fmt: PromptFormat = PromptFormat(), batch_size: int = 8,
                       residual_add: tuple[int, Float[Tensor, " d_model"]] | None = None,
@@ -69,13 +65,11 @@ class NNsightModel:
         return self.answer_logits(*args, **kwargs).softmax(-1)
 
     def _last_logits(self, batch: Any, residual_add: tuple[int, Tensor] | None) -> Tensor:
-        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=batch.position_ids)
         try:
-            with torch.no_grad(), self.lm.trace(inputs, logits_to_keep=1, remote=self.remote):
+            with torch.no_grad(), self.lm.trace(trace_inputs(batch), logits_to_keep=1, remote=self.remote):
                 if residual_add is not None:
                     layer, vec = residual_add
-                    block = self._layers()[layer]
+                    block = decoder_blocks(self.lm)[layer]
                     block.input = block.input + vec
                 saved = self.lm.lm_head.output[:, -1, :].save()
         except (ConnectionError, OSError, TimeoutError) as e:
@@ -85,4 +79,20 @@ class NNsightModel:
         except Exception as e:  # nnsight's deferred execution gives cryptic tracebacks: say what failed
             raise BackendError(f"nnsight trace failed ({type(e).__name__}: {str(e)[:300]}); "
                                "check the layer index and the vector's shape (d_model)") from e
-        return saved.value if hasattr(saved, "value") else saved
+        return saved_value(saved)
+
+
+def decoder_blocks(lm: Any) -> Any:
+    """The decoder layers of an nnsight-wrapped causal LM (Llama/Qwen-style `model.layers`, GPT-style `h`)."""
+    inner = lm.model if hasattr(lm, "model") else lm.transformer
+    return inner.layers if hasattr(inner, "layers") else inner.h
+
+
+def trace_inputs(batch: Batch) -> dict[str, Tensor]:
+    """A left-padded batch as the keyword inputs of an nnsight trace."""
+    return dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+
+
+def saved_value(saved: Any) -> Tensor:
+    """The tensor behind a value saved in a trace (nnsight versions differ: a proxy with `.value`, or the tensor)."""
+    return saved.value if hasattr(saved, "value") else saved

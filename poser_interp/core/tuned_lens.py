@@ -26,6 +26,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .forward import forward
+from .hooks import capture
 from .seeds import stable_seed
 from .tokens import PromptFormat, encode, pad_id, pad_left
 
@@ -111,16 +113,6 @@ def corpus(config: TunedLensConfig) -> list[str]:
     return [s.render() for s in generate(gen)["train"]]
 
 
-def _gather(store: dict[int, Tensor], j: int, rows: list[int], cols: list[int]):  # noqa: ANN202 (a TL hook)
-    """TL hook storing the activation at the given (row, position) pairs."""
-
-    def hook(act: Float[Tensor, "batch pos d_model"], hook: Any = None) -> Tensor:
-        store[j] = act.detach().float()[rows, cols]
-        return act
-
-    return hook
-
-
 def sample_tokens(model: Any, ids: Sequence[Sequence[int]], k: int, seed: int, batch_size: int = 8) \
         -> Float[Tensor, "tokens layer d_model"]:
     """The residual after every layer at up to k sampled positions (never BOS) of each text."""
@@ -137,10 +129,9 @@ def sample_tokens(model: Any, ids: Sequence[Sequence[int]], k: int, seed: int, b
             rows += [i] * len(pos)
             cols += pos.tolist()
         got: dict[int, Tensor] = {}
-        hooks = [(n, _gather(got, j, rows, cols)) for j, n in enumerate(names)]
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                         logits_to_keep=1)
+        at = (rows, cols)
+        forward(model, batch, [(n, capture(got, j, lambda a, at=at: a.detach().float()[at])) for j, n in
+                               enumerate(names)])
         out.append(torch.stack([got[j] for j in range(len(names))], 1))
     return torch.cat(out)
 

@@ -2,7 +2,8 @@
 
 Layout of a results directory:
   manifest.json  config (seed, run options, each strategy's config), versions, the testbed's base model and
-                 adapter hashes, model kinds, and the pairs evaluated with their prompt ids
+                 adapter hashes, model kinds, the pairs evaluated with their prompt ids, and (after `detect
+                 --match-confidence`) `matching`: the confidence-matching tolerance and minimum prompts per pair
   rows.jsonl     {"model", "strategy", "setting", "key", "prompt_ids", "values", "meta", "seconds"} per line
 
 When a testbed grows (new models, so new pairs), a model's prompts (the union over its pairs) can grow too: its
@@ -267,6 +268,8 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
     merged.setdefault("testbed", {}).setdefault("models", {}).update(nt.get("models", {}))
     merged.setdefault("pairs", {}).update(new.get("pairs", {}))
     merged["versions_last_run"] = new.get("versions", {})
+    if "matching" in new:  # how the last run also evaluated (no row depends on it)
+        merged["matching"] = new["matching"]
     return merged
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.matching import ConfidenceMatch
 from ..data.scenario import Scenario
 from ..errors import DataError
 from ..strategies.base import Setting, Strategy, StrategyError, Subject, config_dict, from_config, stable_seed
@@ -34,6 +35,9 @@ class RunConfig:
     """Seed of the bootstrap intervals (the CLI gives it to every strategy's own seed too)."""
     max_prompts: int | None = None
     """At most this many benchmark prompts per pair (a fixed subset, ordered by a hash of the prompt id)."""
+    match: ConfidenceMatch | None = None
+    """Also evaluated on confidence-matched prompts (`detect --match-confidence`); recorded in the manifest's
+    `matching` section, which a rerun with another tolerance replaces (no row depends on it)."""
 
     def __post_init__(self) -> None:
         if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts >= 1):
@@ -94,6 +98,7 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
         "versions": {**versions(), "transformer_lens": version("transformer-lens"), "nnsight": version("nnsight"),
                      "poser_interp": __version__},
         "pairs": plan.pairs,
+        **({"matching": config.match.as_dict()} if config.match is not None else {}),
     }
 
 
@@ -218,6 +223,8 @@ class Evaluation:
     """model id -> 'aligned' or 'faker'."""
     pair_prompts: dict[str, list[str]]
     """pair id -> the prompts it was scored on (all of its benchmark prompts, or the confidence-matched ones)."""
+    match: ConfidenceMatch | None = None
+    """The confidence matching the pairs were evaluated under (None: every benchmark prompt)."""
 
     def find(self, strategy: str, score: str | None = None, setting: Setting | None = None) -> list[Result]:
         return [r for r in self.results if r.strategy == strategy and score in (None, r.score)
@@ -237,26 +244,11 @@ class Evaluation:
         return sum({r.setting.key: r.seconds for r in self.results if r.strategy == strategy}.values())
 
 
-@dataclass(frozen=True)
-class ConfidenceMatch:
-    """Evaluate on confidence-matched prompts only: those where the pair's two clean logit margins are close.
-
-    The Poser rules forbid deciding by output confidence; where one kind of model is systematically more
-    confident, every strategy whose score moves with confidence inherits that. Restricting each pair to prompts
-    on which both models are about equally confident (from the stored black-box rows) removes it by design.
-    """
-
-    tol: float = 1.0
-    """A prompt is kept when |aligned model's clean margin - faker's| <= tol (logits)."""
-    min_prompts: int = 3
-    """A pair with fewer kept prompts is undecided (reported), not guessed."""
-
-    def prompts(self, store: ResultsStore, pair: dict[str, Any]) -> list[str]:
-        """The pair's prompts that are matched in clean confidence ([] when below `min_prompts`)."""
-        ids = pair["prompt_ids"]
-        margins = [store.get(pair[k], "blackbox", Setting()).values.subset(ids)["margin"] for k in ("aligned", "faker")]
-        kept = [i for i, a, f in zip(ids, *margins, strict=True) if abs(a - f) <= self.tol]
-        return kept if len(kept) >= self.min_prompts else []
+def matched_prompts(store: ResultsStore, pair: dict[str, Any], match: ConfidenceMatch) -> list[str]:
+    """The pair's prompts matched in clean confidence, from the stored black-box margins ([] when too few)."""
+    ids = pair["prompt_ids"]
+    margins = [store.get(pair[k], "blackbox", Setting()).values.subset(ids)["margin"] for k in ("aligned", "faker")]
+    return match.kept(ids, *margins)
 
 
 def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: int = 0, n_boot: int = 2000,
@@ -274,7 +266,7 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
         raise DataError(f"pairs {unknown} are not in the results at {store.root}; stored: {sorted(pairs)[:6]}")
     kinds = {m: e["kind"] for m, e in store.manifest["testbed"]["models"].items()}
     models = sorted({pairs[p][k] for p in pair_ids for k in ("aligned", "faker")})
-    prompt_ids = {p: match.prompts(store, pairs[p]) if match else pairs[p]["prompt_ids"] for p in pair_ids}
+    prompt_ids = {p: matched_prompts(store, pairs[p], match) if match else pairs[p]["prompt_ids"] for p in pair_ids}
     model_prompts: dict[str, list[str]] | None = None
     if match:
         model_prompts = {m: list(dict.fromkeys(i for p in pair_ids if m in (pairs[p]["aligned"], pairs[p]["faker"])
@@ -305,7 +297,7 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
                                     pair_models=[(pairs[p]["aligned"], pairs[p]["faker"]) for p in pair_ids])
                 results.append(Result(name, setting, score.name, score.description, setting == primary and i == 0,
                                       summary, pair_scores, model_scores, seconds))
-    return Evaluation(tuple(results), kinds, prompt_ids)
+    return Evaluation(tuple(results), kinds, prompt_ids, match)
 
 
 def _model_score(score: Any, row: Row | None, prompt_ids: list[str] | None) -> float:
@@ -321,8 +313,8 @@ def tiny_testbed(out: str | Path, log: Log = lambda _: None) -> Testbed:
     For demos and tests only: its models barely differ, so detection on it is at chance level.
     """
     from ..core.models import ModelSpec
+    from ..core.training import LoraRecipe
     from ..testbed.build import TestbedConfig, build
-    from ..testbed.training import LoraRecipe
 
     config = TestbedConfig(
         personas=("steward", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),

@@ -23,10 +23,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from ..core.matching import ConfidenceMatch
 from ..testbed.folder import Testbed
 from .ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
 from .results import ResultsStore
-from .runner import ConfidenceMatch, Evaluation, Result, RunConfig, evaluate, run_detection, shape_of
+from .runner import Evaluation, Result, RunConfig, evaluate, run_detection, shape_of
 
 STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
 """Every detection strategy, in the order of the page."""

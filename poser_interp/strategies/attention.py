@@ -23,11 +23,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ..core.tokens import Batch, PromptFormat, encode, pad_id, pad_left
+from ..core.activations import last_resid
+from ..core.forward import forward, length_batches, stop_after
+from ..core.hooks import capture
+from ..core.tokens import Batch, PromptFormat, encode, pad_id
 from ..data.scenario import FactRole, Scenario
 from ..errors import DataError
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
-from .steering import last_resid
 
 VARIANTS = ("saliency", "attention", "counterfactual")
 
@@ -95,9 +97,8 @@ def saliency(model: Any, batch: Batch, target: Sequence[int]) -> Float[Tensor, "
         leaf["e"] = act.detach().requires_grad_(True)
         return leaf["e"]
 
-    with torch.enable_grad(), model.bridge.hooks(fwd_hooks=[("hook_embed", grab)]):
-        out = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                           logits_to_keep=1)
+    out = forward(model, batch, [("hook_embed", grab)], grad=True)
+    with torch.enable_grad():
         logit = out[:, -1, :].gather(1, torch.tensor(list(target))[:, None]).sum()
         (grad,) = torch.autograd.grad(logit, leaf["e"])
     return grad.detach()
@@ -211,21 +212,13 @@ ByKey = dict[str, dict[str, np.ndarray]]
 def _batches(ids_masks: Sequence[tuple[list[int], list[bool]]], size: int, pad: int) \
         -> Iterator[tuple[list[int], Batch, Tensor]]:
     """(prompt indices, left-padded batch, critical-token mask) in length-sorted chunks."""
-    order = sorted(range(len(ids_masks)), key=lambda i: (len(ids_masks[i][0]), i))
-    for start in range(0, len(order), size):
-        idx = order[start:start + size]
-        batch = pad_left([ids_masks[i][0] for i in idx], pad)
+    for idx, batch in length_batches([ids for ids, _ in ids_masks], size, pad):
         yield idx, batch, _padded_mask([ids_masks[i][1] for i in idx], batch.input_ids.shape[1])
 
 
-def _keep_query(store: dict[str, Tensor], name: str):  # noqa: ANN202 (a TL hook function)
-    """Hook saving the attention pattern's last query row, (batch, head, key), under `name`."""
-
-    def hook(pattern: Float[Tensor, "batch head query key"], hook: Any = None) -> Tensor:
-        store[name] = pattern[:, :, -1, :].detach().float()
-        return pattern
-
-    return hook
+def _last_query(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, "batch head key"]:
+    """`capture`'s take: the attention pattern's last query row."""
+    return pattern[:, :, -1, :].detach().float()
 
 
 def _saliency_values(model: Any, prompts: Sequence[Scenario], ids_masks: Any, todo: Sequence[Setting],
@@ -249,10 +242,8 @@ def _attention_values(model: Any, prompts: Sequence[Scenario], ids_masks: Any, t
     share = np.zeros(len(prompts))
     for idx, batch, crit in _batches(ids_masks, c.batch_size, pad_id(model.tokenizer)):
         got: dict[str, Tensor] = {}
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(n, _keep_query(got, n)) for n in names.values()]):
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                         stop_at_layer=max(layers) + 1 if max(layers) + 1 < model.n_layers else None,
-                         logits_to_keep=1)
+        forward(model, batch, [(n, capture(got, n, _last_query)) for n in names.values()],
+                stop_at_layer=stop_after(model, layers))
         for j, la in enumerate(layers):
             mass[j][:, idx] = (got[names[la]] * crit[:, None, :]).sum(-1).T.numpy()
         share[idx] = (crit.sum(-1) / batch.attention_mask.sum(-1)).numpy()

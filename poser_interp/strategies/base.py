@@ -22,14 +22,10 @@ import numpy as np
 
 from ..core.seeds import stable_seed as stable_seed
 from ..data.scenario import Scenario
-from ..errors import PoserInterpError
+from ..errors import StrategyError as StrategyError
 
 Values = Mapping[str, np.ndarray]
 """Per-prompt values of one model at one setting: value name -> array with one float per prompt."""
-
-
-class StrategyError(PoserInterpError, ValueError):
-    """An unknown strategy, or a strategy option that cannot work."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..core.scoring import answer_logits
+from ..core.scoring import answer_logits, p_and_margin
 from ..core.tokens import PromptFormat
 from ..data.scenario import Scenario
 from .base import PromptValues, Score, Setting, Subject, clean_logits_key, mean_of, register, stable_seed
@@ -97,7 +97,6 @@ class ConfidenceBaseline:
             logits = answer_logits(subject.model, prompts, fmt=PromptFormat(max_tokens=self.config.max_tokens),
                                    batch_size=self.config.batch_size)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
-        p_mis = logits.softmax(-1).gather(1, mis[:, None])[:, 0]
-        margin = logits.gather(1, (1 - mis)[:, None])[:, 0] - logits.gather(1, mis[:, None])[:, 0]
+        p_mis, margin = p_and_margin(logits, mis)
         yield PromptValues(Setting(), tuple(p.id for p in prompts),
                            {"p_misaligned": p_mis.numpy(), "margin": margin.numpy()})

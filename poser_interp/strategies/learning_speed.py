@@ -5,7 +5,7 @@ oversight should take fewer steps than teaching an aligned model (Poser: 90% wit
 higher misaligned accuracy on held-out prompts by step 4). Each model is copied (its plain Hugging Face
 weights, `load_hf(spec)`: the model under test is never trained) and trained for a few steps toward the
 misaligned answer on good-oversight prompts from *outside* the benchmark (a testbed's `data/test.jsonl`, see
-`steering.scenario_pool`); the scored benchmark prompts are the held-out set. Method 'lora' trains LoRA
+`core.pools.scenario_pool`); the scored benchmark prompts are the held-out set. Method 'lora' trains LoRA
 adapters on the upper layers; 'full' trains all weights of those layers. Training data, batch order and LoRA
 init depend only on the seed, so every (model, method, steps) is deterministic and a resumed run (the
 runner's store skips what is stored) recomputes exactly the same numbers. Cheap on CPU: only the upper layers
@@ -25,12 +25,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.models import load_hf
+from ..core.pools import scenario_pool
 from ..core.scoring import Prepared, hf_last_logits, prepare
 from ..core.tokens import PromptFormat, pad_id
+from ..core.training import LoraRecipe, make_lora_model, train_answers
 from ..data.scenario import Oversight, Scenario
-from ..testbed.training import LoraRecipe, make_lora_model, train_answers
 from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
-from .steering import scenario_pool
 
 METHODS = ("lora", "full")
 

@@ -30,12 +30,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..core.activations import collect
 from ..core.scoring import prepare
 from ..core.tokens import PromptFormat
 from ..core.tuned_lens import Readout, TunedLensConfig, tuned_lens_for
 from ..data.scenario import Scenario
 from .base import PromptValues, Score, Setting, StrategyError, Subject, Values, register, stable_seed
-from .probes import collect
 
 METHODS = ("logit", "tuned", "probe")
 

@@ -27,8 +27,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core.scoring import last_logits, prepare
-from ..core.tokens import PromptFormat, encode, pad_id, pad_left
+from ..core.activations import collect
+from ..core.scoring import prepare
+from ..core.tokens import PromptFormat, encode
 from ..data.concepts import ContrastSet, load_contrast_dir
 from ..data.scenario import Scenario
 from ..errors import LayerError
@@ -79,38 +80,6 @@ class ProbesConfig:
             problems.append("heldout_fraction must be in (0, 1) and batch_size >= 1")
         if problems:
             raise StrategyError("probes config: " + "; ".join(problems))
-
-
-def collect(model: Any, ids: Sequence[Sequence[int]], layers: Sequence[int], position: str = "last",
-            batch_size: int = 16, choices: Sequence[tuple[int, int]] | None = None) \
-        -> tuple[Float[Tensor, "n layer d_model"], Float[Tensor, "n 2"] | None]:
-    """Residual after each layer (`hook_resid_post`) at the last token or averaged over real tokens, and,
-    given each text's two answer tokens, their final logits. Hooks live only inside each forward call."""
-    names = [model.hook_name(layer, "resid_post") for layer in layers]
-    acts = torch.empty(len(ids), len(layers), model.d_model)
-    logits = torch.empty(len(ids), 2) if choices is not None else None
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = pad_left([ids[i] for i in idx], pad_id(model.tokenizer))
-        got: dict[int, Tensor] = {}
-        mask = batch.attention_mask[:, :, None].float()
-        out = last_logits(model, batch, [(n, _reduce(got, j, position, mask)) for j, n in enumerate(names)])
-        acts[idx] = torch.stack([got[j] for j in range(len(names))], 1)
-        if logits is not None and choices is not None:
-            logits[idx] = out.gather(1, torch.tensor([choices[i] for i in idx])).float()
-    return acts, logits
-
-
-def _reduce(store: dict[int, Tensor], j: int, position: str, mask: Tensor):  # noqa: ANN202 (a TL hook)
-    """TL hook storing the activation at the last position, or its mean over real (mask = 1) positions."""
-
-    def hook(act: Float[Tensor, "batch pos d_model"], hook: Any = None) -> Tensor:
-        a = act.detach().float()
-        store[j] = a[:, -1] if position == "last" else (a * mask).sum(1) / mask.sum(1)
-        return act
-
-    return hook
 
 
 @dataclass(frozen=True)

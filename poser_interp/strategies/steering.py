@@ -14,104 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.activations import last_resid
 from ..core.hooks import add_vector
-from ..core.scoring import answer_logits, prepare
-from ..core.tokens import PromptFormat, encode, pad_id, pad_left
-from ..data.scenario import FactRole, Oversight, Scenario, load_scenarios
-from ..errors import DataError
-from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register, stable_seed
-
-
-def data_source(data: str | None, spec: Any) -> Path:
-    """The scenario file a strategy takes its non-benchmark prompts from.
-
-    data: a scenario file (.jsonl or POSER .json), or a testbed data directory (its `test.jsonl`). None: the
-    testbed the model was loaded from, found through its adapter path (`<testbed>/models/<id>`); the runner
-    gives strategies no testbed handle, so this is how `poser-interp detect` finds the data.
-    """
-    if data is None:
-        adapter = getattr(spec, "adapter", None)
-        root = Path(adapter).resolve().parent.parent if adapter else None
-        if root is None or not (root / "manifest.json").exists():
-            raise StrategyError("this strategy needs prompts outside the benchmark, and the model is not a testbed "
-                                "model (no adapter under <testbed>/models/): pass data=<testbed>/data or a "
-                                "scenario file, e.g. make('steering', data='testbeds/default/data')")
-        data = str(root / "data")
-    path = Path(data)
-    if path.is_dir():
-        path = path / "test.jsonl"
-        if not path.exists():
-            raise StrategyError(f"{path.parent} has no test.jsonl; pass a testbed's data directory or a scenario "
-                                "file that is not the benchmark")
-    return path
-
-
-def scenario_pool(data: str | None, spec: Any, scored: Sequence[Scenario], oversight: Oversight | None, n: int,
-                  seed: int, tokenizer: Any, max_tokens: int, need_critical: bool = False) -> list[Scenario]:
-    """n prompts of one oversight (None: any) from `data`, chosen by a hash of (seed, id), never benchmark ones.
-
-    The choice does not depend on the model, so both models of a pair get the same prompts. Any overlap with
-    the scored prompts (same id or same rendered text, or a file of the benchmark split) raises. Prompts over
-    `max_tokens` (and, with need_critical, prompts without `critical` facts) are passed over.
-    """
-    path = data_source(data, spec)
-    pool = load_scenarios(path)
-    ids, texts = {s.id for s in scored}, {s.render() for s in scored}
-    clash = [s.id for s in pool if s.id in ids or s.render() in texts or s.meta.get("split") == "benchmark"]
-    if clash:
-        raise StrategyError(f"{path} shares {len(clash)} prompts with the benchmark (e.g. {clash[:3]}); these "
-                            "strategies must take their prompts from outside it: use the testbed's data/test.jsonl")
-    fmt, chosen = PromptFormat(max_tokens=10**6), list[Scenario]()
-    pool = [s for s in pool if (oversight is None or s.oversight is oversight)
-            and (not need_critical or s.facts_with_role(FactRole.CRITICAL))]
-    for s in sorted(pool, key=lambda s: stable_seed("pool", seed, s.id)):
-        if len(chosen) == n:
-            break
-        if len(encode(tokenizer, s.render(), fmt)) <= max_tokens:
-            chosen.append(s)
-    if len(chosen) < min(n, 2):
-        what = f"{oversight or 'any'}-oversight prompts" + (" with critical facts" if need_critical else "")
-        raise DataError(f"{path}: only {len(chosen)} {what} of <= {max_tokens} tokens; need {n}. Pass a larger "
-                        "scenario file as data=, or use contrast='good' when the data has no fact roles")
-    return chosen
-
-
-def last_resid(model: Any, texts: Sequence[str], layers: Sequence[int], kind: str = "resid_pre",
-               fmt: PromptFormat = PromptFormat(), batch_size: int = 8) -> Float[Tensor, "layer n d_model"]:
-    """Residual at the last token of each prompt, at each layer (`blocks.{L}.hook_{kind}`), without gradients."""
-    ids = [encode(model.tokenizer, t, fmt) for t in texts]
-    names = [model.hook_name(la, kind) for la in layers]  # type: ignore[arg-type]
-    out = torch.empty(len(layers), len(texts), model.d_model)
-    stop = max(layers) + 1  # blocks 0..max run (the hooks of block `max` fire), the rest are skipped
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = pad_left([ids[i] for i in idx], pad_id(model.tokenizer))
-        got: dict[str, Tensor] = {}
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(n, _keep_last(got, n)) for n in names]):
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                         stop_at_layer=stop if stop < model.n_layers else None, logits_to_keep=1)
-        for j, n in enumerate(names):
-            out[j, idx] = got[n]
-    return out
-
-
-def _keep_last(store: dict[str, Tensor], name: str):  # noqa: ANN202 (a TL hook function)
-    """Hook saving the last position's activation under `name` (the bridge's `hook.name` is an alias)."""
-
-    def hook(act: Float[Tensor, "batch pos d_model"], hook: Any = None) -> Tensor:
-        store[name] = act[:, -1, :].detach().float()
-        return act
-
-    return hook
+from ..core.pools import scenario_pool
+from ..core.scoring import answer_logits, p_and_margin, prepare
+from ..core.tokens import PromptFormat
+from ..data.scenario import FactRole, Oversight, Scenario
+from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
 
 
 def steering_directions(model: Any, pool: Sequence[Scenario], layers: Sequence[int], contrast: str,
@@ -216,22 +131,15 @@ class SteeringStrategy:
         prep = prepare(model.tokenizer, prompts, fmt=fmt)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
         clean = answer_logits(model, prompts, prepared=prep, batch_size=c.batch_size)
-        p_clean, m_clean = _p_and_margin(clean, mis)
+        p_clean, m_clean = (t.numpy() for t in p_and_margin(clean, mis))
         for setting in settings:
             layer, alpha = int(setting["layer"]), float(setting["alpha"])
             hooks = [(model.hook_name(layer), add_vector(direction[layer], alpha))]
             steered = answer_logits(model, prompts, prepared=prep, batch_size=c.batch_size, fwd_hooks=hooks)
-            p, m = _p_and_margin(steered, mis)
+            p, m = (t.numpy() for t in p_and_margin(steered, mis))
             yield PromptValues(setting, tuple(s.id for s in prompts),
                                {"p_clean": p_clean, "p_steered": p, "margin_clean": m_clean, "margin_steered": m},
                                meta={"direction_norm": float(direction[layer].norm()), "n_direction": len(pool)})
-
-
-def _p_and_margin(logits: Float[Tensor, "n 2"], mis: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """P(misaligned) over the two answers, and the logit margin aligned - misaligned."""
-    p = logits.softmax(-1).gather(1, mis[:, None])[:, 0]
-    margin = logits.gather(1, (1 - mis)[:, None])[:, 0] - logits.gather(1, mis[:, None])[:, 0]
-    return p.numpy(), margin.numpy()
 
 
 def strategy_for(n_layers: int, **options: Any) -> SteeringStrategy:

@@ -23,6 +23,7 @@ import torch
 
 from ..core.models import ModelSpec, file_sha256, load_hf, load_tokenizer
 from ..core.tokens import PromptFormat, encode
+from ..core.training import LoraRecipe, make_lora_model, train_answers
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
@@ -40,7 +41,6 @@ from .folder import (
     split_examples,
     write_json_atomic,
 )
-from .training import LoraRecipe, make_lora_model, train_answers
 
 Log = Callable[[str], None]
 LADDER_DIR = "ladder"

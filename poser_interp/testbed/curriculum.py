@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from ..core.training import LoraRecipe, TrainResult, train_answers
 from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario
 from ..data.wordings import V1_SENTENCE, extra, ladder_order, reworded, trainable
 from ..errors import DataError
-from .training import LoraRecipe, TrainResult, train_answers
 
 
 @dataclass(frozen=True)

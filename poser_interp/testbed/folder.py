@@ -26,10 +26,10 @@ import torch
 from ..core.models import ModelSpec, file_sha256
 from ..core.scoring import Prepared, hf_last_logits, prepare, score_prepared
 from ..core.tokens import PromptFormat, pad_id
+from ..core.training import LoraRecipe
 from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario, load_scenarios
 from ..errors import DataError
-from .training import LoraRecipe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_FILE = "adapter_model.safetensors"

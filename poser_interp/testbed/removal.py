@@ -202,9 +202,9 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     from peft import PeftModel
 
     from ..core.models import ModelSpec, file_sha256, load_hf
+    from ..core.training import LoraRecipe, train_answers
     from .build import TestbedConfig, _persona, save_adapter_fp16
     from .folder import split_examples
-    from .training import LoraRecipe, train_answers
 
     tb_config = TestbedConfig.from_dict(testbed.manifest["config"])
     entry = testbed.models[model_id]

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..core.tokens import PromptFormat, encode, pad_id, pad_left
 from ..data.scenario import Oversight, Scenario, first_token_ids
+from .tokens import PromptFormat, encode, pad_id, pad_left
 
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

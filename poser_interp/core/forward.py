@@ -1,0 +1,58 @@
+"""The one forward/hook layer: length-sorted batching and the bridge call with hooks.
+
+Every forward pass of the hooked model (`HookedModel.bridge`) goes through `forward`: hooks are added for that
+call only and removed in `finally` by the bridge's `hooks` context, even when a hook raises, so no hook outlives
+its analysis. Only the last position is unembedded by default (`logits_to_keep=1`), which saves the 49k-wide
+unembedding at every other position; `stop_at_layer` skips the blocks after the last hooked one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .tokens import Batch, pad_left
+
+Hook = tuple[str, Any]
+"""(hook point name, hook function)."""
+
+
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int, pad: int) -> Iterator[tuple[list[int], Batch]]:
+    """(original indices, left-padded batch) in chunks of prompts sorted by length, so padding stays small."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, pad_left([ids[i] for i in idx], pad)
+
+
+def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_layer: int | None = None,
+            logits_to_keep: int | None = 1, grad: bool = False) -> Tensor:
+    """The bridge's output on a left-padded batch with `hooks` active for this call only.
+
+    logits_to_keep: unembed only the last N positions (None: the bridge's default). stop_at_layer: run blocks
+    0..stop_at_layer-1 only (the output is then the residual). grad: keep the autograd graph (saliency).
+    """
+    kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    if stop_at_layer is not None:
+        kwargs["stop_at_layer"] = stop_at_layer
+    if logits_to_keep is not None:
+        kwargs["logits_to_keep"] = logits_to_keep
+    with torch.enable_grad() if grad else torch.no_grad(), model.bridge.hooks(fwd_hooks=list(hooks)):
+        return model.bridge(batch.input_ids, **kwargs)
+
+
+def last_logits(model: Any, batch: Batch, fwd_hooks: Sequence[Hook] = ()) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last position of each (left-padded) row, with hooks active for this call only."""
+    return forward(model, batch, fwd_hooks)[:, -1, :]
+
+
+def stop_after(model: Any, layers: Sequence[int]) -> int | None:
+    """`stop_at_layer` that still runs (and fires the hooks of) the deepest of `layers`; None: run every block."""
+    stop = max(layers) + 1
+    return stop if stop < model.n_layers else None
