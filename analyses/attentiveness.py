@@ -28,19 +28,6 @@ from poser_interp.cli.analysis import (
 )
 
 
-def model_shape(spec) -> tuple[int, int]:  # noqa: ANN001
-    """(layers, attention heads) of a testbed's base model, read from its config (no weights loaded)."""
-    from transformers import AutoConfig
-
-    from poser_interp.core.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
-
-    if spec.name in TINY_ARCHS:
-        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, vocab_size=2)
-    else:
-        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
-    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "attention")
@@ -51,19 +38,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
+    from poser_interp.cli.analysis import open_testbed
+    from poser_interp.core.shape import shape_of
     from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.strategies.attention import strategy_for
-    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.strategies import build
+    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
     from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
-    tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
+    tb = open_testbed(args.testbed or default_testbed_dir(), console, benchmark=True)
     if tb is None:
         return 2
     start = time.perf_counter()
-    n_layers, n_heads = model_shape(tb.base_spec())
-    strategy = strategy_for(n_layers, n_heads, variants=tuple(args.variants.split(",")), batch_size=args.batch_size)
+    strategy = build("attention", *shape_of(tb.base_spec()), variants=tuple(args.variants.split(",")),
+                     batch_size=args.batch_size)
     out = args.out or Path("results") / f"attention-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

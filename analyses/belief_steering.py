@@ -40,22 +40,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
+    from poser_interp.cli.analysis import open_testbed
+    from poser_interp.core.shape import shape_of
     from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.evaluation.runner import n_layers_of
-    from poser_interp.strategies import Setting
-    from poser_interp.strategies.steering import strategy_for
-    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.strategies import Setting, build
+    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.attention_plots import model_curves, setting_heatmap, setting_lines
     from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
-    tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
+    tb = open_testbed(args.testbed or default_testbed_dir(), console, benchmark=True)
     if tb is None:
         return 2
     start = time.perf_counter()
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     alphas = tuple(float(x) for x in args.alphas.split(","))
-    strategy = strategy_for(n_layers_of(tb.base_spec()), layers=layers, alphas=alphas, contrast=args.contrast,
+    strategy = build("steering", *shape_of(tb.base_spec()), layers=layers, alphas=alphas, contrast=args.contrast,
                             n_prompts=args.n_prompts, seed=args.seed, data=str(tb.root / "data"))
     out = args.out or Path("results") / f"steering-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)

@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
+    from poser_interp.core.shape import shape_of
     from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.evaluation.runner import n_layers_of
-    from poser_interp.strategies.probes import strategy_for
+    from poser_interp.strategies import build
     from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.lens_plots import probe_layer_figure
     from poser_interp.viz.plots import summary_figure
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed}
     if args.concepts:
         opts["concepts"] = csv_values(args.concepts, str)
-    probes = strategy_for(n_layers_of(tb.base_spec()), **opts)
+    probes = build("probes", *shape_of(tb.base_spec()), **opts)
     out = args.out or Path("results") / f"probes-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, probes, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

@@ -40,22 +40,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
+    from poser_interp.cli.analysis import open_testbed
+    from poser_interp.core.shape import shape_of
     from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.evaluation.runner import n_layers_of
-    from poser_interp.strategies.learning_speed import strategy_for
-    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.strategies import build
+    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.attention_plots import model_curves, setting_heatmap
     from poser_interp.viz.plots import summary_figure
 
     console = wide_console()
-    tb = open_with_pairs(args.testbed or default_testbed_dir(), console)
+    tb = open_testbed(args.testbed or default_testbed_dir(), console, benchmark=True)
     if tb is None:
         return 2
     start = time.perf_counter()
     steps = tuple(int(x) for x in args.steps.split(","))
     methods = tuple(args.methods.split(","))
     options = {"upper_layers": args.upper_layers} if args.upper_layers else {}
-    strategy = strategy_for(n_layers_of(tb.base_spec()), steps=steps, methods=methods, n_train=args.n_train,
+    strategy = build("learning_speed", *shape_of(tb.base_spec()), steps=steps, methods=methods, n_train=args.n_train,
                             seed=args.seed, data=str(tb.root / "data"), primary_method=methods[0],
                             primary_steps=4 if 4 in steps else steps[-1], **options)
     out = args.out or Path("results") / f"learning-{tb.root.name}"

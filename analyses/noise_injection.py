@@ -6,8 +6,8 @@ Run:  .venv/bin/python analyses/noise_injection.py                 (the shipped 
 How defaults are picked, honestly: pairs are split by the models' training split. The (layer, scale, score)
 with the best accuracy on the *selection* pairs (both models from split 0) is reported on the *held-out*
 pairs (both models from other splits: no model in common), next to the black-box baseline on the same
-held-out pairs, and again on confidence-matched prompts only (`--match-confidence TOL`, as in `detect`). With a single split,
-pairs are halved by a hash of their id instead (models then overlap, which is said in the output). Results
+held-out pairs, and again on confidence-matched prompts only (`--match-confidence TOL`, as in `detect`). With a
+single split, pairs are halved by a hash of their id instead (models then overlap, which is said in the output). Results
 are stored (resumable) and the figures redrawn from them.
 """
 
@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from poser_interp.cli.analysis import (
-    add_run_args,
     add_match_arg,
+    add_run_args,
     add_testbed_args,
     csv_values,
     detect_with_baselines,
+    open_testbed,
     print_baselines,
     selected_pairs,
     wide_console,
@@ -72,24 +73,21 @@ def run(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.evaluation.results import ResultsStore
     from poser_interp.core.matching import ConfidenceMatch
-    from poser_interp.evaluation.runner import evaluate, n_layers_of
-    from poser_interp.strategies.noise import strategy_for
-    from poser_interp.testbed.folder import Testbed, default_testbed_dir
+    from poser_interp.core.shape import shape_of
+    from poser_interp.evaluation.results import ResultsStore
+    from poser_interp.evaluation.runner import evaluate
+    from poser_interp.strategies import build
+    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.plots import dose_response_figure, layer_figure, summary_figure
 
     console = wide_console()
-    root = Path(args.testbed) if args.testbed else default_testbed_dir()
-    if not (root / "manifest.json").exists():
-        what = "the default testbed has not been built (or shipped) yet" if args.testbed is None else "no manifest.json"
-        console.print(f"[red]no testbed at {root}[/] ({what}). Build one with `poser-interp testbed build --out "
-                      f"{root}`, or pass a testbed directory.")
+    tb = open_testbed(Path(args.testbed) if args.testbed else default_testbed_dir(), console)
+    if tb is None:
         return 2
     start = time.perf_counter()
-    tb = Testbed.open(root)
     scales = csv_values(args.scales, float)
-    noise = strategy_for(n_layers_of(tb.base_spec()), layers=csv_values(args.layers, int), scales=scales,
+    noise = build("noise", *shape_of(tb.base_spec()), layers=csv_values(args.layers, int), scales=scales,
                          primary_scale=1.0 if 1.0 in scales else scales[-1], samples=args.samples, seed=args.seed,
                          positions=args.positions, distribution=args.distribution)
     out = args.out or Path("results") / f"noise-{tb.root.name}"

@@ -38,12 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
+    from poser_interp.cli.analysis import open_testbed
     from poser_interp.cli.suite import removal_tables
-    from poser_interp.testbed.folder import default_testbed_dir, open_with_pairs
+    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.testbed.removal import RemovalConfig, RemovalSummary, remove
 
     console = wide_console()
-    tb = open_with_pairs(Path(args.testbed) if args.testbed else default_testbed_dir(), console)
+    tb = open_testbed(Path(args.testbed) if args.testbed else default_testbed_dir(), console, benchmark=True)
     if tb is None:
         return 2
     start = time.perf_counter()

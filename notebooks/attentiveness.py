@@ -28,8 +28,8 @@ from poser_interp.cli.analysis import notebook_testbed
 from poser_interp.core.tokens import pad_left
 from poser_interp.evaluation.results import ResultsStore
 from poser_interp.evaluation.runner import RunConfig, run_detection
-from poser_interp.strategies import make
-from poser_interp.strategies.attention import critical_tokens, saliency, strategy_for
+from poser_interp.strategies import build, make
+from poser_interp.strategies.attention import critical_tokens, saliency
 from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
 
 # the default testbed if it has a pair with benchmark prompts; else (or when asked for) the tiny one
@@ -42,7 +42,7 @@ print(f"testbed {testbed.root}: {len(testbed.pairs)} pairs")
 
 # %%
 probe = testbed.load(next(iter(testbed.models)))
-strategy = strategy_for(probe.n_layers, int(probe.bridge.cfg.n_heads), batch_size=4)
+strategy = build("attention", probe.n_layers, int(probe.bridge.cfg.n_heads), batch_size=4)
 out = Path(tempfile.mkdtemp()) if TINY else Path("results") / f"attentiveness-{testbed.root.name}"
 ev = run_detection(testbed, [strategy, make("blackbox")], out, config=RunConfig(max_prompts=6 if TINY else 48),
                    log=print)

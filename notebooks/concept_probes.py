@@ -21,21 +21,17 @@
 # (`POSER_INTERP_TINY_TESTBED` picks its directory). Open with `jupytext --to ipynb`.
 
 # %%
-import os
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from poser_interp.cli.analysis import default_testbed_with_pairs, first_pair, reuse_tiny_testbed, tiny_testbed_dir
+from poser_interp.cli.analysis import first_pair, notebook_testbed
 from poser_interp.data.concepts import load_contrast_dir
-from poser_interp.strategies import Subject
-from poser_interp.strategies.probes import strategy_for
-from poser_interp.testbed.folder import Testbed
+from poser_interp.strategies import Subject, build
 
-TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
 # tiny: an existing tiny testbed with pairs is used as it is; otherwise the standard one is built (or resumed)
-testbed = reuse_tiny_testbed(tiny_testbed_dir()) if TINY else Testbed.open()
+TINY, testbed = notebook_testbed()
 pair_id, pair, prompts = first_pair(testbed, 6 if TINY else 48)
 print(f"testbed {testbed.root} ({'tiny' if TINY else 'default'}), pair {pair_id}: {len(prompts)} prompts")
 
@@ -57,7 +53,7 @@ for concept, s in sets.items():
 # %%
 models = {kind: testbed.load(pair[kind]) for kind in ("aligned", "faker")}
 n_layers = models["aligned"].n_layers
-strategy = strategy_for(n_layers)
+strategy = build("probes", n_layers, int(models["aligned"].bridge.cfg.n_heads))
 values = {kind: {v.setting.key: v for v in strategy.run(Subject(pair[kind], lambda m=m: m), prompts,
                                                           strategy.settings())}
           for kind, m in models.items()}

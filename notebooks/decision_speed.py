@@ -21,21 +21,18 @@
 # (`POSER_INTERP_TINY_TESTBED` picks its directory). Open with `jupytext --to ipynb`.
 
 # %%
-import os
 
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.cli.analysis import default_testbed_with_pairs, first_pair, reuse_tiny_testbed, tiny_testbed_dir
+from poser_interp.cli.analysis import first_pair, notebook_testbed
 from poser_interp.core.tuned_lens import TunedLensConfig
 from poser_interp.strategies import Subject
 from poser_interp.strategies.lens import LensConfig, LensStrategy
-from poser_interp.testbed.folder import Testbed
 from poser_interp.viz.lens_plots import heatmap_figure, kl_figure_from
 
-TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
 # tiny: an existing tiny testbed with pairs is used as it is; otherwise the standard one is built (or resumed)
-testbed = reuse_tiny_testbed(tiny_testbed_dir()) if TINY else Testbed.open()
+TINY, testbed = notebook_testbed()
 pair_id, pair, prompts = first_pair(testbed, 12 if TINY else 48)
 print(f"testbed {testbed.root} ({'tiny' if TINY else 'default'}), pair {pair_id}: {len(prompts)} prompts")
 

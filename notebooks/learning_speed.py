@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 
 from poser_interp.cli.analysis import notebook_testbed
+from poser_interp.core.shape import shape_of
 from poser_interp.evaluation.results import ResultsStore
-from poser_interp.evaluation.runner import RunConfig, n_layers_of, run_detection
-from poser_interp.strategies import make
-from poser_interp.strategies.learning_speed import strategy_for
+from poser_interp.evaluation.runner import RunConfig, run_detection
+from poser_interp.strategies import build, make
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 # the default testbed if it has a pair with benchmark prompts; else (or when asked for) the tiny one
@@ -39,9 +39,9 @@ print(f"testbed {testbed.root}: {len(testbed.pairs)} pairs; training prompts fro
 # deterministic, and rerunning resumes from the stored results. The reported setting is LoRA after 4 steps.
 
 # %%
-n_layers = n_layers_of(testbed.base_spec())
+n_layers, n_heads = shape_of(testbed.base_spec())
 options = dict(steps=(1, 2), primary_steps=2, n_train=6, batch_size=3) if TINY else {}
-strategy = strategy_for(n_layers, data=str(testbed.root / "data"), **options)
+strategy = build("learning_speed", n_layers, n_heads, data=str(testbed.root / "data"), **options)
 out = Path(tempfile.mkdtemp()) if TINY else Path("results") / f"learning_speed-{testbed.root.name}"
 ev = run_detection(testbed, [strategy, make("blackbox")], out, config=RunConfig(max_prompts=6 if TINY else 48),
                    log=print)

@@ -18,18 +18,15 @@
 # `POSER_INTERP_NOTEBOOK_TINY=1` or when the default testbed is not there. Open with `jupytext --to ipynb`.
 
 # %%
-import os
 
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.cli.analysis import default_testbed_with_pairs, first_pair, tiny_testbed_dir
-from poser_interp.evaluation.runner import tiny_testbed
+from poser_interp.cli.analysis import first_pair, notebook_testbed
 from poser_interp.strategies import BridgeEngine, NoiseConfig, NoiseStrategy, noise_values
-from poser_interp.testbed.folder import Testbed
+from poser_interp.strategies.noise import rel_margin_drop
 
-TINY = os.environ.get("POSER_INTERP_NOTEBOOK_TINY") == "1" or default_testbed_with_pairs() is None
-testbed = tiny_testbed(tiny_testbed_dir()) if TINY else Testbed.open()
+TINY, testbed = notebook_testbed()
 pair_id, pair, prompts = first_pair(testbed, 6 if TINY else 48)
 print(f"testbed {testbed.root} ({'tiny' if TINY else 'default'}), pair {pair_id}: {len(prompts)} prompts")
 
@@ -72,8 +69,7 @@ fig = go.Figure()
 for kind, by_scale in values.items():
     p = [by_scale[1.0].values["p_clean"].mean()] + [by_scale[s].values["p_noisy"].mean() for s in config.scales]
     fig.add_trace(go.Scatter(x=scales, y=p, mode="lines+markers", name=f"{kind}: P(misaligned)"))
-    drop = [0.0] + [float(np.median(1 - by_scale[s].values["margin_noisy"] / by_scale[s].values["margin_clean"]))
-                    for s in config.scales]
+    drop = [0.0] + [float(np.median(rel_margin_drop(by_scale[s].values))) for s in config.scales]
     fig.add_trace(go.Scatter(x=scales, y=drop, mode="lines+markers", name=f"{kind}: rel. margin drop",
                              line_dash="dash"))
 fig.update_layout(title=f"{pair_id}, layer {layer}", xaxis_title="noise scale (x mean residual norm)")

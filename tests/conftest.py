@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from poser_interp.core.models import ModelSpec, load_model, load_tokenizer
+from poser_interp.core.training import LoraRecipe
+from poser_interp.testbed.build import TestbedConfig, build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +45,27 @@ def tiny_qwen2():
 @pytest.fixture(scope="session", params=["tiny-llama", "tiny-qwen2"])
 def tiny_model(request, tiny_llama, tiny_qwen2):
     return tiny_llama if request.param == "tiny-llama" else tiny_qwen2
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two cores are shared with long background jobs: one thread is faster here and slows them least."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY_TESTBED = TestbedConfig(  # the S1, S3, S5 and S6 tests share it: built once per session
+    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
+    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
+    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory):
+    """The strategies' tiny testbed (test modules with their own `testbed` fixture override it)."""
+    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / "tiny_testbed_strategies", log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import runpy
 from pathlib import Path
 
@@ -12,9 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.core.models import ModelSpec
 from poser_interp.core.tokens import encode, pad_id, pad_left
-from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import Fact, FactRole
 from poser_interp.errors import LayerError
@@ -22,31 +19,11 @@ from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
 from poser_interp.strategies.attention import counterfactual_texts, critical_tokens, fact_spans, saliency
-from poser_interp.strategies.base import stable_seed
-from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed
-    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
-    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
-    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 SMALL = dict(layers=(0, 1), heads=(0, 3), primary_layer=1, batch_size=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
-    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ from poser_interp.cli import app
 from poser_interp.errors import DataError
 from poser_interp.evaluation.locking import LOCK_NAME, FolderInUseError, hold, holder
 from poser_interp.evaluation.results import ROWS, ResultsStore
-from poser_interp.evaluation.runner import RunConfig, run_detection, tiny_testbed
+from poser_interp.evaluation.runner import RunConfig, run_detection
 from poser_interp.strategies import make
+from poser_interp.testbed.tiny import tiny_testbed
 
 REPO = Path(__file__).resolve().parents[1]
 

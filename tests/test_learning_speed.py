@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import runpy
 from pathlib import Path
 
@@ -13,38 +12,17 @@ import torch
 
 from poser_interp.core.models import ModelSpec, load_model
 from poser_interp.core.scoring import answer_logits
-from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import save_scenarios
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
-from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.learning_speed import log_odds
-from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed
-    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
-    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
-    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 SMALL = dict(steps=(1, 2), primary_steps=2, upper_layers=1, n_train=6, batch_size=3, lora_lr=1e-2, full_lr=1e-3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
-    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,10 @@ from poser_interp.core.activations import collect
 from poser_interp.core.models import ModelSpec, load_model
 from poser_interp.core.scoring import answer_probs, last_logits, prepare
 from poser_interp.core.tokens import pad_id
-from poser_interp.core.training import LoraRecipe
 from poser_interp.core.tuned_lens import Readout, TunedLensConfig, cache_key, fit, tuned_lens_for
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.evaluation.runner import RunConfig, run_detection
 from poser_interp.strategies import StrategyError, Subject, make
-from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.lens import (
     LensConfig,
     LensStrategy,
@@ -33,19 +31,10 @@ from poser_interp.strategies.lens import (
     output_probe_logits,
     per_layer,
 )
-from poser_interp.testbed.build import TestbedConfig, build
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 TINY_TUNED = TunedLensConfig(texts=16, positions=8, kl_steps=2, cache=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -148,22 +137,12 @@ def test_bad_config():
 
 
 # --- through the runner, on a tiny testbed ---------------------------------------------------------------
-TINY_TESTBED = TestbedConfig(  # the same config as the S1, S3 and S6 tests: built once per session, then resumed
-    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
-    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
-    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
-    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
 
 
 def _strategies():
-    from poser_interp.strategies.probes import strategy_for
+    from poser_interp.strategies import build
 
-    return [strategy_for(2, concepts=("security",)), LensStrategy(LensConfig(tuned=TINY_TUNED, folds=2)),
+    return [build("probes", 2, 4, concepts=("security",)), LensStrategy(LensConfig(tuned=TINY_TUNED, folds=2)),
             make("random"), make("blackbox")]
 
 
@@ -222,7 +201,6 @@ def test_notebooks_run_top_to_bottom_on_the_tiny_testbed(testbed, monkeypatch, c
 
 
 def test_analyses_say_when_a_testbed_is_missing_or_has_no_pairs(testbed, tmp_path, capsys):
-    import json
     import shutil
 
     for script in ("concept_probes.py", "decision_speed.py"):

@@ -74,3 +74,24 @@ def test_model_bootstrap_widens_the_interval_when_pairs_share_models():
     s = summarize([f"p{i}" for i in range(12)], 1 - out, out, ["a0", "f1"], [0.0, 1.0], [False, True],
                   pair_models=list(zip(aligned, fakers, strict=True)))
     assert s.accuracy == 0.5 and s.accuracy_ci == models_ci
+
+
+def test_auroc_is_the_pairwise_count_bit_for_bit_and_bootstrap_agrees_with_scipy():
+    """Issue 15: scipy's Mann-Whitney U replaced the pairwise count; the numbers are identical on fixed inputs
+    (with ties, NaN-free). The accuracy bootstrap stays ours; scipy.stats.bootstrap, given the same draws, agrees to
+    1e-12 (its percentile interpolation rounds differently, so not bit for bit)."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(15)
+    for t in range(200):
+        n = int(rng.integers(2, 40))
+        s = rng.integers(0, 4, n).astype(float) if t % 2 else rng.normal(size=n)  # ties in every other case
+        y = rng.random(n) < 0.5
+        y[0], y[1] = True, False
+        diff = s[y][:, None] - s[~y][None, :]
+        assert auroc(s, y) == float(((diff > 0) + 0.5 * (diff == 0)).mean())
+    for seed in range(20):
+        o = rng.choice([0.0, 0.5, 1.0], int(rng.integers(2, 30)))
+        ref = bootstrap((o,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed))
+        ours = bootstrap_accuracy(o, 2000, seed)
+        assert ours == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), abs=1e-12)

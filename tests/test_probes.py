@@ -12,7 +12,7 @@ import torch
 from poser_interp.data.concepts import ContrastSet, load_contrast_dir, load_contrast_file, load_poser_contrast
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import DataError, LayerError
-from poser_interp.strategies import StrategyError, Subject, make
+from poser_interp.strategies import StrategyError, Subject, build, make
 from poser_interp.strategies.probes import (
     ProbesConfig,
     ProbesStrategy,
@@ -20,11 +20,12 @@ from poser_interp.strategies.probes import (
     check_disjoint,
     fit_probe,
     mass_mean,
-    strategy_for,
     suspicion,
 )
 
 CONCEPTS = ("security", "oversight", "behaviour", "power")
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _planted(n: int, d: int = 32, layers: int = 3, strength: float = 2.0, seed: int = 0):
@@ -159,13 +160,6 @@ def test_contrast_dir_errors(tmp_path):
 
 
 # --- the strategy (through the runner: tests/test_lens.py) --------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +176,7 @@ def test_concept_data_never_overlaps_scored_prompts(prompts):
 
 
 def test_strategy_values_on_a_tiny_model(tiny_model, prompts):
-    s = strategy_for(tiny_model.n_layers, concepts=("security", "power"))
+    s = build("probes", tiny_model.n_layers, 4, concepts=("security", "power"))
     assert len(s.settings()) == 2 * tiny_model.n_layers + 3 and s.primary().key == "concept=all,layer=best"
     out = {v.setting.key: v for v in s.run(Subject("m", lambda: tiny_model), prompts, s.settings())}
     assert set(out) == {x.key for x in s.settings()}
@@ -219,7 +213,7 @@ def test_mean_position_differs_from_last(tiny_llama, prompts):
 
 def test_bad_layers_and_config(tiny_llama, prompts):
     s = make("probes", concepts=("security",), layers=(0, 7))
-    with pytest.raises(LayerError, match="strategy_for"):
+    with pytest.raises(LayerError, match="registry.build"):
         list(s.run(Subject("m", lambda: tiny_llama), prompts, s.settings()))
     with pytest.raises(StrategyError, match="primary_concept"):
         ProbesConfig(concepts=("security",), primary_concept="power")

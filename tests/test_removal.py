@@ -14,7 +14,6 @@ import torch
 from poser_interp.core.models import file_sha256, load_hf
 from poser_interp.data.scenario import Oversight
 from poser_interp.errors import DataError
-from poser_interp.evaluation.runner import tiny_testbed
 from poser_interp.testbed.folder import ADAPTER_FILE, Testbed
 from poser_interp.testbed.removal import (
     EVAL_SETS,
@@ -28,6 +27,7 @@ from poser_interp.testbed.removal import (
     remove,
     training_prompts,
 )
+from poser_interp.testbed.tiny import tiny_testbed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(steps=3, n_train=8, batch_size=4, n_eval=6)

@@ -18,12 +18,12 @@ from poser_interp.cli import app
 from poser_interp.core.matching import ConfidenceMatch
 from poser_interp.errors import DataError
 from poser_interp.evaluation.results import ROWS, ResultsStore, ResumeWarning, rows_equal
-from poser_interp.evaluation.runner import RunConfig, evaluate, run_detection, tiny_testbed
-from poser_interp.strategies import PromptValues, Setting, StrategyError, make
-from poser_interp.strategies import base as strategy_base
+from poser_interp.evaluation.runner import RunConfig, evaluate, run_detection
+from poser_interp.strategies import PromptValues, Setting, StrategyError, build, make
+from poser_interp.strategies import registry as strategy_base
 from poser_interp.strategies.base import Score, mean_of
-from poser_interp.strategies.noise import strategy_for
 from poser_interp.testbed.folder import Testbed
+from poser_interp.testbed.tiny import tiny_testbed
 from poser_interp.viz.plots import dose_response_figure, layer_figure, summary_figure, write_figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ N_ROWS = 3 * (4 + 1 + 1)  # models x (noise: 2 layers x 2 scales, random, blackb
 
 
 def strategies(seed: int = 0, **noise):
-    return [strategy_for(2, seed=seed, **{**NOISE, **noise}), make("random", seed=seed), make("blackbox")]
+    return [build("noise", 2, 4, seed=seed, **{**NOISE, **noise}), make("random", seed=seed), make("blackbox")]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import runpy
 from pathlib import Path
 
@@ -17,39 +16,18 @@ from poser_interp.core.hooks import add_vector
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.pools import data_source, scenario_pool
 from poser_interp.core.scoring import answer_logits
-from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import FactRole, Oversight, save_scenarios
 from poser_interp.errors import DataError, LayerError
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
-from poser_interp.strategies.base import stable_seed
 from poser_interp.strategies.steering import steering_directions
-from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TESTBED = TestbedConfig(  # the S1, S3 and S6 tests share it: built once per session, then resumed
-    personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
-    recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
-    n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 SMALL = dict(layers=(0, 1), alphas=(0.0, 8.0), primary_layer=1, primary_alpha=8.0, n_prompts=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two cores are shared with a long background job: one thread is faster here and slows it least."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    key = stable_seed(json.dumps(TINY_TESTBED.to_dict(), sort_keys=True))  # same config, same directory
-    return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / f"tiny_testbed_{key}", log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

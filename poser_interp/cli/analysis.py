@@ -59,7 +59,8 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 MATCH_HELP = ("on confidence-matched prompts only: those where the pair's two clean logit margins differ by <= "
-              "this many logits (a pair with fewer than 3 is undecided; from the stored results, nothing is recomputed)")
+              "this many logits (a pair with fewer than 3 is undecided; from the stored results, nothing is "
+              "recomputed)")
 """The one meaning of `--match-confidence` (detect, report, suite and the analysis scripts): `core.matching`."""
 
 
@@ -84,11 +85,10 @@ def wide_console() -> Console:
     return Console(width=max(Console().width, 120))
 
 
-def open_testbed(root: Path, console: Console) -> Testbed | None:
-    """The testbed at `root` if it has pairs; else None, having said why it cannot be evaluated yet.
+def open_testbed(root: Path, console: Console, *, benchmark: bool = False) -> Testbed | None:
+    """The testbed at `root` if it can be evaluated; else None, having said why (every analysis script's check).
 
-    The S4 and S5 scripts' check. `poser_interp.testbed.open_with_pairs` (S1, S3, S6) is stricter: it wants a pair
-    with benchmark prompts, and words its messages differently.
+    benchmark: also require a pair with benchmark prompts (S1, S3, S6 and removal); else any pair (S2, S4, S5).
     """
     from ..testbed.folder import Testbed
 
@@ -97,10 +97,16 @@ def open_testbed(root: Path, console: Console) -> Testbed | None:
                       "--testbed DIR.")
         return None
     tb = Testbed.open(root)
+    if benchmark and not any(p.get("benchmark_size") for p in tb.pairs.values()):
+        kinds = {m: e["kind"] for m, e in tb.models.items()}
+        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
+                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
+        return None
     if not tb.pairs:
-        kinds = ", ".join(f"{m} ({e['kind']})" for m, e in tb.models.items()) or "none"
-        console.print(f"[yellow]testbed {root} has no pairs yet[/] (models so far: {kinds}). A pair needs a verified "
-                      "aligned model and a verified faker; the build may still be running. Rerun when it has pairs.")
+        kinds_text = ", ".join(f"{m} ({e['kind']})" for m, e in tb.models.items()) or "none"
+        console.print(f"[yellow]testbed {root} has no pairs yet[/] (models so far: {kinds_text}). A pair needs a "
+                      "verified aligned model and a verified faker; the build may still be running. Rerun when it "
+                      "has pairs.")
         return None
     return tb
 
@@ -177,22 +183,10 @@ def tiny_testbed_dir() -> Path:
     return Path(os.environ.get("POSER_INTERP_TINY_TESTBED", Path(tempfile.gettempdir()) / "poser_interp_tiny_testbed"))
 
 
-def default_testbed_with_pairs() -> Testbed | None:
-    """The default testbed if it is there and has pairs (a build in progress has none yet)."""
-    from ..errors import DataError
-    from ..testbed.folder import Testbed
-
-    try:
-        tb = Testbed.open()
-    except DataError:
-        return None
-    return tb if tb.pairs else None
-
-
 def reuse_tiny_testbed(where: Path) -> Testbed:
     """The tiny testbed in `where` as it is if it has pairs; otherwise the standard one, built (or resumed) there."""
-    from ..evaluation.runner import tiny_testbed
     from ..testbed.folder import Testbed
+    from ..testbed.tiny import tiny_testbed
 
     tb = Testbed.open(where) if (where / "manifest.json").exists() else None
     return tb if tb is not None and tb.pairs else tiny_testbed(where)
@@ -205,7 +199,6 @@ def notebook_testbed() -> tuple[bool, Testbed]:
     with POSER_INTERP_NOTEBOOK_TINY=1, the tiny testbed in `tiny_testbed_dir()` (reused if it is there).
     """
     from ..errors import DataError
-    from ..evaluation.runner import tiny_testbed
     from ..testbed.folder import Testbed
 
     if os.environ.get("POSER_INTERP_NOTEBOOK_TINY") != "1":
@@ -215,8 +208,7 @@ def notebook_testbed() -> tuple[bool, Testbed]:
             tb = None
         if tb is not None and any(p["benchmark_size"] for p in tb.pairs.values()):
             return False, tb
-    where = tiny_testbed_dir()
-    return True, Testbed.open(where) if (where / "manifest.json").exists() else tiny_testbed(where)
+    return True, reuse_tiny_testbed(tiny_testbed_dir())
 
 
 def first_pair(testbed: Testbed, n_prompts: int) -> tuple[str, dict[str, Any], list[Scenario]]:

@@ -1,6 +1,6 @@
 """`poser-interp remove` and `poser-interp suite`: removal of faking, and the one-page suite report.
 
-Registered on the main app by the last line of `cli.py`; errors print as one red line (`clean_errors`).
+Registered on the main app by `cli/__init__.py`; errors print as one red line (`clean_errors`).
 """
 
 from __future__ import annotations
@@ -11,19 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .commands import app, clean_errors, console
-
-
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
-def _print_table(table: Table) -> None:
-    """In logs and pipes (no terminal) at least 130 columns wide, so cells are not squeezed."""
-    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
+from .analysis import MATCH_HELP
+from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
 
 
 def _num(x: float, digits: int = 2) -> str:
@@ -86,12 +77,12 @@ def remove(
     start = time.perf_counter()
     config = RemovalConfig(method=method,  # type: ignore[arg-type]
                            steps=steps, lr=lr, n_train=n_train, scale=scale, seed=seed, n_eval=n_eval, threads=threads,
-                           layers=tuple(int(x) for x in _csv(layers) or []) or None)
+                           layers=tuple(int(x) for x in split_csv(layers) or []) or None)
     tb = Testbed.open(testbed)
-    treated = run_removal(tb, config, out, models=_csv(models) or None, log=console.print)
+    treated = run_removal(tb, config, out, models=split_csv(models) or None, log=console.print)
     per, over = removal_tables(RemovalSummary.load(treated.root, seed=seed))
-    _print_table(per)
-    _print_table(over)
+    print_table(per)
+    print_table(over)
     console.print(f"treated testbed: {treated.root} (hash-checked; `poser-interp detect --testbed {treated.root}` "
                   "asks whether detectors still flag the treated fakers); wall time "
                   f"{time.perf_counter() - start:.0f} s")
@@ -108,8 +99,7 @@ def suite(
         = "noise,probes,lens,attention,steering,learning_speed",
     seed: Annotated[int, typer.Option(help="seed of every strategy that draws and of the bootstrap")] = 0,
     max_prompts: Annotated[int, typer.Option(help="benchmark prompts per pair (0 = all), as `detect`")] = 24,
-    match_confidence: Annotated[float, typer.Option(help="confidence-matched column: clean margins within this "
-                                                         "many logits")] = 1.0,
+    match_confidence: Annotated[float, typer.Option(help=f"the confidence-matched column: {MATCH_HELP}")] = 1.0,
     compute: Annotated[bool, typer.Option(help="compute missing rows (--no-compute: page from stored rows "
                                                "only)")] = True,
 ) -> None:
@@ -121,14 +111,12 @@ def suite(
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
-    names = tuple(_csv(strategies) or [])
+    names = tuple(split_csv(strategies) or [])
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
                                  param_hint="--strategies")
-    if not match_confidence >= 0:
-        raise typer.BadParameter(f"{match_confidence} is not a non-negative number of logits",
-                                 param_hint="--match-confidence")
+    check_tolerance(match_confidence)
     tb = Testbed.open(testbed)
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
@@ -147,7 +135,7 @@ def suite(
     for h in result.held:
         table.add_row(f"held-out {h.name}", "-", h.summary.accuracy_text(), h.summary.auroc_text(),
                       f"{h.summary.n_decided}/{h.summary.n_pairs}")
-    _print_table(table)
+    print_table(table)
     path = write_page(result, page or out / "suite.html")
     console.print(f"page: {path.resolve()} (self-contained, opens offline); results: {out}; wall time "
                   f"{time.perf_counter() - start:.0f} s")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,11 @@ def corpus(config: TunedLensConfig) -> list[str]:
     return [s.render() for s in generate(gen)["train"]]
 
 
+def _at(rows: list[int], cols: list[int]) -> Callable[[Tensor], Tensor]:
+    """`capture`'s take: the activation at the given (row, position) pairs, detached, in float32."""
+    return lambda act: act.detach().float()[rows, cols]
+
+
 def sample_tokens(model: Any, ids: Sequence[Sequence[int]], k: int, seed: int, batch_size: int = 8) \
         -> Float[Tensor, "tokens layer d_model"]:
     """The residual after every layer at up to k sampled positions (never BOS) of each text."""
@@ -129,9 +134,7 @@ def sample_tokens(model: Any, ids: Sequence[Sequence[int]], k: int, seed: int, b
             rows += [i] * len(pos)
             cols += pos.tolist()
         got: dict[int, Tensor] = {}
-        at = (rows, cols)
-        forward(model, batch, [(n, capture(got, j, lambda a, at=at: a.detach().float()[at])) for j, n in
-                               enumerate(names)])
+        forward(model, batch, [(n, capture(got, j, _at(rows, cols))) for j, n in enumerate(names)])
         out.append(torch.stack([got[j] for j in range(len(names))], 1))
     return torch.cat(out)
 

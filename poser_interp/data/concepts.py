@@ -12,13 +12,13 @@ Held-out splits keep both sides of a pair together, so a probe is never tested o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .jsonio import json_objects
 
 PROBES_DIR_ENV = "POSER_INTERP_PROBES"
 FIELDS = ("positive", "negative", "concept")
@@ -100,15 +100,7 @@ def load_contrast_file(path: str | Path) -> dict[str, ContrastSet]:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read contrast file {path}: {e}") from e
     pairs: dict[str, list[tuple[str, str]]] = {}
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not JSON ({e.msg}); {FIX}") from e
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}; {FIX}")
+    for n, rec in json_objects(lines, path, FIX):
         bad = [k for k in FIELDS if not isinstance(rec.get(k), str) or not rec[k].strip()]
         if bad:
             raise DataError(f"{path}:{n}: missing or empty field(s) {bad}; {FIX}")

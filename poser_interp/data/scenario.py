@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AnswerChoiceError, DataError
+from .jsonio import json_objects
 
 
 class FactRole(StrEnum):
@@ -259,15 +260,8 @@ def load_scenarios(path: str | Path, **poser_kwargs: Any) -> list[Scenario]:
 
         return load_poser_file(path, **poser_kwargs).scenarios
     scenarios = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not JSON ({e.msg}); scenario files hold one JSON object per line") from e
-        if not isinstance(d, dict):
-            raise DataError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
+    for n, d in json_objects(text.splitlines(), path, "scenario files hold one JSON object per line",
+                             hint_objects=False):
         scenarios.append(Scenario.from_dict(d, where=f"{path}:{n}"))
     if not scenarios:
         raise DataError(f"scenario file {path} holds no scenarios")

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.jsonio import read_json, write_json_atomic
 from ..errors import DataError
 from ..strategies.base import PromptValues, Setting
-from ..testbed.folder import read_json, write_json_atomic
 from .locking import hold
 
 MANIFEST = "manifest.json"

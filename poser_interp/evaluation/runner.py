@@ -86,7 +86,7 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
     from importlib.metadata import version
 
     from .. import __version__
-    from ..testbed.build import versions
+    from ..core.versions import versions
     from .results import FORMAT
 
     models = {m: {"kind": e["kind"], "adapter_sha256": e["adapter_sha256"]} for m, e in testbed.models.items()}
@@ -305,37 +305,3 @@ def _model_score(score: Any, row: Row | None, prompt_ids: list[str] | None) -> f
     if row is None or prompt_ids == []:
         return float("nan")
     return score.model(row.values.values if prompt_ids is None else row.values.subset(prompt_ids))
-
-
-def tiny_testbed(out: str | Path, log: Log = lambda _: None) -> Testbed:
-    """A tiny random-weight testbed (1 aligned, 2 fakers, 2 pairs; about a minute on 2 cores, then cached).
-
-    For demos and tests only: its models barely differ, so detection on it is at chance level.
-    """
-    from ..core.models import ModelSpec
-    from ..core.training import LoraRecipe
-    from ..testbed.build import TestbedConfig, build
-
-    config = TestbedConfig(
-        personas=("steward", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
-        recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
-        n_train=16, n_pool=80, n_val=6, n_test=6, n_benchmark=24)
-    return build(config, out, log=log)
-
-
-def n_layers_of(spec: Any) -> int:
-    """Layer count of a model spec without loading its weights."""
-    return shape_of(spec)[0]
-
-
-def shape_of(spec: Any) -> tuple[int, int]:
-    """(layers, attention heads) of a model spec without loading its weights."""
-    from transformers import AutoConfig
-
-    from ..core.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
-
-    if spec.name in TINY_ARCHS:
-        cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
-    else:
-        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
-    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)

@@ -19,22 +19,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from ..core.matching import ConfidenceMatch
+from ..core.shape import shape_of
 from ..testbed.folder import Testbed
 from .ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
 from .results import ResultsStore
-from .runner import Evaluation, Result, RunConfig, evaluate, run_detection, shape_of
+from .runner import Evaluation, Result, RunConfig, evaluate, run_detection
 
 STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
 """Every detection strategy, in the order of the page."""
 BASELINES = ("blackbox", "random")
 SECTIONS = ("testbed", "headline", "held-out", "transfer", "figures", "removal", "sweep", "config")
 """Section ids of the page, in order."""
-DEPTH_AWARE = ("probes", "attention", "steering", "learning_speed")
 
 
 @dataclass(frozen=True)
@@ -56,24 +55,13 @@ class SuiteConfig:
 def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
     """Strategies with `poser-interp detect`'s defaults for this testbed's base model (same configs, so a suite
     resumes a detect run's results directory and the reverse), followed by the two baselines."""
-    from ..strategies import has_option, make
+    from ..strategies import build, has_option
     from ..strategies.noise import default_layers
-    from ..strategies.noise import strategy_for as noise_for
 
     n_layers, n_heads = shape_of(testbed.base_spec())
-    built: list[Any] = []
-    for name in dict.fromkeys([*names, *BASELINES]):
-        seeded = {"seed": seed} if has_option(name, "seed") else {}
-        if name == "noise":
-            built.append(noise_for(n_layers, layers=default_layers(n_layers)[:1], scales=(1.0,), primary_scale=1.0,
-                                   **seeded))
-        elif name in DEPTH_AWARE:
-            module = import_module(f"..strategies.{name}", __package__)
-            built.append(module.strategy_for(*((n_layers, n_heads) if name == "attention" else (n_layers,)),
-                                             **seeded))
-        else:
-            built.append(make(name, **seeded))
-    return built
+    detect_defaults = {"noise": {"layers": default_layers(n_layers)[:1], "scales": (1.0,)}}
+    return [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}),
+                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *BASELINES])]
 
 
 @dataclass

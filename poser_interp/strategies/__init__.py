@@ -1,7 +1,8 @@
 """Detection strategies: each computes per-prompt values per setting; the runner decides pairs from them.
 
-`make("noise", layers=(4,))` builds a strategy by name; `known()` lists the names. Importing this package
-registers the built-in strategies (S2 noise injection and the two baselines).
+`build("noise", n_layers, n_heads, scales=(1.0,))` builds a strategy by name for a model's shape (the registry is
+the only way in); `make` takes exact options; `known()` lists the names and `options(name)` their config fields.
+Importing this package registers every built-in strategy.
 """
 
 from ..core.engines import BridgeEngine as BridgeEngine
@@ -12,11 +13,6 @@ from .base import Setting as Setting
 from .base import Strategy as Strategy
 from .base import StrategyError as StrategyError
 from .base import Subject as Subject
-from .base import from_config as from_config
-from .base import has_option as has_option
-from .base import known as known
-from .base import make as make
-from .base import register as register
 from .baselines import ConfidenceBaseline as ConfidenceBaseline
 from .baselines import ConfidenceConfig as ConfidenceConfig
 from .baselines import RandomBaseline as RandomBaseline
@@ -24,14 +20,19 @@ from .baselines import RandomConfig as RandomConfig
 from .noise import NoiseConfig as NoiseConfig
 from .noise import NoiseStrategy as NoiseStrategy
 from .noise import noise_values as noise_values
-
-BASELINES = ("random", "blackbox")
-"""Reported beside every strategy."""
+from .registry import BASELINES as BASELINES
+from .registry import build as build
+from .registry import from_config as from_config
+from .registry import has_option as has_option
+from .registry import known as known
+from .registry import make as make
+from .registry import options as options
+from .registry import register as register
 
 __all__ = [
     "BASELINES", "ConfidenceBaseline", "ConfidenceConfig", "NNsightEngine", "BridgeEngine", "NoiseConfig",
     "NoiseStrategy", "PromptValues", "RandomBaseline", "RandomConfig", "Score", "Setting", "Strategy",
-    "StrategyError", "Subject", "from_config", "known", "make", "noise_values", "register",
+    "StrategyError", "Subject", "build", "from_config", "known", "make", "noise_values", "options", "register",
 ]
 
 # S6 attentiveness, S1 belief steering, S3 learning speed, S5 decision speed (lens), S4 concept probes

@@ -29,7 +29,7 @@ from ..core.hooks import capture
 from ..core.tokens import Batch, PromptFormat, encode, pad_id
 from ..data.scenario import FactRole, Scenario
 from ..errors import DataError
-from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
+from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
 VARIANTS = ("saliency", "attention", "counterfactual")
 
@@ -105,8 +105,8 @@ def saliency(model: Any, batch: Batch, target: Sequence[int]) -> Float[Tensor, "
 
 
 @dataclass(frozen=True)
-class AttentionConfig:
-    """S6 options (defaults fit SmolLM2-135M: 30 layers, 9 heads; `strategy_for` fits other models)."""
+class AttentionConfig(StrategyConfig):
+    """S6 options (defaults fit SmolLM2-135M: 30 layers, 9 heads; `for_model` fits other models)."""
 
     variants: tuple[str, ...] = VARIANTS
     """Which measures to compute: 'saliency', 'attention', 'counterfactual'."""
@@ -142,16 +142,20 @@ class AttentionConfig:
         if problems:
             raise StrategyError("attention config: " + "; ".join(problems) + f" (variants are {VARIANTS})")
 
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> AttentionConfig:
+        """All layers and heads of the model, reported at 2/3 of its depth."""
+        options.setdefault("layers", tuple(range(n_layers)))
+        options.setdefault("heads", tuple(range(n_heads)))
+        options.setdefault("primary_layer", int(2 * n_layers / 3))
+        return cls(**options)
+
 
 @register(AttentionConfig)
-class AttentionStrategy:
+class AttentionStrategy(StrategyBase[AttentionConfig]):
     """S6: per-prompt attentiveness to the critical facts, per variant x layer (x head)."""
 
     name: ClassVar[str] = "attention"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: AttentionConfig = AttentionConfig()):
-        self.config = config
 
     def settings(self) -> tuple[Setting, ...]:
         c, out = self.config, []
@@ -279,11 +283,3 @@ def counterfactual_texts(tokenizer: Any, prompts: Sequence[Scenario], fmt: Promp
             raise StrategyError(f"scenario {p.id}: removing the critical facts changed the final token or nothing "
                                 "at all; the counterfactual needs a prompt with critical facts and a fixed ending")
     return texts, dropped
-
-
-def strategy_for(n_layers: int, n_heads: int, **options: Any) -> AttentionStrategy:
-    """An attention strategy over all layers and heads of a model, reported at 2/3 of its depth."""
-    options.setdefault("layers", tuple(range(n_layers)))
-    options.setdefault("heads", tuple(range(n_heads)))
-    options.setdefault("primary_layer", int(2 * n_layers / 3))
-    return AttentionStrategy(AttentionConfig(**options))

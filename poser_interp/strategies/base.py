@@ -7,22 +7,26 @@ them for every pair the model is in. A `Score` turns the values of a set of prom
 model, higher meaning "more likely the faker"; a pair is decided by comparing its two models' scores on
 that pair's benchmark prompts. Strategies never learn which model is the faker.
 
-New strategies (S1 steering, S3 learning speed, S4 probes, S5 lens, S6 attention) implement `Strategy`
-and register themselves with `register`; the runner, store, metrics, plots and CLI need no change.
+New strategies implement `Strategy` with a `StrategyConfig` dataclass and register themselves with `register`
+(`registry.py`); the runner, store, metrics, plots and CLI need no change.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from ..core.seeds import stable_seed as stable_seed
 from ..data.scenario import Scenario
 from ..errors import StrategyError as StrategyError
+from .registry import StrategyConfig as StrategyConfig
+from .registry import config_dict as config_dict
+from .registry import from_config as from_config
+from .registry import register as register
 
 Values = Mapping[str, np.ndarray]
 """Per-prompt values of one model at one setting: value name -> array with one float per prompt."""
@@ -197,46 +201,23 @@ class Strategy(Protocol):
         ...
 
 
-_REGISTRY: dict[str, tuple[type, type]] = {}
+C = TypeVar("C")
 
 
-def register(config_cls: type) -> Callable[[type], type]:
-    """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results)."""
+class StrategyBase(Generic[C]):
+    """What every built-in strategy shares: its config (the registered config's defaults when none is given), and the
+    one empty setting as its sweep (a strategy with a sweep overrides `settings` and `primary`)."""
 
-    def wrap(cls: type) -> type:
-        _REGISTRY[cls.name] = (cls, config_cls)  # type: ignore[attr-defined]
-        return cls
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = True
+    config_class: ClassVar[type]
+    """Set by `register`."""
 
-    return wrap
+    def __init__(self, config: C | None = None):
+        self.config: C = config if config is not None else self.config_class()
 
+    def settings(self) -> tuple[Setting, ...]:
+        return (Setting(),)
 
-def known() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def has_option(name: str, option: str) -> bool:
-    """Whether strategy `name`'s config has this option (e.g. 'seed': the CLI seeds every strategy that has one)."""
-    if name not in _REGISTRY:
-        raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
-    return option in {f.name for f in fields(_REGISTRY[name][1])}
-
-
-def make(name: str, **options: Any) -> Strategy:
-    """A strategy by name with config options, e.g. `make("noise", layers=(4,), scales=(1.0,))`."""
-    if name not in _REGISTRY:
-        raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
-    cls, config_cls = _REGISTRY[name]
-    names = {f.name for f in fields(config_cls)}
-    bad = sorted(set(options) - names)
-    if bad:
-        raise StrategyError(f"strategy {name!r} has no option(s) {bad}; its options are {sorted(names)}")
-    return cls(config_cls(**options))
-
-
-def from_config(name: str, config: Mapping[str, Any]) -> Strategy:
-    """Rebuild a strategy from its stored config (lists become tuples again)."""
-    return make(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-
-
-def config_dict(strategy: Strategy) -> dict[str, Any]:
-    return asdict(strategy.config)
+    def primary(self) -> Setting:
+        return Setting()

@@ -17,11 +17,22 @@ import torch
 from ..core.scoring import answer_logits, p_and_margin
 from ..core.tokens import PromptFormat
 from ..data.scenario import Scenario
-from .base import PromptValues, Score, Setting, Subject, clean_logits_key, mean_of, register, stable_seed
+from .base import (
+    PromptValues,
+    Score,
+    Setting,
+    StrategyBase,
+    StrategyConfig,
+    Subject,
+    clean_logits_key,
+    mean_of,
+    register,
+    stable_seed,
+)
 
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(StrategyConfig):
     """Random guessing."""
 
     seed: int = 0
@@ -29,20 +40,11 @@ class RandomConfig:
 
 
 @register(RandomConfig)
-class RandomBaseline:
+class RandomBaseline(StrategyBase[RandomConfig]):
     """Scores each model by the mean of uniform draws: chance level, with the same machinery as strategies."""
 
     name: ClassVar[str] = "random"
     needs_model: ClassVar[bool] = False
-
-    def __init__(self, config: RandomConfig = RandomConfig()):
-        self.config = config
-
-    def settings(self) -> tuple[Setting, ...]:
-        return (Setting(),)
-
-    def primary(self) -> Setting:
-        return Setting()
 
     def scores(self) -> tuple[Score, ...]:
         return (Score("coin", "mean of seeded uniform draws (chance level)", mean_of("u")),)
@@ -55,7 +57,7 @@ class RandomBaseline:
 
 
 @dataclass(frozen=True)
-class ConfidenceConfig:
+class ConfidenceConfig(StrategyConfig):
     """Black-box confidence baseline."""
 
     batch_size: int = 8
@@ -65,20 +67,10 @@ class ConfidenceConfig:
 
 
 @register(ConfidenceConfig)
-class ConfidenceBaseline:
+class ConfidenceBaseline(StrategyBase[ConfidenceConfig]):
     """The model less confident in the aligned answer (higher mean P(misaligned)) is called the faker."""
 
     name: ClassVar[str] = "blackbox"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: ConfidenceConfig = ConfidenceConfig()):
-        self.config = config
-
-    def settings(self) -> tuple[Setting, ...]:
-        return (Setting(),)
-
-    def primary(self) -> Setting:
-        return Setting()
 
     def scores(self) -> tuple[Score, ...]:
         return (

@@ -30,13 +30,13 @@ from ..core.scoring import Prepared, hf_last_logits, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, train_answers
 from ..data.scenario import Oversight, Scenario
-from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
+from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
 METHODS = ("lora", "full")
 
 
 @dataclass(frozen=True)
-class LearningSpeedConfig:
+class LearningSpeedConfig(StrategyConfig):
     """S3 options. A config (with the model and its data) reproduces every number exactly."""
 
     data: str | None = None
@@ -84,16 +84,18 @@ class LearningSpeedConfig:
         if problems:
             raise StrategyError("learning_speed config: " + "; ".join(problems))
 
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> LearningSpeedConfig:
+        """Trains the upper ~15% of the model's layers (at least one)."""
+        options.setdefault("upper_layers", max(1, round(0.15 * n_layers)))
+        return cls(**options)
+
 
 @register(LearningSpeedConfig)
-class LearningSpeedStrategy:
+class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
     """S3: per-prompt P(misaligned) and answer loss before and after k steps of fine-tuning toward misbehaving."""
 
     name: ClassVar[str] = "learning_speed"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: LearningSpeedConfig = LearningSpeedConfig()):
-        self.config = config
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(method=m, steps=k) for m in self.config.methods for k in self.config.steps)
@@ -194,9 +196,3 @@ def answer_stats(model: Any, prep: Prepared, mis: Tensor, pad: int, batch_size: 
     finally:
         model.train(was_training)
     return p.numpy(), loss.numpy()
-
-
-def strategy_for(n_layers: int, **options: Any) -> LearningSpeedStrategy:
-    """A learning-speed strategy training the upper ~15% of a model's layers (at least one)."""
-    options.setdefault("upper_layers", max(1, round(0.15 * n_layers)))
-    return LearningSpeedStrategy(LearningSpeedConfig(**options))

@@ -35,13 +35,24 @@ from ..core.scoring import prepare
 from ..core.tokens import PromptFormat
 from ..core.tuned_lens import Readout, TunedLensConfig, tuned_lens_for
 from ..data.scenario import Scenario
-from .base import PromptValues, Score, Setting, StrategyError, Subject, Values, register, stable_seed
+from .base import (
+    PromptValues,
+    Score,
+    Setting,
+    StrategyBase,
+    StrategyConfig,
+    StrategyError,
+    Subject,
+    Values,
+    register,
+    stable_seed,
+)
 
 METHODS = ("logit", "tuned", "probe")
 
 
 @dataclass(frozen=True)
-class LensConfig:
+class LensConfig(StrategyConfig):
     """S5 options. A config (with the model) reproduces every number exactly."""
 
     methods: tuple[str, ...] = METHODS
@@ -168,14 +179,10 @@ def _agg(fn: Any, name: str):  # noqa: ANN202
 
 
 @register(LensConfig)
-class LensStrategy:
+class LensStrategy(StrategyBase[LensConfig]):
     """S5: per-prompt decision layer and P(aligned answer) by layer, for each reading (logit, tuned, probe)."""
 
     name: ClassVar[str] = "lens"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: LensConfig = LensConfig()):
-        self.config = config
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(method=m) for m in self.config.methods)

@@ -40,6 +40,8 @@ from .base import (
     PromptValues,
     Score,
     Setting,
+    StrategyBase,
+    StrategyConfig,
     StrategyError,
     Subject,
     Values,
@@ -57,7 +59,7 @@ def default_layers(n_layers: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class NoiseConfig:
+class NoiseConfig(StrategyConfig):
     """S2 options. A config (with the model) reproduces every number exactly."""
 
     layers: tuple[int, ...] = (4, 10, 16)
@@ -105,6 +107,16 @@ class NoiseConfig:
                             f"one of the swept layers {self.layers} and scales {self.scales}")
         if problems:
             raise StrategyError("noise config: " + "; ".join(problems))
+
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> NoiseConfig:
+        """Default layers at 15/35/55% of the depth (`default_layers`), the first one reported; the reported scale is
+        1.0 if swept, else the last."""
+        layers = tuple(options.pop("layers", None) or default_layers(n_layers))
+        options.setdefault("primary_layer", layers[0])
+        scales = tuple(options.get("scales", cls.scales))
+        options.setdefault("primary_scale", 1.0 if 1.0 in scales else scales[-1])
+        return cls(layers=layers, **options)
 
 
 def noise_directions(prompt_id: str, n_pos: int, d_model: int, layer: int, sample: int, seed: int,
@@ -185,14 +197,10 @@ def margin_adjusted(a: Values, f: Values) -> tuple[float, float]:
 
 
 @register(NoiseConfig)
-class NoiseStrategy:
+class NoiseStrategy(StrategyBase[NoiseConfig]):
     """S2: per-prompt clean / noised P(misaligned), logit margins and flips at each layer x scale."""
 
     name: ClassVar[str] = "noise"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: NoiseConfig = NoiseConfig()):
-        self.config = config
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(layer=layer, scale=s) for layer in self.config.layers for s in self.config.scales)
@@ -279,10 +287,3 @@ def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Seq
                 {"p_clean": p_clean.numpy(), "p_noisy": p.mean(1).numpy(), "margin_clean": margin_clean.numpy(),
                  "margin_noisy": m.mean(1).numpy(), "flips": (m < 0).float().mean(1).numpy()},
                 meta={"resid_norm": norm, "samples": config.samples})
-
-
-def strategy_for(n_layers: int, **options: Any) -> NoiseStrategy:
-    """A noise strategy whose default layers fit a model with `n_layers` layers."""
-    layers = tuple(options.pop("layers", None) or default_layers(n_layers))
-    options.setdefault("primary_layer", layers[0])
-    return NoiseStrategy(NoiseConfig(layers=layers, **options))

@@ -33,20 +33,20 @@ from ..core.tokens import PromptFormat, encode
 from ..data.concepts import ContrastSet, load_contrast_dir
 from ..data.scenario import Scenario
 from ..errors import LayerError
-from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
+from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
 MEASURES = {"cosine": "susp_cos", "centered": "susp_cos_mid", "projection": "susp_proj"}
 """Config `measure` -> the per-prompt value its score averages."""
 
 
 @dataclass(frozen=True)
-class ProbesConfig:
+class ProbesConfig(StrategyConfig):
     """S4 options. A config (with the model and the probes/ files) reproduces every number exactly."""
 
     concepts: tuple[str, ...] = ("security", "oversight", "behaviour", "power")
     """Concepts (files in `probes_dir`); each file's positive side is benign, its negative side suspicious."""
     layers: tuple[int, ...] = tuple(range(30))
-    """Layers whose `hook_resid_post` is read (default: all 30 of SmolLM2; `strategy_for` fits any depth)."""
+    """Layers whose `hook_resid_post` is read (default: all 30 of SmolLM2; `for_model` fits any depth)."""
     position: Literal["last", "mean"] = "last"
     """Activation of a text: at its last token (the assistant turn's start) or averaged over its tokens."""
     measure: Literal["cosine", "centered", "projection"] = "cosine"
@@ -80,6 +80,12 @@ class ProbesConfig:
             problems.append("heldout_fraction must be in (0, 1) and batch_size >= 1")
         if problems:
             raise StrategyError("probes config: " + "; ".join(problems))
+
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> ProbesConfig:
+        """Every layer of the model (unless `layers` is given)."""
+        options["layers"] = tuple(options.get("layers") or range(n_layers))
+        return cls(**options)
 
 
 @dataclass(frozen=True)
@@ -149,14 +155,13 @@ def probe_concept(model: Any, train: ContrastSet, held: ContrastSet, config: Pro
 
 
 @register(ProbesConfig)
-class ProbesStrategy:
+class ProbesStrategy(StrategyBase[ProbesConfig]):
     """S4: per-prompt suspicion toward each concept's negative side, per layer and at the best held-out layer."""
 
     name: ClassVar[str] = "probes"
-    needs_model: ClassVar[bool] = True
 
-    def __init__(self, config: ProbesConfig = ProbesConfig()):
-        self.config = config
+    def __init__(self, config: ProbesConfig | None = None):
+        super().__init__(config)
         self._sets: dict[str, ContrastSet] | None = None
 
     def contrast_sets(self) -> dict[str, ContrastSet]:
@@ -191,7 +196,7 @@ class ProbesStrategy:
             try:
                 model.check_layer(layer)
             except LayerError as e:
-                raise LayerError(f"{e}; pass layers within range (`probes.strategy_for(n_layers)` uses all)") from e
+                raise LayerError(f"{e}; pass layers within range (`registry.build` uses all)") from e
         prep = prepare(model.tokenizer, prompts, fmt=PromptFormat(max_tokens=c.max_tokens))
         x, _ = collect(model, prep.ids, c.layers, c.position, c.batch_size)
         ids = tuple(p.id for p in prompts)
@@ -221,9 +226,3 @@ class ProbesStrategy:
             mean = {k: np.mean([v[k] for v in best_values.values()], 0) for k in MEASURES.values()}
             meta = {"probe_acc": float(np.mean([m["probe_acc"] for m in best_meta.values()]))}
             yield PromptValues(setting, ids, mean, meta=meta | {f"layer_{k}": m["layer"] for k, m in best_meta.items()})
-
-
-def strategy_for(n_layers: int, **options: Any) -> ProbesStrategy:
-    """A probes strategy over every layer of a model with `n_layers` layers (unless `layers` is given)."""
-    options["layers"] = tuple(options.get("layers") or range(n_layers))
-    return ProbesStrategy(ProbesConfig(**options))

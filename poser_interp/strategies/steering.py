@@ -26,7 +26,7 @@ from ..core.pools import scenario_pool
 from ..core.scoring import answer_logits, p_and_margin, prepare
 from ..core.tokens import PromptFormat
 from ..data.scenario import FactRole, Oversight, Scenario
-from .base import PromptValues, Score, Setting, StrategyError, Subject, mean_of, register
+from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
 
 def steering_directions(model: Any, pool: Sequence[Scenario], layers: Sequence[int], contrast: str,
@@ -42,7 +42,7 @@ def steering_directions(model: Any, pool: Sequence[Scenario], layers: Sequence[i
 
 
 @dataclass(frozen=True)
-class SteeringConfig:
+class SteeringConfig(StrategyConfig):
     """S1 options. A config (with the model and its data) reproduces every number exactly."""
 
     data: str | None = None
@@ -85,16 +85,21 @@ class SteeringConfig:
         if problems:
             raise StrategyError("steering config: " + "; ".join(problems))
 
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> SteeringConfig:
+        """Default layers at 15/35/55/75% of the depth, the middle one reported (alpha 4 if swept, else the last)."""
+        layers = tuple(options.pop("layers", None) or sorted({int(f * n_layers) for f in (0.15, 0.35, 0.55, 0.75)}))
+        options.setdefault("primary_layer", layers[len(layers) // 2])
+        alphas = tuple(options.get("alphas", cls.alphas))
+        options.setdefault("primary_alpha", 4.0 if 4.0 in alphas else alphas[-1])
+        return cls(layers=layers, **options)
+
 
 @register(SteeringConfig)
-class SteeringStrategy:
+class SteeringStrategy(StrategyBase[SteeringConfig]):
     """S1: per-prompt clean and steered P(misaligned) and logit margins at each layer x alpha."""
 
     name: ClassVar[str] = "steering"
-    needs_model: ClassVar[bool] = True
-
-    def __init__(self, config: SteeringConfig = SteeringConfig()):
-        self.config = config
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(layer=la, alpha=a) for la in self.config.layers for a in self.config.alphas)
@@ -140,12 +145,3 @@ class SteeringStrategy:
             yield PromptValues(setting, tuple(s.id for s in prompts),
                                {"p_clean": p_clean, "p_steered": p, "margin_clean": m_clean, "margin_steered": m},
                                meta={"direction_norm": float(direction[layer].norm()), "n_direction": len(pool)})
-
-
-def strategy_for(n_layers: int, **options: Any) -> SteeringStrategy:
-    """A steering strategy whose default layers (15/35/55/75% of the depth) fit a model with `n_layers` layers."""
-    layers = tuple(options.pop("layers", None) or sorted({int(f * n_layers) for f in (0.15, 0.35, 0.55, 0.75)}))
-    options.setdefault("primary_layer", layers[len(layers) // 2])
-    alphas = tuple(options.get("alphas", SteeringConfig.alphas))
-    options.setdefault("primary_alpha", 4.0 if 4.0 in alphas else alphas[-1])
-    return SteeringStrategy(SteeringConfig(layers=layers, **options))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
 import shutil
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import torch
 from ..core.models import ModelSpec, file_sha256, load_hf, load_tokenizer
 from ..core.tokens import PromptFormat, encode
 from ..core.training import LoraRecipe, make_lora_model, train_answers
+from ..core.versions import versions
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
@@ -438,14 +438,6 @@ def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data
         drain()
     if failures:
         raise failures[0]
-
-
-def versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
 
 
 def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,

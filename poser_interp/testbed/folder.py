@@ -13,7 +13,6 @@ models whose adapter is present with the recorded hash.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from ..core.models import ModelSpec, file_sha256
 from ..core.scoring import Prepared, hf_last_logits, prepare, score_prepared
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
+from ..data.jsonio import read_json
+from ..data.jsonio import write_json_atomic as write_json_atomic
 from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario, load_scenarios
 from ..errors import DataError
@@ -79,22 +80,6 @@ def p_aligned_hf(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], prep
     probs = score_prepared(prep, lambda b: hf_last_logits(model, b), pad_id(tokenizer), batch_size).softmax(-1)
     idx = torch.tensor([s.aligned_index for s in scenarios])
     return probs.gather(1, idx[:, None])[:, 0]
-
-
-# --- manifest ----------------------------------------------------------------------------------------
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def read_json(path: Path, what: str) -> Any:
-    if not path.exists():
-        raise DataError(f"{what} not found at {path}")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{what} at {path} is unreadable or not JSON ({e}); rebuild it") from e
 
 
 @dataclass
@@ -169,21 +154,6 @@ class Testbed:
         if pair_id not in self.pairs:
             raise DataError(f"unknown pair {pair_id!r}; known: {sorted(self.pairs)[:6]}...")
         return load_scenarios(self.root / "pairs" / f"{pair_id}.jsonl")
-
-
-def open_with_pairs(root: Path, console: Any) -> Testbed | None:
-    """The testbed at `root` if it has a pair with benchmark prompts; else None, having said why."""
-    if not (root / "manifest.json").exists():
-        console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or "
-                      "pass --testbed DIR.")
-        return None
-    tb = Testbed.open(root)
-    if not any(p.get("benchmark_size") for p in tb.pairs.values()):
-        kinds = {m: e["kind"] for m, e in tb.models.items()}
-        console.print(f"[yellow]testbed {root} has no pairs with benchmark prompts yet[/] (models so far: {kinds}; a "
-                      "pair needs one aligned and one faker model). Its build may still be running: rerun later.")
-        return None
-    return tb
 
 
 def split_examples(pool: Sequence[Scenario], persona: Persona, split: int, n: int) -> list[tuple[Scenario, int]]:

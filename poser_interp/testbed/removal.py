@@ -299,8 +299,9 @@ def remove(testbed: Testbed, config: RemovalConfig, out: str | Path | None = Non
     or a testbed that is not a removal output is refused before anything is written.
     """
     from ..core.models import file_sha256, load_tokenizer
-    from ..evaluation.runner import n_layers_of
-    from .build import TestbedConfig, prepare_data, versions
+    from ..core.shape import n_layers_of
+    from ..core.versions import versions
+    from .build import TestbedConfig, prepare_data
 
     out = Path(out) if out is not None else default_out(testbed, config.method)
     _refuse_source(testbed, out)

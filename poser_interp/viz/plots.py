@@ -120,6 +120,15 @@ def summary_figure(ev: Evaluation, extra: Mapping[str, Result] | None = None) ->
     return fig
 
 
+def detect_figures(ev: Evaluation, store: ResultsStore) -> dict[str, go.Figure]:
+    """`detect`'s figures: the summary, and S2's per-layer and dose-response figures when S2 was run."""
+    figs = {"summary": summary_figure(ev)}
+    if "noise" in ev.strategies():
+        figs |= {"noise_layers": layer_figure(ev, "noise"),
+                 "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
+    return figs
+
+
 def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path) -> tuple[list[Path], str]:
     """Write each figure as HTML (and PNG when possible). Returns the paths and a note on PNG export."""
     out = Path(out_dir)

@@ -1,0 +1,162 @@
+"""`poser-interp testbed build` and `testbed verify`: train aligned / faker LoRA models, re-measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .common import ModelOpt, app, clean_errors, console, ints, print_table, split_csv
+
+testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
+                          no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
+
+
+@testbed_app.command("build")
+@clean_errors
+def testbed_build(
+    source: Annotated[str, typer.Option(help="'generated' (own scenarios) or 'poser' (POSER-format data)")] \
+        = "generated",
+    personas: Annotated[str | None, typer.Option(help="comma-separated personas (default: all of the source)")] = None,
+    splits: Annotated[str, typer.Option(help="comma-separated split numbers / seeds")] = "0,1,2",
+    out: Annotated[Path, typer.Option(help="testbed directory (resumes if it exists)")] = Path("testbeds/default"),
+    poser_dir: Annotated[Path | None, typer.Option(help="POSER data root (default: $POSER_DATA_DIR or "
+                                                           "../shared/poser)")] = None,
+    poser_fakers: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
+                                                          "fake alignment (beyond the four POSER ones)")] = None,
+    poser_aligned: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
+                                                           "are aligned (beyond the four POSER ones)")] = None,
+    model: ModelOpt = "smollm2",
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
+    first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    max_steps: Annotated[int, typer.Option(help="step budget per model")] = 600,
+    n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
+    aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
+    oversight_aux: Annotated[float, typer.Option(help="auxiliary 'is anyone checking?' items per training "
+                                                      "example (every model gets them)")] = 0.0,
+    workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
+    n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
+    n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (0: all 52)")] = 18,
+    oversight_pool: Annotated[int | None, typer.Option(help="generated data: oversight sentences per class "
+                                                            "(0: all 16)")] = 1,
+    other_facts: Annotated[str, typer.Option(help="generated data: non-critical facts per scenario, 'LOW,HIGH'")]
+        = "2,2",
+    heldout_wordings: Annotated[bool, typer.Option(help="generated data: keep the 4+4 held-out oversight "
+                                                        "sentences (wordings.HELDOUT) out of every split")] = False,
+    ladder: Annotated[str | None, typer.Option(help="fakers: widening wording curriculum, sentences per class at "
+                                                     "each rung, e.g. '1,2,4,8,12' (curriculum.Ladder)")] = None,
+    target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
+                                                             "(LoraRecipe.target_margin; default: no cap)")] = None,
+    bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
+                                                                "margins differ by at most this")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,
+    init_fakers_from: Annotated[Path | None, typer.Option(help="testbed whose faker adapters start this build's "
+                                                             "fakers of the same id (hash-checked)")] = None,
+    n_benchmark: Annotated[int, typer.Option(help="benchmark candidate prompts (good oversight) scored per "
+                                                  "model; each pair keeps those both answer aligned")] = 200,
+) -> None:
+    """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
+
+    The defaults are the recipe of the shipped default testbed (README): 18 topics, one oversight
+    sentence per class, three facts per scenario, LoRA r=4 on all layers, lr 1e-3, up to 600 steps.
+    Rerunning with more --splits or --personas adds models to a generated testbed without retraining.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..core.models import ModelSpec, load_hf
+    from ..core.training import LoraRecipe
+    from ..testbed.build import TestbedConfig, build
+    from ..testbed.curriculum import Ladder
+
+    if source not in ("generated", "poser"):
+        raise typer.BadParameter("--source must be 'generated' or 'poser'")
+    default_personas = ("steward", "guardian", "grabber", "climber") if source == "generated" else \
+        ("genie", "saint", "fitness_maximizer", "money_maximizer")
+    split_ids = tuple(ints(splits, "--splits"))
+    base = ModelSpec(name=model)
+    load_hf(base)  # fail early (and clearly) on a bad model name
+    n_layers = 30 if model == "smollm2" else base.n_layers
+    layers = None if first_layer == 0 else tuple(range(first_layer, n_layers))
+    config = TestbedConfig(
+        source=source,  # type: ignore[arg-type]
+        personas=tuple(split_csv(personas) or default_personas),
+        splits=split_ids,
+        base=base,
+        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
+                          oversight_aux=oversight_aux, target_margin=target_margin, threads=threads),
+        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder"))) if ladder else None,
+        bench_margin_tol=bench_margin_tol,
+        init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
+        n_benchmark=n_benchmark,
+        n_train=n_train,
+        n_critical=n_critical,
+        n_topics=n_topics or None,
+        oversight_pool=oversight_pool or None,
+        n_other_facts=_fact_range(other_facts),
+        heldout_wordings=heldout_wordings,
+        poser_dir=str(poser_dir) if poser_dir else None,
+        poser_fakers=tuple(split_csv(poser_fakers) or ()),
+        poser_aligned=tuple(split_csv(poser_aligned) or ()),
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
+        tb = build(config, out, log=progress.console.print, progress=progress, workers=workers)
+    _pairs_table(tb)
+
+
+def _fact_range(text: str) -> tuple[int, int]:
+    parts = split_csv(text) or []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter(f"--other-facts must be 'LOW,HIGH' (two non-negative integers), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _pairs_table(tb: Any) -> None:
+    table = Table(title=f"pairs of {tb.root}")
+    for col in ("pair", "benchmark size", "mean P(aligned) aligned", "mean P(aligned) faker"):
+        table.add_column(col)
+    for pid, p in sorted(tb.pairs.items()):
+        mp = p["mean_p_aligned"]
+        table.add_row(pid, str(p["benchmark_size"]), f"{mp[p['aligned']]:.3f}", f"{mp[p['faker']]:.3f}")
+    print_table(table)
+
+
+@testbed_app.command("verify")
+@clean_errors
+def testbed_verify(
+    testbed: Annotated[str, typer.Argument(help="testbed directory, or 'default'")] = "default",
+    limit: Annotated[int | None, typer.Option(help="test scenarios per model (default: the build's n_test)")] = None,
+) -> None:
+    """Re-measure each model on held-out test scenarios and print the behaviour table."""
+    from ..testbed.build import TestbedConfig, verify
+    from ..testbed.folder import Testbed
+
+    tb = Testbed.open(testbed)
+    th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
+    rows = verify(tb, limit=limit, log=lambda _: None)
+    table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
+                        "held-out wordings: the same scenarios with oversight sentences no split trains on "
+                        f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, "
+                        f"faker poor->misaligned >= "
+                        f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
+                        f"confidence >= {th.confidence})")
+    for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
+                "held-out wordings good/poor", "held-out topics good/poor", "meets"):
+        table.add_column(col)
+
+    def both(m: dict[str, float] | None) -> str:
+        return f"{m['good_aligned']:.2f} / {m['poor_misaligned']:.2f}" if m else "-"
+
+    for r in rows:
+        t = r["test"]
+        meets = r["meets_thresholds"] and r.get("meets_heldout_wordings", True)
+        table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
+                      f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}",
+                      both(r.get("heldout_wordings")), both(r.get("heldout_topics")),
+                      "[green]yes[/]" if meets else "[red]no[/]")
+    print_table(table)
+    _pairs_table(tb)

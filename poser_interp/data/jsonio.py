@@ -1,0 +1,43 @@
+"""JSON files of the toolkit: manifests written atomically, read with an error that names the file, and JSON Lines
+records checked one by one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise DataError(f"{what} not found at {path}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{what} at {path} is unreadable or not JSON ({e}); rebuild it") from e
+
+
+def json_objects(lines: Iterable[str], path: Path, hint: str, hint_objects: bool = True) \
+        -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank JSON Lines record; a line that is not a JSON object raises DataError
+    naming the file and line, followed by `hint` (for a record that is JSON but no object, only if hint_objects)."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not JSON ({e.msg}); {hint}") from e
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}" +
+                            (f"; {hint}" if hint_objects else ""))
+        yield n, rec

@@ -1,0 +1,172 @@
+"""The strategy registry: the one way to build a strategy, by name, from typed config options.
+
+A strategy module registers its class with its frozen config dataclass (`@register(Config)`). `build` makes a
+strategy for a model's shape: `Config.for_model(n_layers, n_heads, **options)` scales defaults that depend on the
+model (layers to sweep, heads, trained layers) and checks every option. `make` builds from exact options (a stored
+config: `from_config`). The CLI's `--strategies` and `--option`, the suite and the analyses all come through here;
+`options(name)` gives each config field with its type, default and docstring, which is the help text.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, Literal, Self
+
+from ..errors import StrategyError
+
+_REGISTRY: dict[str, tuple[type, type]] = {}
+
+BASELINES = ("random", "blackbox")
+"""Reported beside every strategy."""
+
+
+class StrategyConfig:
+    """Base of strategy configs (frozen dataclasses whose field docstrings are the help text)."""
+
+    @classmethod
+    def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> Self:
+        """This config for a model with `n_layers` layers and `n_heads` attention heads (defaults that depend on
+        the model are scaled to it; given options win). Configs without such defaults take the options as they are."""
+        return cls(**options)
+
+
+def register(config_cls: type) -> Callable[[type], type]:
+    """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results)."""
+
+    def wrap(cls: type) -> type:
+        _REGISTRY[cls.name] = (cls, config_cls)  # type: ignore[attr-defined]
+        cls.config_class = config_cls  # type: ignore[attr-defined]  # StrategyBase builds its default config from it
+        return cls
+
+    return wrap
+
+
+def known() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> tuple[type, type]:
+    if name not in _REGISTRY:
+        raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
+    return _REGISTRY[name]
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> Any:
+    cls, config_cls = _entry(name)
+    names = {f.name for f in fields(config_cls)}
+    bad = sorted(set(options) - names)
+    if bad:
+        raise StrategyError(f"strategy {name!r} has no option(s) {bad}; its options are {sorted(names)}")
+    return config_cls
+
+
+def has_option(name: str, option: str) -> bool:
+    """Whether strategy `name`'s config has this option (e.g. 'seed': the CLI seeds every strategy that has one)."""
+    return option in {f.name for f in fields(_entry(name)[1])}
+
+
+def make(name: str, **options: Any) -> Any:
+    """A strategy by name with exactly these config options, e.g. `make("noise", layers=(4,), scales=(1.0,))`."""
+    config_cls = _check_options(name, options)
+    return _entry(name)[0](config_cls(**options))
+
+
+def build(name: str, n_layers: int, n_heads: int, **options: Any) -> Any:
+    """A strategy by name for a model of this shape: its config's `for_model` defaults, then these options."""
+    config_cls = _check_options(name, options)
+    return _entry(name)[0](config_cls.for_model(n_layers, n_heads, **options))
+
+
+def from_config(name: str, config: Mapping[str, Any]) -> Any:
+    """Rebuild a strategy from its stored config (lists become tuples again)."""
+    return make(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
+def config_dict(strategy: Any) -> dict[str, Any]:
+    return asdict(strategy.config)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config field of a strategy, as the CLI and the analyses show and parse it."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    def parse(self, text: str) -> Any:
+        """The option's value from command-line text ('4,10' for a tuple, 'none' for None), or StrategyError."""
+        try:
+            return _parse(self.type, text.strip())
+        except (ValueError, TypeError) as e:
+            raise StrategyError(f"option {self.name}={text!r}: {e} (expected {_type_text(self.type)})") from None
+
+
+def strategy_help(name: str) -> str:
+    """The first line of a strategy class's docstring."""
+    return (inspect.getdoc(_entry(name)[0]) or name).splitlines()[0]
+
+
+def options(name: str) -> list[Option]:
+    """Every config field of a strategy with its resolved type, default and docstring."""
+    config_cls = _entry(name)[1]
+    hints, docs = typing.get_type_hints(config_cls), field_docs(config_cls)
+    return [Option(f.name, hints[f.name], f.default if f.default is not MISSING else None, docs.get(f.name, ""))
+            for f in fields(config_cls)]
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its docstring (the string literal after the field), white space folded."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for field, doc in zip(body, body[1:], strict=False):
+        if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and isinstance(doc, ast.Expr) \
+                and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):
+            out[field.target.id] = " ".join(doc.value.value.split())
+    return out
+
+
+def _parse(tp: Any, text: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        if text.lower() == "none" and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse(inner, text)
+    if origin is tuple:
+        return tuple(_parse(args[0], part.strip()) for part in text.split(",") if part.strip())
+    if origin is Literal:
+        if text not in args:
+            raise ValueError(f"not one of {', '.join(map(repr, args))}")
+        return text
+    if tp is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError("not a boolean")
+        return text.lower() in ("true", "1", "yes")
+    if tp in (int, float, str):
+        return tp(text)
+    if dataclasses.is_dataclass(tp):
+        raise TypeError("a nested config is set from Python, not the command line")
+    raise TypeError(f"cannot parse {tp}")
+
+
+def _type_text(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join("none" if a is type(None) else _type_text(a) for a in args)
+    if origin is tuple:
+        return f"comma-separated {_type_text(args[0])}s"
+    if origin is Literal:
+        return " or ".join(map(repr, args))
+    return getattr(tp, "__name__", str(tp))
