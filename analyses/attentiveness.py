@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from poser_interp.cli.analysis import (
+    add_config_args,
     add_run_args,
     add_testbed_args,
+    config_args,
     detect_with_baselines,
     print_primary,
     selected_pairs,
@@ -27,12 +29,14 @@ from poser_interp.cli.analysis import (
     write_and_report_figures,
 )
 
+ATTENTION_ARGS = ("variants", "batch_size")
+"""Config fields the script takes as options (`--field-name`, help from the docstring)."""
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "attention")
-    ap.add_argument("--variants", default="saliency,attention,counterfactual", help="comma-separated variants")
-    ap.add_argument("--batch-size", type=int, default=4, help="prompts per forward (and backward) pass")
+    add_config_args(ap, "attention", ATTENTION_ARGS)
     add_run_args(ap)
     args = ap.parse_args(argv)
 
@@ -51,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    strategy = build("attention", *shape_of(tb.base_spec()), variants=tuple(args.variants.split(",")),
-                     batch_size=args.batch_size)
+    strategy = build("attention", *shape_of(tb.base_spec()), **config_args(args, ATTENTION_ARGS))
     out = args.out or Path("results") / f"attention-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

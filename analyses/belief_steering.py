@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from poser_interp.cli.analysis import (
+    add_config_args,
     add_run_args,
     add_testbed_args,
+    config_args,
     detect_with_baselines,
     print_primary,
     selected_pairs,
@@ -27,14 +29,14 @@ from poser_interp.cli.analysis import (
     write_and_report_figures,
 )
 
+STEERING_ARGS = ("layers", "alphas", "contrast", "n_prompts")
+"""Config fields the script takes as options (`--field-name`, help from the docstring)."""
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "steering")
-    ap.add_argument("--layers", default=None, help="comma-separated layers (default: 15/35/55/75%% of the depth)")
-    ap.add_argument("--alphas", default="1,2,4,8", help="comma-separated multiples of the direction")
-    ap.add_argument("--contrast", default="removed", choices=("removed", "good"))
-    ap.add_argument("--n-prompts", type=int, default=64, help="poor-oversight prompts averaged into the direction")
+    add_config_args(ap, "steering", STEERING_ARGS)
     add_run_args(ap)
     args = ap.parse_args(argv)
 
@@ -53,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
-    alphas = tuple(float(x) for x in args.alphas.split(","))
-    strategy = build("steering", *shape_of(tb.base_spec()), layers=layers, alphas=alphas, contrast=args.contrast,
-                            n_prompts=args.n_prompts, seed=args.seed, data=str(tb.root / "data"))
+    strategy = build("steering", *shape_of(tb.base_spec()), seed=args.seed, data=str(tb.root / "data"),
+                     **config_args(args, STEERING_ARGS))
     out = args.out or Path("results") / f"steering-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from poser_interp.cli.analysis import (
+    add_config_args,
     add_run_args,
     add_testbed_args,
-    csv_values,
+    config_args,
     detect_with_baselines,
     open_testbed,
     print_baselines,
@@ -28,6 +29,9 @@ from poser_interp.cli.analysis import (
     wide_console,
     write_and_report_figures,
 )
+
+PROBES_ARGS = ("layers", "concepts", "position", "measure")
+"""Config fields the script takes as options (`--field-name`, help from the docstring)."""
 
 
 def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
@@ -74,10 +78,7 @@ def poser_check(tb, strategy, console) -> None:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "probes")
-    ap.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
-    ap.add_argument("--concepts", default=None, help="comma-separated concepts (default: all four in probes/)")
-    ap.add_argument("--position", default="last", choices=("last", "mean"))
-    ap.add_argument("--measure", default="cosine", choices=("cosine", "centered", "projection"))
+    add_config_args(ap, "probes", PROBES_ARGS)
     add_run_args(ap)
     ap.add_argument("--no-poser-check", action="store_true", help="skip the check on POSER's concept files")
     args = ap.parse_args(argv)
@@ -96,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    opts = {"layers": csv_values(args.layers, int), "position": args.position, "measure": args.measure,
-            "seed": args.seed}
-    if args.concepts:
-        opts["concepts"] = csv_values(args.concepts, str)
-    probes = build("probes", *shape_of(tb.base_spec()), **opts)
+    probes = build("probes", *shape_of(tb.base_spec()), seed=args.seed, **config_args(args, PROBES_ARGS))
     out = args.out or Path("results") / f"probes-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, probes, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from poser_interp.cli.analysis import (
+    add_config_args,
     add_run_args,
     add_testbed_args,
+    config_args,
     detect_with_baselines,
     print_primary,
     selected_pairs,
@@ -27,14 +29,14 @@ from poser_interp.cli.analysis import (
     write_and_report_figures,
 )
 
+LEARNING_ARGS = ("steps", "methods", "upper_layers", "n_train")
+"""Config fields the script takes as options (`--field-name`, help from the docstring)."""
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "learning")
-    ap.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts k")
-    ap.add_argument("--methods", default="lora,full", help="'lora', 'full' or both")
-    ap.add_argument("--upper-layers", type=int, default=None, help="layers trained (default: the last ~15%%)")
-    ap.add_argument("--n-train", type=int, default=32, help="good-oversight training prompts")
+    add_config_args(ap, "learning_speed", LEARNING_ARGS)
     add_run_args(ap)
     args = ap.parse_args(argv)
 
@@ -53,12 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    steps = tuple(int(x) for x in args.steps.split(","))
-    methods = tuple(args.methods.split(","))
-    options = {"upper_layers": args.upper_layers} if args.upper_layers else {}
-    strategy = build("learning_speed", *shape_of(tb.base_spec()), steps=steps, methods=methods, n_train=args.n_train,
-                            seed=args.seed, data=str(tb.root / "data"), primary_method=methods[0],
-                            primary_steps=4 if 4 in steps else steps[-1], **options)
+    strategy = build("learning_speed", *shape_of(tb.base_spec()), seed=args.seed, data=str(tb.root / "data"),
+                     **config_args(args, LEARNING_ARGS))
     out = args.out or Path("results") / f"learning-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from poser_interp.cli.analysis import (
+    add_config_args,
     add_match_arg,
     add_run_args,
     add_testbed_args,
-    csv_values,
+    config_args,
     detect_with_baselines,
     open_testbed,
     print_baselines,
@@ -31,6 +32,9 @@ from poser_interp.cli.analysis import (
     wide_console,
     write_and_report_figures,
 )
+
+NOISE_ARGS = ("layers", "scales", "samples", "positions", "distribution")
+"""S2 config fields the script takes as options."""
 
 
 def split_pairs(testbed: Any) -> tuple[list[str], list[str], str]:
@@ -62,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_testbed_args(ap, "noise", positional=True)
-    ap.add_argument("--layers", default=None, help="comma-separated layers (default: 15/35/55%% of the depth)")
-    ap.add_argument("--scales", default="0.25,0.5,1.0", help="comma-separated scales")
-    ap.add_argument("--samples", type=int, default=3, help="noise draws per prompt")
-    ap.add_argument("--positions", default="all", choices=("all", "last"), help="noise at all real tokens or the last")
-    ap.add_argument("--distribution", default="gaussian", choices=("gaussian", "uniform"))
+    add_config_args(ap, "noise", NOISE_ARGS)
     add_match_arg(ap, "also report the held-out result")
     add_run_args(ap)
     args = ap.parse_args(argv)
@@ -86,10 +86,7 @@ def run(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    scales = csv_values(args.scales, float)
-    noise = build("noise", *shape_of(tb.base_spec()), layers=csv_values(args.layers, int), scales=scales,
-                         primary_scale=1.0 if 1.0 in scales else scales[-1], samples=args.samples, seed=args.seed,
-                         positions=args.positions, distribution=args.distribution)
+    noise = build("noise", *shape_of(tb.base_spec()), seed=args.seed, **config_args(args, NOISE_ARGS))
     out = args.out or Path("results") / f"noise-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, noise, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

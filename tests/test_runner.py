@@ -246,11 +246,13 @@ def test_cli_detect_resumes_and_prints_the_table(testbed, full, tmp_path):
         assert text in result.output
     assert (out / "figures" / "summary.html").exists() and (out / "figures" / "noise_dose_response.html").exists()
     assert len((out / ROWS).read_text().splitlines()) == N_ROWS  # everything was stored: nothing recomputed
+    assert json.loads((out / "manifest.json").read_text())["matching"] == {"tol": 0.5, "min_prompts": 3}
     none = CliRunner().invoke(app, ["detect", "--strategies", "noise", "--testbed", str(testbed.root), "--out",
                                     str(out), "--layers", "0,1", "--scales", "0.5,2", "--samples", "2",
                                     "--max-prompts", "0", "--match-confidence", "0", "--no-plots"])
     assert none.exit_code == 0 and "no pair has 3 prompts" in none.output  # said once, not a table of NaN
     assert "confidence-matched prompts only" not in none.output
+    assert json.loads((out / "manifest.json").read_text())["matching"] == {"tol": 0.0, "min_prompts": 3}  # the last
     bad = CliRunner().invoke(app, ["detect", "--testbed", str(testbed.root), "--out", str(tmp_path / "bad"),
                                    "--match-confidence", "-1"])
     assert bad.exit_code == 2 and "non-negative" in bad.output
@@ -277,6 +279,12 @@ def test_cli_report_prints_every_stored_setting_and_writes_csv(full, tmp_path):
     only = CliRunner().invoke(app, ["report", str(full[0]), "--strategies", "blackbox", "--match-confidence", "1e9"])
     assert only.exit_code == 0 and "neg_margin" in only.output and "rel_margin_drop" not in only.output
     assert "confidence-matched" in only.output
+    assert {(r["match_tol"], r["match_min_prompts"]) for r in rows} == {("", "")}  # unmatched: empty columns
+    matched = CliRunner().invoke(app, ["report", str(full[0]), "--match-confidence", "1e9", "--csv",
+                                       str(tmp_path / "m.csv")])
+    with (tmp_path / "m.csv").open() as f:
+        assert matched.exit_code == 0 and {(r["match_tol"], r["match_min_prompts"]) for r in csv.DictReader(f)} \
+            == {("1000000000.0", "3")}
     none = CliRunner().invoke(app, ["report", str(full[0]), "--match-confidence", "0"])
     assert none.exit_code == 1 and "no pair has 3 prompts" in none.output
     for args, message in ((["report", str(tmp_path / "none")], "no results"),

@@ -78,6 +78,36 @@ def add_match_arg(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what} {MATCH_HELP}")
 
 
+def add_config_args(parser: argparse.ArgumentParser, strategy: str, names: Sequence[str]) -> None:
+    """One `--field-name` option per named config field of `strategy`: parsed by the field's type, its help the
+    field's docstring. Not given, the option is left to the strategy (`build` scales it to the model)."""
+    from ..strategies import options
+
+    by_name = {o.name: o for o in options(strategy)}
+    for name in names:
+        option = by_name[name]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, type=_argparse_type(option),
+                            help=f"{option.help} (default: the strategy's for this model)".replace("%", "%%"))
+
+
+def config_args(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The config options given on the command line (by `add_config_args`), for `strategies.build`."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _argparse_type(option: Any) -> Callable[[str], Any]:
+    from ..errors import StrategyError
+
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except StrategyError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = option.name  # argparse names the type in its messages
+    return parse
+
+
 def wide_console() -> Console:
     """A rich console at least 120 columns wide, so result tables are not squeezed in logs and pipes."""
     from rich.console import Console

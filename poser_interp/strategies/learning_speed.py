@@ -86,8 +86,12 @@ class LearningSpeedConfig(StrategyConfig):
 
     @classmethod
     def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> LearningSpeedConfig:
-        """Trains the upper ~15% of the model's layers (at least one)."""
+        """Trains the upper ~15% of the model's layers (at least one); reports the first method at k=4 if swept,
+        else at the last k."""
         options.setdefault("upper_layers", max(1, round(0.15 * n_layers)))
+        steps = tuple(options.get("steps", cls.steps))
+        options.setdefault("primary_method", tuple(options.get("methods", cls.methods))[0])
+        options.setdefault("primary_steps", 4 if 4 in steps else steps[-1])
         return cls(**options)
 
 

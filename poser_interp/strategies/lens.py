@@ -32,21 +32,12 @@ from torch import Tensor
 
 from ..core.activations import collect
 from ..core.scoring import prepare
+from ..core.seeds import stable_seed
 from ..core.tokens import PromptFormat
 from ..core.tuned_lens import Readout, TunedLensConfig, tuned_lens_for
 from ..data.scenario import Scenario
-from .base import (
-    PromptValues,
-    Score,
-    Setting,
-    StrategyBase,
-    StrategyConfig,
-    StrategyError,
-    Subject,
-    Values,
-    register,
-    stable_seed,
-)
+from .base import PromptValues, Score, Setting, StrategyBase, StrategyError, Subject, Values
+from .registry import StrategyConfig, register
 
 METHODS = ("logit", "tuned", "probe")
 

@@ -93,9 +93,7 @@ class NoiseConfig(StrategyConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         object.__setattr__(self, "scales", tuple(float(x) for x in self.scales))
-        problems = []
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            problems.append(f"layers {self.layers} must be distinct non-negative layer indices")
+        problems = self.layer_problems(self.layers)
         if not self.scales or any(not s > 0 for s in self.scales) or len(set(self.scales)) != len(self.scales):
             problems.append(f"scales {self.scales} must be distinct positive numbers")
         if self.samples < 1 or self.batch_size < 1 or self.max_rows < 1:

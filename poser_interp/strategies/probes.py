@@ -67,9 +67,7 @@ class ProbesConfig(StrategyConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         object.__setattr__(self, "concepts", tuple(self.concepts))
-        problems = []
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            problems.append(f"layers {self.layers} must be distinct non-negative layer indices")
+        problems = self.layer_problems(self.layers)
         if not self.concepts or len(set(self.concepts)) != len(self.concepts) or "all" in self.concepts:
             problems.append(f"concepts {self.concepts} must be distinct names ('all' is reserved)")
         if self.primary_concept != "all" and self.primary_concept not in self.concepts:

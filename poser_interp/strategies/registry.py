@@ -37,6 +37,13 @@ class StrategyConfig:
         the model are scaled to it; given options win). Configs without such defaults take the options as they are."""
         return cls(**options)
 
+    @staticmethod
+    def layer_problems(layers: tuple[int, ...]) -> list[str]:
+        """[] for distinct non-negative layer indices (at least one), else the problem, for a config's check."""
+        if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+            return [f"layers {layers} must be distinct non-negative layer indices"]
+        return []
+
 
 def register(config_cls: type) -> Callable[[type], type]:
     """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results)."""

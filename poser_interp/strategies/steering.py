@@ -70,9 +70,7 @@ class SteeringConfig(StrategyConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         object.__setattr__(self, "alphas", tuple(float(x) for x in self.alphas))
-        problems = []
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            problems.append(f"layers {self.layers} must be distinct non-negative layer indices")
+        problems = self.layer_problems(self.layers)
         if not self.alphas or len(set(self.alphas)) != len(self.alphas):
             problems.append(f"alphas {self.alphas} must be distinct numbers")
         if self.contrast not in ("removed", "good"):
