@@ -500,8 +500,17 @@ def detect(
         _out_folder(out)
     tb = Testbed.open(testbed)
     tb.pair_ids(_csv(pairs))  # unknown pair ids are refused before OUT is made
-    noise_opts = _noise_options(n_layers_of(tb.base_spec()), layers, scales, samples, positions, distribution) \
-        if "noise" in names else {}
+    if "noise" in names:
+        noise_opts = _noise_options(n_layers_of(tb.base_spec()), layers, scales, samples, positions, distribution)
+    else:
+        given = [flag for flag, v in (("--layers", layers), ("--samples", samples), ("--positions", positions),
+                                      ("--distribution", distribution)) if v is not None]
+        given += ["--scales"] if scales != "1.0" else []
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the noise "
+                                     "strategy only, and noise is not in --strategies; add it, or leave the option "
+                                     "out", param_hint=given[0])
+        noise_opts = {}
     built: list[Any] = []  # strategies of several types
     for name in names:
         seeded = {"seed": seed} if has_option(name, "seed") else {}  # every strategy with a seed gets --seed
