@@ -327,8 +327,15 @@ def test_plots_redrawn_from_the_store(full, tmp_path):
     assert {t.name for t in figs["dose"].data} == {"aligned", "faker"}
     assert len(figs["summary"].data[0].x) == 3  # noise, random, blackbox
     paths, note = write_figures(figs, tmp_path)
-    assert {p.name for p in paths} >= {"layers.html", "dose.html", "summary.html"} and "PNG" in note
-    assert (tmp_path / "plotly.min.js").exists()  # HTML opens offline
+    assert {p.name for p in paths} >= {"figures.html", "layers.html", "dose.html", "summary.html"} and "PNG" in note
+    assert (tmp_path / "plotly.min.js").exists()  # per-figure HTML opens offline
+    page = (tmp_path / "figures.html").read_text()
+    assert page.count("<script src=") == 0 and page.count('id="fig-') == 3  # one page, plotly.js inside
+    import shutil
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(tmp_path / "figures.html", alone)  # opens on its own: nothing it needs lies beside it
+    assert "Plotly.newPlot" in (alone / "figures.html").read_text() and len(page) > 1_000_000
 
 
 def test_notebook_runs_top_to_bottom_on_the_tiny_testbed(testbed, monkeypatch, capsys):

@@ -129,6 +129,14 @@ def detect(
     n_layers, n_heads = shape_of(tb.base_spec())
     if "noise" in chosen:  # the noise flags are shorthands for --option noise.FIELD=...; --option wins
         chosen["noise"] = noise_options(n_layers, layers, scales, samples, positions, distribution) | chosen["noise"]
+    else:
+        given = [flag for flag, v in (("--layers", layers), ("--samples", samples), ("--positions", positions),
+                                      ("--distribution", distribution)) if v is not None]
+        given += ["--scales"] if scales != "1.0" else []
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the noise "
+                                     "strategy only, and noise is not in --strategies; add it, or leave the option "
+                                     "out", param_hint=given[0])
     built = [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}) | chosen[name])
              for name in names]  # every strategy with a seed gets --seed
     out = out or Path("results") / f"detect-{tb.root.name}"

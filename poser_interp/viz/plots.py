@@ -1,7 +1,7 @@
 """Figures drawn from stored results (never by recomputing): per-layer accuracy, dose-response, summary.
 
-Every function returns a `plotly.graph_objects.Figure` and never shows it; `write_figures` saves HTML (the
-plotly library is written once beside the files, so they open offline) and PNG when kaleido can render.
+Every function returns a `plotly.graph_objects.Figure` and never shows it; `write_figures` saves one
+self-contained page with every figure and one HTML file per figure (sharing a plotly.min.js beside them).
 """
 
 from __future__ import annotations
@@ -130,20 +130,28 @@ def detect_figures(ev: Evaluation, store: ResultsStore) -> dict[str, go.Figure]:
 
 
 def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path) -> tuple[list[Path], str]:
-    """Write each figure as HTML (and PNG when possible). Returns the paths and a note on PNG export."""
+    """Write `figures.html` (every figure on one self-contained page: plotly.js embedded once, opens offline
+    anywhere) and one HTML file per figure (sharing a `plotly.min.js` written beside them).
+
+    No PNG: kaleido needs a Chrome download, which an offline machine cannot make; each figure's camera
+    button saves a PNG from the browser. Returns the paths and a note saying so.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for name, fig in figures.items():
         path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs="directory")
+        fig.write_html(str(path), include_plotlyjs="directory")
         paths.append(path)
-    note = "PNG written"
-    try:
-        for name, fig in figures.items():
-            fig.write_image(out / f"{name}.png")
-            paths.append(out / f"{name}.png")
-    except Exception as e:  # kaleido needs a Chrome/Chromium; without one, HTML only (said, not hidden)
-        why = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        note = f"PNG not written: {why[:160]}; HTML only"
-    return paths, note
+    bundle = out / "plotly.min.js"
+    if not bundle.exists():  # plotly copies it only for str paths of full pages; make sure it is there
+        from plotly.offline import get_plotlyjs
+
+        bundle.write_text(get_plotlyjs(), encoding="utf-8")
+    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{name}")
+             for i, (name, fig) in enumerate(figures.items())]
+    page = out / "figures.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>poser_interp figures</title></head>"
+                    "<body>" + "\n".join(parts) + "</body></html>\n", encoding="utf-8")
+    paths.insert(0, page)
+    return paths, "figures.html is self-contained; no PNG (kaleido needs Chrome; use a figure's camera button)"
