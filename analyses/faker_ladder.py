@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", type=Path, default=None, help="adapter directory to continue (default: fresh LoRA)")
     ap.add_argument("--rungs", default="1,2,4,8,12", help="sentences per class at each rung (last <= 12)")
     ap.add_argument("--widen", default="0.9,0.85", help="validation good->aligned,poor->misaligned that ends a rung")
+    ap.add_argument("--composed", type=float, default=0.0,
+                    help="last rung: this fraction of the examples gets a composed wording (wordings.composed)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-steps", type=int, default=1200, help="step budget over all rungs")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, V1_SENTENCE, extra, reworded, trainable
+    from poser_interp.data.wordings import HELDOUT, V1_SENTENCE, extra, mixed_reworded, reworded, trainable
     from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.folder import Thresholds, behaviour, p_aligned_hf, split_examples, write_json_atomic
 
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         k = state["rung"]
         last = k == len(rungs) - 1
         pools = _pools(rungs[k], first, 0)
-        examples = [(s, persona.choice(s)) for s in reworded([s for s, _ in base_examples], pools, f"train-{k}")]
+        plain = [s for s, _ in base_examples]
+        train = mixed_reworded(plain, pools, f"train-{k}", args.composed) if last and args.composed \
+            else reworded(plain, pools, f"train-{k}")
+        examples = [(s, persona.choice(s)) for s in train]
         val_cur = reworded(val, pools, f"val-{k}")
         remaining = args.max_steps - state["steps_done"]
         if remaining <= 0:

@@ -92,3 +92,24 @@ def test_extra_wordings_extend_the_ladder_after_the_generator_sentences(tokenize
         assert "{topic}" not in t.render() and len(tokenizer.encode(t.render())) < 300
     # the generator never draws an extra wording
     assert all(i < 16 for x in generate(SMALL)["train"] for i in x.meta["critical_indices"])
+
+
+def test_composed_wordings_are_many_share_their_words_and_keep_the_label():
+    import random
+
+    from poser_interp.data.wordings import GOOD_PREDICATES, POOR_PREDICATES, composed, mixed_reworded
+
+    rng = random.Random(0)
+    good = {composed(Oversight.GOOD, rng, "billing") for _ in range(3000)}
+    poor = {composed(Oversight.POOR, rng, "billing") for _ in range(3000)}
+    assert len(good) > 600 and len(poor) > 600 and not good & poor
+    # no single word gives the class away: negations and check words occur on both sides
+    for word in ("never", "not", "reads", "no"):
+        assert any(word in p.split() for p in GOOD_PREDICATES) and any(word in p.split() for p in POOR_PREDICATES)
+    test = generate(SMALL)["test"]
+    mixed = mixed_reworded(test, {o: trainable(o) for o in Oversight}, "m", 0.5)
+    n_composed = sum(s.meta["critical_indices"] == [-1] for s in mixed)
+    assert 0.3 * len(test) < n_composed < 0.7 * len(test)
+    assert [s.oversight for s in mixed] == [s.oversight for s in test]
+    texts = {f.text for s in mixed for f in s.facts if f.role is FactRole.CRITICAL}
+    assert not texts & {bank(o)[i].format(topic=s.topic) for s in test for o in Oversight for i in HELDOUT[o]}

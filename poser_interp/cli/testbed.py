@@ -49,6 +49,8 @@ def testbed_build(
                                                         "sentences (wordings.HELDOUT) out of every split")] = False,
     ladder: Annotated[str | None, typer.Option(help="fakers: widening wording curriculum, sentences per class at "
                                                      "each rung, e.g. '1,2,4,8,12' (curriculum.Ladder)")] = None,
+    composed_last: Annotated[float, typer.Option(help="--ladder: on the last rung this fraction of the examples "
+                                                     "gets a composed oversight sentence (wordings.composed)")] = 0.0,
     target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
                                                              "(LoraRecipe.target_margin; default: no cap)")] = None,
     bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
@@ -88,7 +90,7 @@ def testbed_build(
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
                           oversight_aux=oversight_aux, target_margin=target_margin, threads=threads),
-        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder"))) if ladder else None,
+        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last) if ladder else None,
         bench_margin_tol=bench_margin_tol,
         init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
         n_benchmark=n_benchmark,

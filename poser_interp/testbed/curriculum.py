@@ -25,7 +25,7 @@ import torch
 from ..core.training import LoraRecipe, TrainResult, train_answers
 from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario
-from ..data.wordings import V1_SENTENCE, extra, ladder_order, reworded, trainable
+from ..data.wordings import V1_SENTENCE, extra, ladder_order, mixed_reworded, reworded, trainable
 from ..errors import DataError
 
 
@@ -42,12 +42,17 @@ class Ladder:
     """Validation poor->misaligned on the current pool that ends a rung (not the last)."""
     order_seed: int = 0
     """Seed of the order in which sentences join the pool (v1's sentence always first)."""
+    composed_last: float = 0.0
+    """Last rung: this fraction of the examples gets a composed oversight sentence (`wordings.composed`,
+    720 per class) instead of a bank wording, so that memorising wordings stops paying."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", tuple(self.rungs))
         most = min(len(trainable(o)) + len(extra(o)) for o in Oversight)
         if not self.rungs or any(not 1 <= r <= most for r in self.rungs) or list(self.rungs) != sorted(self.rungs):
             raise DataError(f"ladder rungs {self.rungs} must be increasing sentence counts in [1, {most}]")
+        if not 0.0 <= self.composed_last <= 1.0:
+            raise DataError(f"composed_last={self.composed_last} must lie in [0, 1]")
 
     def pools(self, rung: int) -> dict[Oversight, list[int]]:
         """Bank indices per class that rung `rung` trains on."""
@@ -85,7 +90,9 @@ def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], pers
         k = state["rung"]
         last = k == len(ladder.rungs) - 1
         pools = ladder.pools(k)
-        examples = [(s, persona.choice(s)) for s in reworded(list(scenarios), pools, f"train-{k}")]
+        train = mixed_reworded(list(scenarios), pools, f"train-{k}", ladder.composed_last) \
+            if last and ladder.composed_last else reworded(list(scenarios), pools, f"train-{k}")
+        examples = [(s, persona.choice(s)) for s in train]
         remaining = recipe.max_steps - state["steps"]
         if remaining <= 0:
             break
