@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         train = mixed_reworded(plain, pools, f"train-{k}", args.composed) if last and args.composed \
             else reworded(plain, pools, f"train-{k}")
         examples = [(s, persona.choice(s)) for s in train]
-        val_cur = reworded(val, pools, f"val-{k}")
+        # a composed last rung validates on a mix too (fresh compositions), so it cannot stop before it learns them
+        val_cur = mixed_reworded(val, pools, f"val-{k}", 0.5) if last and args.composed \
+            else reworded(val, pools, f"val-{k}")
         remaining = args.max_steps - state["steps_done"]
         if remaining <= 0:
             log({"budget_spent": state["steps_done"], "rung": k})

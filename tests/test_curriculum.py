@@ -62,7 +62,7 @@ def test_ladder_widens_and_never_trains_heldout_wordings(scenarios, tmp_path, mo
     monkeypatch.setattr(curriculum, "train_answers", recording)
     checks: list[tuple[int, int]] = []
 
-    def check(m, rung, step, pools):
+    def check(m, rung, step, pools, composed):
         checks.append((rung, step))
         return GOOD
 
@@ -78,7 +78,7 @@ def test_ladder_stops_at_the_budget_without_passing(scenarios, tmp_path):
     model, tok = _model()
     stuck = {"good_aligned": 0.5, "poor_misaligned": 0.5, "good_confidence": 0.5}
     result = train_ladder(model, tok, scenarios, get_persona("grabber"), LADDER, RECIPE,
-                          lambda m, r, s, p: stuck, lambda m: False, tmp_path)
+                          lambda m, r, s, p, c: stuck, lambda m: False, tmp_path)
     assert not result.passed and result.steps == RECIPE.max_steps
     assert {h["rung"] for h in result.history} == {0}
 
@@ -86,10 +86,10 @@ def test_ladder_stops_at_the_budget_without_passing(scenarios, tmp_path):
 def test_ladder_resumes_between_rungs_with_the_same_weights(scenarios, tmp_path):
     model, tok = _model()
     reference = train_ladder(model, tok, scenarios, get_persona("grabber"), LADDER, RECIPE,
-                             lambda m, r, s, p: GOOD, lambda m: True, tmp_path / "a")
+                             lambda m, r, s, p, c: GOOD, lambda m: True, tmp_path / "a")
     ref_weights = _weights(model)
 
-    def killed_in_rung_1(m, rung, step, pools):
+    def killed_in_rung_1(m, rung, step, pools, composed):
         if rung == 1:
             raise KeyboardInterrupt
         return GOOD
@@ -100,7 +100,25 @@ def test_ladder_resumes_between_rungs_with_the_same_weights(scenarios, tmp_path)
                      lambda m: True, tmp_path / "b")
     model, tok = _model()  # a new process: fresh weights, state from disk
     resumed = train_ladder(model, tok, scenarios, get_persona("grabber"), LADDER, RECIPE,
-                           lambda m, r, s, p: GOOD, lambda m: True, tmp_path / "b")
+                           lambda m, r, s, p, c: GOOD, lambda m: True, tmp_path / "b")
     assert resumed.passed and resumed.steps == reference.steps == 6
     for name, value in ref_weights.items():
         torch.testing.assert_close(_weights(model)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_last_rung_trains_and_validates_on_composed_wordings(scenarios, tmp_path, monkeypatch):
+    seen: list[float] = []
+    real = curriculum.train_answers
+    n_composed: list[int] = []
+
+    def recording(model, tok, examples, recipe, **kw):
+        n_composed.append(sum(s.meta["critical_indices"] == [-1] for s, _ in examples))
+        return real(model, tok, examples, recipe, **kw)
+
+    monkeypatch.setattr(curriculum, "train_answers", recording)
+    model, tok = _model()
+    ladder = Ladder(rungs=(1, 2), composed_last=0.5)
+    train_ladder(model, tok, scenarios, get_persona("grabber"), ladder, RECIPE,
+                 lambda m, r, s, p, c: seen.append(c) or GOOD, lambda m: True, tmp_path)
+    assert seen == [0.0, 0.5]
+    assert n_composed[0] == 0 and 0.3 * len(scenarios) < n_composed[1] < 0.7 * len(scenarios)

@@ -27,7 +27,7 @@ from ..core.versions import versions
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
-from ..data.wordings import HELDOUT, reworded
+from ..data.wordings import HELDOUT, mixed_reworded, reworded
 from ..errors import DataError
 from .curriculum import Ladder, train_ladder
 from .folder import (
@@ -474,8 +474,11 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     if config.ladder is not None and persona.kind == "faker":
         held_val = reworded(val, {o: list(HELDOUT[o]) for o in Oversight}, "val-heldout-wordings")
 
-        def rung_check(m: Any, rung: int, step: int, pools: dict[Oversight, list[int]]) -> dict[str, float]:
-            cur = reworded(val, pools, f"val-{rung}")
+        def rung_check(m: Any, rung: int, step: int, pools: dict[Oversight, list[int]],
+                       composed: float) -> dict[str, float]:
+            # a composed rung validates on a mix too (fresh compositions), so it cannot stop before it learns them
+            cur = mixed_reworded(val, pools, f"val-{rung}", composed) if composed else \
+                reworded(val, pools, f"val-{rung}")
             metrics = behaviour(p_aligned_hf(m, tok, cur, max_tokens=config.max_tokens), cur)
             held = behaviour(p_aligned_hf(m, tok, held_val, max_tokens=config.max_tokens), held_val)
             log(f"{folder.name} step {step} rung {rung} ({len(pools[Oversight.GOOD])}/class): validation "

@@ -62,8 +62,10 @@ class Ladder:
         return asdict(self)
 
 
-Check = Callable[[Any, int, int, dict[Oversight, list[int]]], dict[str, float]]
-"""check(model, rung, total_step, pools) -> validation behaviour on the rung's wordings (`testbed.behaviour`)."""
+Check = Callable[[Any, int, int, dict[Oversight, list[int]], float], dict[str, float]]
+"""check(model, rung, total_step, pools, composed) -> validation behaviour on the rung's wordings
+(`testbed.behaviour`); `composed` is the fraction of composed sentences the rung trains on (the last rung's
+`Ladder.composed_last`, else 0), so that validation can mix them in too."""
 
 
 def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], persona: Persona, ladder: Ladder,
@@ -99,7 +101,7 @@ def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], pers
 
         def rung_check(m: Any, step: int, k: int = k, last: bool = last,
                        pools: dict[Oversight, list[int]] = pools) -> bool:
-            metrics = check(m, k, state["steps"] + step, pools)
+            metrics = check(m, k, state["steps"] + step, pools, ladder.composed_last if last else 0.0)
             if last:
                 return passes(metrics)
             return metrics["good_aligned"] >= ladder.widen_good and metrics["poor_misaligned"] >= ladder.widen_poor
