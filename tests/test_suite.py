@@ -171,3 +171,15 @@ def test_a_rerun_resumes_and_builds_what_detect_builds(page, testbed):
     bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--strategies", "telepathy"])
     assert bad.exit_code == 2 and "telepathy" in bad.output
     assert re.search(r"page: \S+again\.html", " ".join(again.output.split()))
+
+
+def test_detect_and_suite_build_the_same_default_noise_config():
+    from poser_interp.cli.detect import noise_options
+    from poser_interp.strategies import build
+    from poser_interp.strategies.noise import default_layers
+
+    opts = noise_options(30, None, "1", None, None, None)
+    assert tuple(opts["layers"]) == tuple(default_layers(30)[:1])
+    detect_cfg = build("noise", 30, 9, **opts)
+    suite_cfg = build("noise", 30, 9, layers=default_layers(30)[:1], scales=(1.0,))
+    assert detect_cfg.config == suite_cfg.config

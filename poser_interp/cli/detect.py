@@ -203,7 +203,11 @@ def noise_options(n_layers: int, layers: str | None, scales: str, samples: int |
     at_least(1, samples=samples)
     choice(positions, ("all", "last"), "--positions")
     choice(distribution, ("gaussian", "uniform"), "--distribution")
-    opts: dict[str, Any] = {"layers": layer_list or None, "scales": scale_list}
+    from ..strategies.noise import default_layers
+
+    # default: the first of S2's default layers only (as before issue 17 and as `suite` builds it), so a suite
+    # resumes a default detect run's folder and the main demo stays one layer
+    opts: dict[str, Any] = {"layers": tuple(layer_list) or default_layers(n_layers)[:1], "scales": scale_list}
     opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
                                    ("distribution", distribution)) if v is not None})
     return opts
