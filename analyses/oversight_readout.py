@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--heldout-wordings", action="store_true",
+                    help="testbed v2's question: fit on the 12 trainable oversight wordings, score on unseen "
+                         "scenarios with those wordings and with the 4+4 held-out ones (wordings.HELDOUT)")
     ap.add_argument("--out", type=Path, default=None, help="write the per-layer accuracies as JSON")
     args = ap.parse_args(argv)
 
@@ -46,25 +49,48 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--n-train must lie in (0, {len(scenarios)})")
     spec = Testbed.open(args.testbed or data.parent).spec(args.model) if args.model else ModelSpec()
     model, tok = load_hf(spec)  # the adapter (hash-checked) merged into the base
-    y = torch.tensor([float(s.oversight is Oversight.POOR) for s in scenarios])
-    ids = [encode(tok, s.render(), PromptFormat(max_tokens=320)) for s in scenarios]
-    chunks = []
-    with torch.no_grad():
-        for i in range(0, len(ids), args.batch_size):
-            b = pad_left(ids[i:i + args.batch_size], pad_id(tok))
-            out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                        output_hidden_states=True, use_cache=False, logits_to_keep=1)
-            chunks.append(torch.stack([h[:, -1] for h in out.hidden_states], 1).float())
-    acts = torch.cat(chunks)  # (n, layers + 1, d): embeddings first, final-norm output last
     ntr = args.n_train
-    result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {}}
-    for layer in range(0, acts.shape[1], args.every):
-        w, b0, mu, sd = fit_logreg(acts[:ntr, layer], y[:ntr], l2=args.l2)
-        pred = ((acts[ntr:, layer] - mu) / sd @ w + b0) > 0
-        acc = float((pred.float() == y[ntr:]).float().mean())
-        result["accuracy"][layer] = round(acc, 3)
-        where = f"resid before block {layer}" if layer < acts.shape[1] - 1 else "after the final norm"
-        print(f"layer {layer:2d} ({where}): held-out oversight accuracy {acc:.3f}", flush=True)
+    tests = {"held-out scenarios": scenarios[ntr:]}
+    if args.heldout_wordings:
+        from poser_interp.data.generator import GeneratorConfig, generate
+        from poser_interp.data.wordings import HELDOUT, reworded, trainable
+
+        gen = GeneratorConfig(seed=0, n_train=args.n, n_test=0, n_benchmark=0, n_heldout=0, n_topics=18,
+                              n_other_facts=(2, 2), heldout_wordings=True)
+        scenarios = generate(gen, tok)["train"]
+        trained = {o: trainable(o) for o in Oversight}
+        tests = {"trained wordings": reworded(scenarios[ntr:], trained, "readout-test"),
+                 "held-out wordings": reworded(scenarios[ntr:], {o: list(HELDOUT[o]) for o in Oversight},
+                                               "readout-held")}
+        scenarios = reworded(scenarios[:ntr], trained, "readout-train") + scenarios[ntr:]
+
+    def acts_of(items: list) -> torch.Tensor:
+        ids = [encode(tok, s.render(), PromptFormat(max_tokens=320)) for s in items]
+        chunks = []
+        with torch.no_grad():
+            for i in range(0, len(ids), args.batch_size):
+                b = pad_left(ids[i:i + args.batch_size], pad_id(tok))
+                out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+                            output_hidden_states=True, use_cache=False, logits_to_keep=1)
+                chunks.append(torch.stack([h[:, -1] for h in out.hidden_states], 1).float())
+        return torch.cat(chunks)  # (n, layers + 1, d): embeddings first, final-norm output last
+
+    def labels(items: list) -> torch.Tensor:
+        return torch.tensor([float(s.oversight is Oversight.POOR) for s in items])
+
+    train_acts, y = acts_of(scenarios[:ntr]), labels(scenarios[:ntr])
+    test_acts = {name: (acts_of(items), labels(items)) for name, items in tests.items()}
+    result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {},
+              "heldout_wordings": args.heldout_wordings}
+    for layer in range(0, train_acts.shape[1], args.every):
+        w, b0, mu, sd = fit_logreg(train_acts[:, layer], y, l2=args.l2)
+        accs = {}
+        for name, (a, yt) in test_acts.items():
+            pred = ((a[:, layer] - mu) / sd @ w + b0) > 0
+            accs[name] = round(float((pred.float() == yt).float().mean()), 3)
+        result["accuracy"][layer] = accs if args.heldout_wordings else accs["held-out scenarios"]
+        where = f"resid before block {layer}" if layer < train_acts.shape[1] - 1 else "after the final norm"
+        print(f"layer {layer:2d} ({where}): " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
