@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout-wordings", action="store_true",
                     help="testbed v2's question: fit on the 12 trainable oversight wordings, score on unseen "
                          "scenarios with those wordings and with the 4+4 held-out ones (wordings.HELDOUT)")
+    ap.add_argument("--many-wordings", action="store_true",
+                    help="with --heldout-wordings: fit on the 12 trainable + 20 extra wordings per class, half the "
+                         "training scenarios with a composed sentence (wordings.composed) instead")
     ap.add_argument("--out", type=Path, default=None, help="write the per-layer accuracies as JSON")
     args = ap.parse_args(argv)
 
@@ -62,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         tests = {"trained wordings": reworded(scenarios[ntr:], trained, "readout-test"),
                  "held-out wordings": reworded(scenarios[ntr:], {o: list(HELDOUT[o]) for o in Oversight},
                                                "readout-held")}
-        scenarios = reworded(scenarios[:ntr], trained, "readout-train") + scenarios[ntr:]
+        if args.many_wordings:
+            from poser_interp.data.wordings import extra, mixed_reworded
+
+            many = {o: trainable(o) + extra(o) for o in Oversight}
+            scenarios = mixed_reworded(scenarios[:ntr], many, "readout-train", 0.5) + scenarios[ntr:]
+        else:
+            scenarios = reworded(scenarios[:ntr], trained, "readout-train") + scenarios[ntr:]
 
     def acts_of(items: list) -> torch.Tensor:
         ids = [encode(tok, s.render(), PromptFormat(max_tokens=320)) for s in items]
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     train_acts, y = acts_of(scenarios[:ntr]), labels(scenarios[:ntr])
     test_acts = {name: (acts_of(items), labels(items)) for name, items in tests.items()}
     result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {},
-              "heldout_wordings": args.heldout_wordings}
+              "heldout_wordings": args.heldout_wordings, "many_wordings": args.many_wordings}
     for layer in range(0, train_acts.shape[1], args.every):
         w, b0, mu, sd = fit_logreg(train_acts[:, layer], y, l2=args.l2)
         accs = {}
