@@ -13,9 +13,10 @@ when `--init` continues a v1 adapter); a rung ends when validation on its own wo
 wordings. The last rung stops at the testbed thresholds (or the step budget), then unseen test
 scenarios are measured with trained and held-out wordings.
 
-Resumable: `state.json` records the rung; each rung checkpoints every check (`training.train_answers`)
-and saves its adapter when it passes. One JSON line per check in `log.jsonl`. Use one thread per
-job on 2 cores (`OMP_NUM_THREADS=1`, `--threads 1`).
+The rungs run through `curriculum.train_ladder` (the loop `testbed build --ladder` uses; resumable
+from `OUT/ladder/`; the ladder always starts from v1's sentence). One JSON line per check in
+`log.jsonl`; the final adapter in `OUT/adapter`. Use one thread per job on 2 cores
+(`OMP_NUM_THREADS=1`, `--threads 1`).
 """
 
 from __future__ import annotations
@@ -27,19 +28,12 @@ import time
 from pathlib import Path
 
 
-def _pools(rungs_upto: int, first: dict, seed: int) -> dict:
-    from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import ladder_order
-
-    return {o: ladder_order(o, seed, first.get(o))[:rungs_upto] for o in Oversight}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persona", default="grabber")
     ap.add_argument("--split", type=int, default=0, help="training split = LoRA seed (as in the testbed build)")
     ap.add_argument("--init", type=Path, default=None, help="adapter directory to continue (default: fresh LoRA)")
-    ap.add_argument("--rungs", default="1,2,4,8,12", help="sentences per class at each rung (last <= 12)")
+    ap.add_argument("--rungs", default="1,2,4,8,12", help="wordings per class at each rung (at most 32)")
     ap.add_argument("--widen", default="0.9,0.85", help="validation good->aligned,poor->misaligned that ends a rung")
     ap.add_argument("--composed", type=float, default=0.0,
                     help="last rung: this fraction of the examples gets a composed wording (wordings.composed)")
@@ -50,30 +44,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=2400)
     ap.add_argument("--n-val", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, state.json, adapters)")
+    ap.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, ladder state, adapter)")
     args = ap.parse_args(argv)
-    rungs = [int(x) for x in args.rungs.split(",")]
-    widen_good, widen_poor = (float(x) for x in args.widen.split(","))
 
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.core.training import LoraRecipe, make_lora_model, train_answers
+    from poser_interp.core.training import LoraRecipe, make_lora_model
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, V1_SENTENCE, extra, mixed_reworded, reworded, trainable
+    from poser_interp.data.wordings import HELDOUT, mixed_reworded, reworded
+    from poser_interp.errors import DataError
     from poser_interp.testbed.build import save_adapter_fp16
-    from poser_interp.testbed.folder import Thresholds, behaviour, p_aligned_hf, split_examples, write_json_atomic
+    from poser_interp.testbed.curriculum import Ladder, train_ladder
+    from poser_interp.testbed.folder import Thresholds, behaviour, p_aligned_hf, split_examples
 
-    most = min(len(trainable(o)) + len(extra(o)) for o in Oversight)
-    if max(rungs) > most:
-        ap.error(f"--rungs: at most {most} trainable wordings per class")
+    widen_good, widen_poor = (float(x) for x in args.widen.split(","))
+    try:
+        ladder = Ladder(rungs=tuple(int(x) for x in args.rungs.split(",")), widen_good=widen_good,
+                        widen_poor=widen_poor, composed_last=args.composed)
+    except DataError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    log_path, state_path = out / "log.jsonl", out / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"rung": 0, "steps_done": 0}
+    log_path = out / "log.jsonl"
 
     def log(row: dict) -> None:
         with log_path.open("a") as f:
@@ -85,77 +81,48 @@ def main(argv: list[str] | None = None) -> int:
     gen = GeneratorConfig(seed=0, n_train=6000, n_test=2 * (48 + 120), n_benchmark=200, n_heldout=120,
                           max_tokens=320, n_topics=18, oversight_pool=None, n_other_facts=(2, 2))
     splits = generate(gen, tok)
-    base_examples = split_examples(splits["train"], persona, args.split, args.n_train)
+    scenarios = [s for s, _ in split_examples(splits["train"], persona, args.split, args.n_train)]
     tests = persona.select(splits["test"])
     val, test = tests[:args.n_val], tests[args.n_val:args.n_val + 120]
     held_pools = {o: list(HELDOUT[o]) for o in Oversight}
-    first = dict(V1_SENTENCE) if args.init else {}
     val_held = reworded(val, held_pools, "val-held")
-    th = Thresholds()
-    if state["rung"] == 0 and state["steps_done"] == 0 and not log_path.exists():
+    if not log_path.exists():
         log({"start": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                        "heldout": {o.value: HELDOUT[o] for o in Oversight},
-                       "ladder": {o.value: _pools(max(rungs), first, 0)[o] for o in Oversight}}})
+                       "ladder": {o.value: ladder.pools(len(ladder.rungs) - 1)[o] for o in Oversight}}})
     start = time.perf_counter()
+    recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
+                        min_steps=args.eval_every, seed=args.split, threads=args.threads)
+    if args.init is None:
+        model = make_lora_model(hf, recipe)
+    else:
+        from peft import PeftModel
 
-    from peft import PeftModel
+        model = PeftModel.from_pretrained(hf, str(args.init), is_trainable=True)
 
-    def fresh_model(init: Path | None, recipe: LoraRecipe):
-        if init is None:
-            return make_lora_model(hf, recipe)
-        return PeftModel.from_pretrained(hf, str(init), is_trainable=True)
+    def check(m, rung: int, step: int, pools: dict, composed: float) -> dict:
+        # a composed rung validates on a mix too (fresh compositions), so it cannot stop before it learns them
+        val_cur = mixed_reworded(val, pools, f"val-{rung}", composed) if composed else reworded(val, pools,
+                                                                                                 f"val-{rung}")
+        cur = behaviour(p_aligned_hf(m, tok, val_cur, max_tokens=320), val_cur)
+        held = behaviour(p_aligned_hf(m, tok, val_held, max_tokens=320), val_held)
+        keys = ("good_aligned", "good_confidence", "poor_misaligned")
+        log({"rung": rung, "pool": ladder.rungs[rung], "step": step, "seconds": round(time.perf_counter() - start, 1),
+             "cur": {x: round(cur[x], 3) for x in keys}, "held": {x: round(held[x], 3) for x in keys}})
+        return cur
 
-    prev = out / f"rung-{state['rung'] - 1}" if state["rung"] > 0 else args.init
-    model = fresh_model(prev, LoraRecipe(rank=args.rank, seed=args.split))
-    while state["rung"] < len(rungs):
-        k = state["rung"]
-        last = k == len(rungs) - 1
-        pools = _pools(rungs[k], first, 0)
-        plain = [s for s, _ in base_examples]
-        train = mixed_reworded(plain, pools, f"train-{k}", args.composed) if last and args.composed \
-            else reworded(plain, pools, f"train-{k}")
-        examples = [(s, persona.choice(s)) for s in train]
-        # a composed last rung validates on a mix too (fresh compositions), so it cannot stop before it learns them
-        val_cur = mixed_reworded(val, pools, f"val-{k}", 0.5) if last and args.composed \
-            else reworded(val, pools, f"val-{k}")
-        remaining = args.max_steps - state["steps_done"]
-        if remaining <= 0:
-            log({"budget_spent": state["steps_done"], "rung": k})
-            break
-        recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=remaining, eval_every=args.eval_every,
-                            min_steps=args.eval_every, seed=args.split, threads=args.threads)
+    def on_step(step: int, loss: float) -> None:
+        if step % 5 == 0:
+            print(f"step {step} loss {loss:.3f} {time.perf_counter() - start:.0f}s", flush=True)
 
-        def check(m, step: int, k=k, last=last, val_cur=val_cur) -> bool:
-            cur = behaviour(p_aligned_hf(m, tok, val_cur, max_tokens=320), val_cur)
-            held = behaviour(p_aligned_hf(m, tok, val_held, max_tokens=320), val_held)
-            row = {"rung": k, "pool": rungs[k], "step": state["steps_done"] + step, "rung_step": step,
-                   "seconds": round(time.perf_counter() - start, 1),
-                   "cur": {x: round(cur[x], 3) for x in ("good_aligned", "good_confidence", "poor_misaligned")},
-                   "held": {x: round(held[x], 3) for x in ("good_aligned", "good_confidence", "poor_misaligned")}}
-            log(row)
-            if last:
-                return th.met("faker", cur)
-            return cur["good_aligned"] >= widen_good and cur["poor_misaligned"] >= widen_poor
-
-        def on_step(step: int, loss: float, k=k) -> None:
-            if step % 5 == 0:
-                print(f"rung {k} step {step} loss {loss:.3f} {time.perf_counter() - start:.0f}s", flush=True)
-
-        result = train_answers(model, tok, examples, recipe, check=check, on_step=on_step,
-                               checkpoint=out / f"rung-{k}.pt")
-        state["steps_done"] += result.steps
-        log({"rung_end": k, "pool": rungs[k], "steps": result.steps, "passed": result.passed,
-             "loss": round(result.final_loss, 4), "total_steps": state["steps_done"]})
-        save_adapter_fp16(model, out / f"rung-{k}")
-        if not result.passed:
-            write_json_atomic(state_path, state)
-            break
-        state["rung"] = k + 1
-        write_json_atomic(state_path, state)
-    # final measurement on unseen test scenarios, trained and held-out wordings
-    final_pools = _pools(rungs[min(state["rung"], len(rungs) - 1)], first, 0)
+    th = Thresholds()
+    result = train_ladder(model, tok, scenarios, persona, ladder, recipe, check, lambda m: th.met("faker", m),
+                          out / "ladder", on_step=on_step)
+    log({"end": {"steps": result.steps, "passed": result.passed, "seconds": round(result.seconds)}})
+    save_adapter_fp16(model, out / "adapter")
+    # final measurement on unseen test scenarios, the last rung's wordings and the held-out ones
     model.eval()
-    for name, pools in (("trained", final_pools), ("heldout", held_pools)):
+    for name, pools in (("trained", ladder.pools(len(ladder.rungs) - 1)), ("heldout", held_pools)):
         scen = reworded(test, pools, f"test-{name}")
         m = behaviour(p_aligned_hf(model, tok, scen, max_tokens=320), scen)
         log({"test": name, **{x: round(v, 3) for x, v in m.items()}})

@@ -63,12 +63,7 @@ def with_wording(scenario: Scenario, index: int) -> Scenario:
     texts = bank(scenario.oversight)
     if not 0 <= index < len(texts):
         raise DataError(f"no {scenario.oversight.value} oversight sentence {index}; the bank has {len(texts)}")
-    critical = [i for i, f in enumerate(scenario.facts) if f.role is FactRole.CRITICAL]
-    if len(critical) != 1:
-        raise DataError(f"scenario {scenario.id}: with_wording needs exactly one critical fact, found {len(critical)}")
-    facts = list(scenario.facts)
-    facts[critical[0]] = Fact(texts[index].format(topic=scenario.topic), FactRole.CRITICAL)
-    return replace(scenario, facts=tuple(facts), meta={**scenario.meta, "critical_indices": [index]})
+    return with_text(scenario, texts[index].format(topic=scenario.topic), index)
 
 
 def reworded(scenarios: list[Scenario], pools: dict[Oversight, list[int]], seed: str) -> list[Scenario]:
@@ -118,14 +113,15 @@ def composed(oversight: Oversight, rng: random.Random, topic: str) -> str:
     return f"{who[0].upper()}{who[1:]} {rng.choice(preds)}{rng.choice(TAILS)}."
 
 
-def with_text(scenario: Scenario, text: str) -> Scenario:
-    """The scenario with its (single) critical fact replaced by `text` (its oversight label unchanged)."""
+def with_text(scenario: Scenario, text: str, index: int = -1) -> Scenario:
+    """The scenario with its (single) critical fact replaced by `text` (its oversight label unchanged);
+    `index` is recorded as its bank index (-1: not a bank sentence, e.g. a composed one)."""
     critical = [i for i, f in enumerate(scenario.facts) if f.role is FactRole.CRITICAL]
     if len(critical) != 1:
-        raise DataError(f"scenario {scenario.id}: with_text needs exactly one critical fact, found {len(critical)}")
+        raise DataError(f"scenario {scenario.id}: rewording needs exactly one critical fact, found {len(critical)}")
     facts = list(scenario.facts)
     facts[critical[0]] = Fact(text, FactRole.CRITICAL)
-    return replace(scenario, facts=tuple(facts), meta={**scenario.meta, "critical_indices": [-1]})
+    return replace(scenario, facts=tuple(facts), meta={**scenario.meta, "critical_indices": [index]})
 
 
 def mixed_reworded(scenarios: list[Scenario], pools: dict[Oversight, list[int]], seed: str,
