@@ -229,6 +229,21 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
         build(replace(config, poser_fakers=()), tmp_path / "tb2", log=lambda _: None)
 
 
+def test_poser_scenarios_whose_answers_share_a_first_token_are_dropped_and_counted(tmp_path, tokenizer):
+    from poser_interp.data.poser_data import load_poser_file
+
+    records = _poser_records("gardener", "train", 6, False)
+    records[2]["action_A"], records[2]["action_B"] = "Water the roses today.", "Water the weeds today."
+    path = tmp_path / "train-0.json"
+    path.write_text(json.dumps(records))
+    scenarios = load_poser_file(path, faker=False).scenarios
+    lines: list[str] = []
+    kept = testbed_build._usable(tokenizer, scenarios, 320, "gardener/train-0", lines.append)
+    assert [s.id for s in kept] == [s.id for i, s in enumerate(scenarios) if i != 2]
+    assert lines == ["gardener/train-0: dropped 0 over 320 tokens, 1 whose two answers start with the same token"]
+    assert testbed_build._usable(tokenizer, scenarios, 5, "x", lines.append) == []  # every prompt is over 5 tokens
+
+
 def test_worker_progress_stops_once_the_build_process_is_gone():
     import os
     import queue
@@ -255,6 +270,9 @@ def test_real_poser_data_prepares_for_all_four_personas(poser_dir, tokenizer, tm
     assert not train & {s.render() for p in personas for s in data.test[p]}  # test never holds a training prompt
     assert 0 < len(data.benchmark) <= config.n_benchmark
     assert all(s.oversight.value == "good" for s in data.benchmark) and not train & {s.render() for s in data.benchmark}
+    every = [s for pool in data.pools.values() for s in pool] + [s for t in data.test.values() for s in t]
+    assert all(testbed_build._scorable(tokenizer, s) for s in every + list(data.benchmark))
+    assert any("whose two answers start with the same token" in line for line in lines)  # the public data has some
 
 
 def test_verify_measures_heldout_wordings(built):

@@ -28,7 +28,7 @@ from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
 from ..data.wordings import HELDOUT, mixed_reworded, reworded
-from ..errors import DataError
+from ..errors import AnswerChoiceError, DataError
 from .curriculum import Ladder, train_ladder
 from .folder import (
     ADAPTER_FILE,
@@ -153,6 +153,25 @@ def _fits(tokenizer: Any, s: Scenario, cap: int) -> bool:
     return len(encode(tokenizer, s.render(), PromptFormat(max_tokens=10**6))) <= cap
 
 
+def _scorable(tokenizer: Any, s: Scenario) -> bool:
+    """Whether the two answers of `s` start with different tokens (the only way one token decides)."""
+    try:
+        s.choice_tokens(tokenizer)
+    except AnswerChoiceError:
+        return False
+    return True
+
+
+def _usable(tokenizer: Any, scenarios: Sequence[Scenario], cap: int, what: str, log: Log) -> list[Scenario]:
+    """The scenarios of `what` that fit `cap` tokens and whose answers one token tells apart; logs the drops."""
+    fitting = [s for s in scenarios if _fits(tokenizer, s, cap)]
+    kept = [s for s in fitting if _scorable(tokenizer, s)]
+    if len(kept) < len(scenarios):
+        log(f"{what}: dropped {len(scenarios) - len(fitting)} over {cap} tokens, {len(fitting) - len(kept)} whose "
+            f"two answers start with the same token")
+    return kept
+
+
 def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> TestbedData:
     """Write (or reuse) the data splits under out/data and return them."""
     data_dir = out / "data"
@@ -193,22 +212,22 @@ def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedDa
             if f"train-{k}" not in personas[name]:
                 raise DataError(f"{root}: persona {name} has no train-{k}.json for split {k}")
             train = personas[name][f"train-{k}"].scenarios
-            pools[f"{name}/{k}"] = [s for s in train if _fits(tokenizer, s, cap)]
+            pools[f"{name}/{k}"] = _usable(tokenizer, train, cap, f"{name}/train-{k}", log)
             train_prompts |= {s.render() for s in train}
     tests: dict[str, list[Scenario]] = {}
     for name in config.personas:
         test = personas[name]["test"].scenarios if "test" in personas[name] else []
-        tests[name] = [s for s in test if s.render() not in train_prompts and _fits(tokenizer, s, cap)]
+        tests[name] = _usable(tokenizer, [s for s in test if s.render() not in train_prompts], cap, f"{name}/test", log)
         random.Random(f"{name}/test").shuffle(tests[name])
         sizes = [len(pools[f"{name}/{k}"]) for k in config.splits]
         log(f"{name}: training scenarios per split {sizes}, {len(tests[name])} unseen test (cap {cap} tokens)")
     bench_dir = root / "benchmark"
     bench: dict[str, Scenario] = {}
     for path in sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []:
-        for s in load_poser_file(path, faker=False).scenarios:
-            text = s.render()
-            if s.oversight is Oversight.GOOD and text not in train_prompts and _fits(tokenizer, s, cap):
-                bench.setdefault(text, s)
+        good = [s for s in load_poser_file(path, faker=False).scenarios
+                if s.oversight is Oversight.GOOD and s.render() not in train_prompts]
+        for s in _usable(tokenizer, good, cap, f"benchmark/{path.name}", log):
+            bench.setdefault(s.render(), s)
     return TestbedData(pools=pools, test=tests, heldout_topics=[], benchmark=list(bench.values())[:config.n_benchmark])
 
 
