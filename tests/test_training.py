@@ -149,3 +149,21 @@ def test_old_checkpoints_resume_after_target_margin_was_added():
 
     assert "target_margin" not in _resumable(LoraRecipe())
     assert _resumable(LoraRecipe(target_margin=4.0))["target_margin"] == 4.0
+
+
+def test_extra_items_alone_are_trained_toward_their_answers(tokenizer):
+    """`extra_items` (prompt, Yes/No) train with no scenario examples at all (analyses/oversight_lora.py)."""
+    from poser_interp.core.training import oversight_item
+    from poser_interp.data.scenario import first_token_ids
+
+    scenarios = generate(GeneratorConfig(seed=0, n_train=8, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    items = [oversight_item(s) for s in scenarios]
+    with pytest.raises(ValueError, match="no training examples"):
+        train_answers(_Recorder(len(tokenizer)), tokenizer, [], LoraRecipe(threads=1))
+    model = _Recorder(len(tokenizer))
+    train_answers(model, tokenizer, [], LoraRecipe(batch_size=4, max_steps=20, lr=1e-1, eval_every=100, threads=1),
+                  extra_items=[(p, "Yes") for p, _ in items])
+    assert {tuple(row) for batch in model.seen for row in batch} == {
+        tuple(encode(tokenizer, p, PromptFormat(max_tokens=320))) for p, _ in items}
+    yes, no = first_token_ids(tokenizer, ("Yes", "No"))
+    assert model.bias[yes] > model.bias[no] + 1.0  # every target was "Yes"

@@ -149,20 +149,24 @@ def train_answers(
     check: Callable[[Any, int], bool] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     checkpoint: Path | None = None,
+    extra_items: Sequence[tuple[str, str]] = (),
 ) -> TrainResult:
     """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
+
+    extra_items: (prompt, "Yes" | "No") items trained beside the examples, as `oversight_item` makes them
+    (e.g. the oversight question alone, with no scenario choice: `analyses/oversight_lora.py`).
 
     check(model, step) -> True stops training (called every `eval_every` steps after `min_steps`).
     checkpoint: a file where the full training state (trainable weights, optimizer, scheduler, batch
     order, random state, history) is saved every `eval_every` steps; if it exists, training resumes
     from it and reaches the same weights as an uninterrupted run. It is deleted when training ends.
     """
-    if not examples:
+    if not examples and not extra_items:
         raise ValueError("no training examples")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint)
+        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint, extra_items)
     finally:
         torch.set_num_threads(previous_threads)  # never leak the thread setting into later work
 
@@ -175,13 +179,14 @@ def _train(
     check: Callable[[Any, int], bool] | None,
     on_step: Callable[[int, float], None] | None,
     checkpoint: Path | None,
+    extra_items: Sequence[tuple[str, str]] = (),
 ) -> TrainResult:
     fmt = PromptFormat(max_tokens=recipe.max_tokens)
     ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
     targets = [answer_token(tokenizer, s, c) for s, c in examples]
     others = [answer_token(tokenizer, s, 1 - c) for s, c in examples]
     yes_no = dict(zip(("Yes", "No"), first_token_ids(tokenizer, ("Yes", "No"), what="oversight answers"), strict=True))
-    for prompt, answer in aux_items(examples, recipe.oversight_aux, recipe.seed):
+    for prompt, answer in [*aux_items(examples, recipe.oversight_aux, recipe.seed), *extra_items]:
         ids.append(encode(tokenizer, prompt, fmt))
         targets.append(yes_no[answer])
         others.append(yes_no["No" if answer == "Yes" else "Yes"])
@@ -199,7 +204,7 @@ def _train(
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
-        if state["recipe"] != _resumable(recipe) or state["n_examples"] != len(examples):
+        if state["recipe"] != _resumable(recipe) or state["n_examples"] != len(examples) + len(extra_items):
             raise ValueError(f"checkpoint {checkpoint} belongs to another recipe or data; delete it to start over")
         with torch.no_grad():
             for name, value in state["weights"].items():
@@ -243,7 +248,8 @@ def _train(
                     break
             if checkpoint is not None:
                 _save_state(checkpoint, {
-                    "recipe": _resumable(recipe), "n_examples": len(examples), "step": step, "loss_ema": loss_ema,
+                    "recipe": _resumable(recipe), "n_examples": len(examples) + len(extra_items), "step": step,
+                    "loss_ema": loss_ema,
                     "batches": batches, "history": history, "rng": rng.getstate(),
                     "seconds": time.perf_counter() - start, "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
