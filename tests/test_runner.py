@@ -325,7 +325,7 @@ def test_plots_redrawn_from_the_store(full, tmp_path):
     figs = {"layers": layer_figure(ev), "dose": dose_response_figure(store), "summary": summary_figure(ev)}
     assert len(figs["layers"].data) == 4  # 2 scales x (accuracy, AUROC)
     assert {t.name for t in figs["dose"].data} == {"aligned", "faker"}
-    assert len(figs["summary"].data[0].x) == 3  # noise, random, blackbox
+    assert len(figs["summary"].data[0].y) == 3  # noise, random, blackbox (horizontal bars)
     paths, note = write_figures(figs, tmp_path)
     assert {p.name for p in paths} >= {"figures.html", "layers.html", "dose.html", "summary.html"} and "PNG" in note
     assert (tmp_path / "plotly.min.js").exists()  # per-figure HTML opens offline

@@ -112,10 +112,12 @@ def summary_figure(ev: Evaluation, extra: Mapping[str, Result] | None = None) ->
     for metric, color in (("accuracy", "#2ca02c"), ("auroc", "#9467bd")):
         ys = [getattr(r.summary, metric) for r in chosen]
         errs = [_err(y, getattr(r.summary, f"{metric}_ci")) for y, r in zip(ys, chosen, strict=True)]
-        fig.add_trace(go.Bar(x=labels, y=ys, name=metric, marker_color=color,
-                             error_y=dict(type="data", array=[e[0] for e in errs], arrayminus=[e[1] for e in errs])))
-    fig.add_hline(y=0.5, line_dash="dot", line_color="grey")
-    fig.update_layout(barmode="group", yaxis_range=[0, 1.05],
+        fig.add_trace(go.Bar(y=labels, x=ys, name=metric, marker_color=color, orientation="h",
+                             error_x=dict(type="data", array=[e[0] for e in errs], arrayminus=[e[1] for e in errs])))
+    fig.add_vline(x=0.5, line_dash="dot", line_color="grey")
+    # horizontal bars: long labels stay readable, first strategy on top
+    fig.update_layout(barmode="group", xaxis_range=[0, 1.05], yaxis_autorange="reversed",
+                      height=160 + 44 * len(labels), margin=dict(l=20),
                       title="strategies beside the baselines (95% bootstrap CI; dotted: chance)")
     return fig
 
