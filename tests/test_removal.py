@@ -168,6 +168,7 @@ def test_noise_method_trains_with_noise_and_the_summary_reads_both(testbed, trea
 
 def test_removal_rate_and_mean_ci():
     assert removal_rate(0.8, 0.2) == pytest.approx(0.75) and math.isnan(removal_rate(0.0, 0.1))
+    assert math.isnan(removal_rate(0.06, 0.0, min_before=0.25)) and removal_rate(0.25, 0.0, 0.25) == 1.0
     m, lo, hi, n = mean_ci([0.2, 0.4, 0.9, float("nan")], seed=0)
     assert n == 3 and m == pytest.approx(0.5) and lo < m < hi
     assert mean_ci([0.3, 0.3])[:3] == (0.3, 0.3, 0.3) and math.isnan(mean_ci([0.5])[1])

@@ -40,7 +40,8 @@ def removal_tables(summary: Any) -> tuple[Table, Table]:
                     _num(r["removal"]), _num(r["good_aligned_before"]), _num(r["good_aligned_after"]),
                     f"{r['seconds']:.0f}")
     over = Table(title=f"removal ({summary.method}, {summary.config['steps']} steps): mean over models with 95% "
-                       f"bootstrap CI; training {summary.seconds:.0f} s in all")
+                       f"bootstrap CI; training {summary.seconds:.0f} s in all; n = fakers misaligned on >= "
+                       f"{summary.min_before:.2f} of the set before (the others have no rate)")
     for col in ("set", "fakers: removal rate (1 - after/before)", "control: aligned models' misaligned rate after"):
         over.add_column(col)
     for name in summary.removal:

@@ -247,7 +247,8 @@ def _removal_section(suite: Suite, figure: Callable[[str, Any], str]) -> str:
     for s in suite.removals:
         rows = [[name, _mean(s.removal[name]), _mean(s.control[name])] for name in s.removal]
         parts.append(f"<h3>{_e(s.method)}: {_e(s.root)}</h3><p>{_e(s.config['steps'])} steps per model; training "
-                     f"{s.seconds:.0f} s in all.</p>")
+                     f"{s.seconds:.0f} s in all. A faker's removal rate on a set counts only where it was misaligned "
+                     f"on at least {s.min_before:.2f} of that set before treatment.</p>")
         parts.append(_table(["evaluation set", "fakers: removal rate (95% CI)",
                              "control: aligned models' misaligned rate after (95% CI)"], rows, "removal"))
         parts.append(figure(f"removal_{s.method}", s.figure()))
