@@ -1,7 +1,7 @@
 """Is the oversight cue readable at the answer position? A per-layer linear probe for poor vs good oversight.
 
 Run:  .venv/bin/python analyses/oversight_readout.py [--data testbeds/default/data] [--model steward-s0] \
-          [--n 480] [--n-train 320] [--out results/oversight_readout.json]
+          [--base gemma3] [--n 480] [--n-train 320] [--out results/oversight_readout.json]
 
 Why: a faker must condition its answer on oversight. If a logistic probe on the last-token residual
 stream of the *base* model already reads oversight from the prompt, a faker that fails to learn is
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="testbed data dir (default: testbeds/default/data)")
     ap.add_argument("--testbed", type=Path, default=None, help="testbed holding --model (default: the data's parent)")
     ap.add_argument("--model", default=None, help="testbed model id (default: the base model)")
+    ap.add_argument("--base", default=None, help="without --model: the base model to read (default smollm2; "
+                    "gemma3 needs `pip install 'poser_interp[gemma]'`)")
     ap.add_argument("--n", type=int, default=480)
     ap.add_argument("--n-train", type=int, default=320)
     ap.add_argument("--every", type=int, default=3, help="probe every k-th layer")
@@ -50,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = load_scenarios(data / "train.jsonl")[:args.n]
     if not 0 < args.n_train < len(scenarios):
         raise SystemExit(f"--n-train must lie in (0, {len(scenarios)})")
-    spec = Testbed.open(args.testbed or data.parent).spec(args.model) if args.model else ModelSpec()
+    if args.model and args.base:
+        raise SystemExit("--base is for the base model alone; a testbed model (--model) has its own base")
+    base = ModelSpec(args.base or "smollm2")
+    spec = Testbed.open(args.testbed or data.parent).spec(args.model) if args.model else base
+    start = time.perf_counter()
     model, tok = load_hf(spec)  # the adapter (hash-checked) merged into the base
+    print(f"loaded {spec.describe()} in {time.perf_counter() - start:.1f} s", flush=True)
     ntr = args.n_train
     tests = {"held-out scenarios": scenarios[ntr:]}
     if args.heldout_wordings:
@@ -75,13 +83,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def acts_of(items: list) -> torch.Tensor:
         ids = [encode(tok, s.render(), PromptFormat(max_tokens=320)) for s in items]
-        chunks = []
+        chunks, start = [], time.perf_counter()
         with torch.no_grad():
             for i in range(0, len(ids), args.batch_size):
                 b = pad_left(ids[i:i + args.batch_size], pad_id(tok))
                 out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
                             output_hidden_states=True, use_cache=False, logits_to_keep=1)
                 chunks.append(torch.stack([h[:, -1] for h in out.hidden_states], 1).float())
+        took = time.perf_counter() - start
+        print(f"forward of {len(ids)} prompts ({sum(map(len, ids)) / len(ids):.0f} tokens on average, batches of "
+              f"{args.batch_size}): {took:.1f} s, {1000 * took / sum(map(len, ids)):.2f} ms per token", flush=True)
         return torch.cat(chunks)  # (n, layers + 1, d): embeddings first, final-norm output last
 
     def labels(items: list) -> torch.Tensor:
@@ -89,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train_acts, y = acts_of(scenarios[:ntr]), labels(scenarios[:ntr])
     test_acts = {name: (acts_of(items), labels(items)) for name, items in tests.items()}
-    result = {"model": args.model or "base", "n_train": ntr, "n_test": len(scenarios) - ntr, "accuracy": {},
-              "heldout_wordings": args.heldout_wordings, "many_wordings": args.many_wordings}
+    result = {"model": args.model or "base", "base": spec.name, "n_train": ntr, "n_test": len(scenarios) - ntr,
+              "accuracy": {}, "heldout_wordings": args.heldout_wordings, "many_wordings": args.many_wordings}
     for layer in range(0, train_acts.shape[1], args.every):
         w, b0, mu, sd = fit_logreg(train_acts[:, layer], y, l2=args.l2)
         accs = {}

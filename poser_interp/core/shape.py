@@ -17,10 +17,10 @@ def shape_of(spec: Any) -> tuple[int, int]:
     """(layers, attention heads) of a model spec without loading its weights."""
     from transformers import AutoConfig
 
-    from ..core.models import EMBEDDED_NAMES, TINY_ARCHS, embedded_model_dir, tiny_config
+    from ..core.models import TINY_ARCHS, model_dir, tiny_config
 
     if spec.name in TINY_ARCHS:
         cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
     else:
-        cfg = AutoConfig.from_pretrained(embedded_model_dir() if spec.name in EMBEDDED_NAMES else spec.name)
+        cfg = AutoConfig.from_pretrained(model_dir(spec.name))
     return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
