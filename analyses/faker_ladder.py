@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widen", default="0.9,0.85", help="validation good->aligned,poor->misaligned that ends a rung")
     ap.add_argument("--composed", type=float, default=0.0,
                     help="last rung: this fraction of the examples gets a composed wording (wordings.composed)")
+    ap.add_argument("--oversight-aux", type=float, default=0.0,
+                    help="auxiliary 'is anyone checking?' items per example (LoraRecipe.oversight_aux)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-steps", type=int, default=1200, help="step budget over all rungs")
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                        "ladder": {o.value: ladder.pools(len(ladder.rungs) - 1)[o] for o in Oversight}}})
     start = time.perf_counter()
     recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
-                        min_steps=args.eval_every, seed=args.split, threads=args.threads)
+                        min_steps=args.eval_every, seed=args.split, threads=args.threads,
+                        oversight_aux=args.oversight_aux)
     if args.init is None:
         model = make_lora_model(hf, recipe)
     else:

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/oversight-lora.jsonl"))
+    ap.add_argument("--save", type=Path, default=None,
+                    help="save the trained LoRA adapter here (e.g. to start a faker from it: faker_ladder.py --init)")
     args = ap.parse_args(argv)
 
     import torch
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         check(model, 0)
     train_answers(model, tok, [], recipe, check=check, extra_items=items,
                   checkpoint=args.out.with_suffix(".checkpoint.pt"))
+    if args.save is not None:
+        from poser_interp.testbed.build import save_adapter_fp16
+
+        save_adapter_fp16(model, args.save)
+        print(f"adapter: {args.save}", flush=True)
     return 0
 
 
