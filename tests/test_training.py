@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -81,6 +83,13 @@ def test_checkpoint_resume_reaches_the_uninterrupted_weights(tokenizer, tmp_path
     resumed, weights = _lora_run(tokenizer, examples, recipe, checkpoint=ckpt,
                                  on_step=lambda step, loss: steps_seen.append(step))
     assert steps_seen == [5, 6, 7] and resumed.steps == reference.steps == 7
+    # the step budget may change on resume: continued from the step-4 checkpoint to 9 steps instead of 7
+    with pytest.raises(KeyboardInterrupt):
+        _lora_run(tokenizer, examples, recipe, checkpoint=ckpt, on_step=killed_at_step_5)
+    longer: list[int] = []
+    _lora_run(tokenizer, examples, replace(recipe, max_steps=9), checkpoint=ckpt,
+              on_step=lambda step, loss: longer.append(step))
+    assert longer == [5, 6, 7, 8, 9]
     assert not ckpt.exists()  # removed once training ended
     assert [h["step"] for h in resumed.history] == [h["step"] for h in reference.history]
     assert resumed.final_loss == pytest.approx(reference.final_loss, rel=1e-5)

@@ -204,7 +204,8 @@ def _train(
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
-        if state["recipe"] != _resumable(recipe) or state["n_examples"] != len(examples) + len(extra_items):
+        if _same_run(state["recipe"]) != _same_run(_resumable(recipe)) \
+                or state["n_examples"] != len(examples) + len(extra_items):
             raise ValueError(f"checkpoint {checkpoint} belongs to another recipe or data; delete it to start over")
         with torch.no_grad():
             for name, value in state["weights"].items():
@@ -265,6 +266,12 @@ def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
     # fields added later are left out at their defaults, so older checkpoints still resume
     return {k: v for k, v in recipe.to_dict().items() if k != "threads" and not (k == "target_margin" and v is None)}
+
+
+def _same_run(resumable: dict[str, Any]) -> dict[str, Any]:
+    """The part of `_resumable` that decides the weights: the step budget may change (a run continued further,
+    or stopped earlier; the learning rate is constant after warm-up, so the trajectory does not depend on it)."""
+    return {k: v for k, v in resumable.items() if k != "max_steps"}
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
