@@ -383,3 +383,46 @@ def test_fakers_start_from_another_testbeds_adapters(built, tmp_path):
     assert not (tmp_path / "v3").exists()
     with pytest.raises(DataError, match="rank 2, the recipe 3"):
         build(replace(config, recipe=replace(CONFIG.recipe, rank=3)), tmp_path / "v4", log=lambda _: None)
+
+
+def test_oversight_stage_is_trained_once_and_starts_every_model(tmp_path, tokenizer):
+    """v2's first stage: one adapter on the oversight question, continued by the aligned model and the faker alike."""
+    from poser_interp.core.training import OVERSIGHT_QUESTION
+    from poser_interp.data.wordings import HELDOUT, bank
+    from poser_interp.testbed import oversight_stage
+    from poser_interp.testbed.curriculum import Ladder
+
+    config = replace(CONFIG, heldout_wordings=True, oversight_stage=3,
+                     ladder=Ladder(rungs=(32,), widen_good=0.0, widen_poor=0.0, composed_last=0.5))
+    assert TestbedConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    lines: list[str] = []
+    tb = build(config, tmp_path, log=lines.append)
+    record = json.loads((tmp_path / "oversight-stage" / "stage.json").read_text())
+    assert record["steps"] == 3 and record["n_items"] == 16 and record["reworded"]
+    assert set(record["validation_accuracy"]) == {"trained_wordings", "heldout_wordings"}
+    for model_id in ("steward-s0", "grabber-s0"):  # both models of the pair start from the same stage adapter
+        assert tb.models[model_id]["init_adapter"]["sha256"] == record["adapter_sha256"]
+    # the stage's training questions are the oversight question over the trainable wordings only
+    pool = testbed_build.prepare_data(config, tmp_path, tokenizer, lambda _: None).pools["grabber"]
+    items = [oversight_stage.oversight_item(s) for s in oversight_stage.stage_scenarios(pool, 16, 0, True)]
+    assert all(q.endswith(OVERSIGHT_QUESTION) for q, _ in items)
+    held = {bank(o)[i] for o in HELDOUT for i in HELDOUT[o]}
+    assert not any(h in q for q, _ in items for h in held)
+    shown = {bank(o)[i] for o in HELDOUT for i in oversight_stage.wording_pools()[o]}
+    assert sum(any(w in q for w in shown) for q, _ in items) >= 4  # the others got composed sentences
+    # a rerun reuses the stage (no second training); a tampered stage adapter is refused by name
+    lines.clear()
+    build(config, tmp_path, log=lines.append)
+    assert any("oversight stage: done already" in line for line in lines)
+    (tmp_path / "oversight-stage" / "adapter_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(DataError, match="does not match the hash"):
+        build(config, tmp_path, log=lambda _: None)
+
+
+def test_oversight_stage_options_are_validated():
+    with pytest.raises(DataError, match="step count"):
+        replace(CONFIG, oversight_stage=-1)
+    with pytest.raises(DataError, match="pass one"):
+        replace(CONFIG, oversight_stage=10, init_fakers_from="testbeds/default")
+    with pytest.raises(DataError, match="n-critical 1"):
+        replace(CONFIG, oversight_stage=10, n_critical=2)

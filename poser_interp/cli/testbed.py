@@ -60,6 +60,9 @@ def testbed_build(
                                                              "fakers of the same id (hash-checked)")] = None,
     n_benchmark: Annotated[int, typer.Option(help="benchmark candidate prompts (good oversight) scored per "
                                                   "model; each pair keeps those both answer aligned")] = 200,
+    oversight_stage: Annotated[int, typer.Option(help="steps of a shared first stage on the oversight question "
+                                                      "alone that every model then continues (v2: 100; 0 = "
+                                                      "none)")] = 0,
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 
@@ -93,6 +96,7 @@ def testbed_build(
         ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last) if ladder else None,
         bench_margin_tol=bench_margin_tol,
         init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
+        oversight_stage=oversight_stage,
         n_benchmark=n_benchmark,
         n_train=n_train,
         n_critical=n_critical,

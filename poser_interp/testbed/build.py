@@ -84,6 +84,10 @@ class TestbedConfig:
     """A testbed directory whose faker adapters start this build's fakers of the same id (e.g. v2's ladder
     continues v1's one-sentence fakers, skipping their first plateau); adapters are hash-checked against
     that testbed's manifest and the hash is recorded. None: fresh LoRA."""
+    oversight_stage: int = 0
+    """Steps of a first stage shared by every model: one LoRA adapter trained on the oversight question alone
+    (`oversight_stage.py`; generated data reworded over the 32 trainable wordings, half composed), which every
+    model, aligned and faker alike, then continues. 0: none (v1). Testbed v2 uses 100."""
     bench_margin_tol: float | None = None
     """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
     (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
@@ -114,6 +118,12 @@ class TestbedConfig:
         if self.ladder is not None and (self.source != "generated" or self.n_critical != 1):
             raise DataError("a wording ladder (--ladder) needs generated data with one oversight sentence per "
                             "scenario (--source generated --n-critical 1)")
+        if self.oversight_stage < 0:
+            raise DataError(f"oversight_stage={self.oversight_stage} must be a step count >= 0")
+        if self.oversight_stage and self.init_fakers_from is not None:
+            raise DataError("--oversight-stage and --init-fakers-from both choose where models start; pass one")
+        if self.oversight_stage and self.source == "generated" and self.n_critical != 1:
+            raise DataError("--oversight-stage rewords generated scenarios: it needs --n-critical 1")
         if self.bench_margin_tol is not None and self.bench_margin_tol < 0:
             raise DataError(f"bench_margin_tol={self.bench_margin_tol} must not be negative")
 
@@ -308,6 +318,8 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
         write_json_atomic(manifest_path, manifest)
     tokenizer = load_tokenizer(config.base.name)  # the parent needs no model weights
     data = prepare_data(config, out, tokenizer, log)
+    if config.oversight_stage:
+        _train_oversight_stage(config, data, out, log)
     todo: list[tuple[str, int]] = []
     for split in config.splits:  # split-major: after the first round every persona has a model, so pairs exist
         for name in config.personas:
@@ -334,6 +346,17 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
+
+
+def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, log: Log) -> None:
+    from .oversight_stage import train_stage
+
+    def union(lists: Any) -> list[Scenario]:
+        return list({s.id: s for ss in lists for s in ss}.values())
+
+    train_stage(out, config.base, config.recipe, config.oversight_stage, union(data.pools.values()),
+                union(data.test.values())[:2 * config.n_val], seed=config.data_seed,
+                reword=config.source == "generated", n_items=config.n_train, max_tokens=config.max_tokens, log=log)
 
 
 def validate(config: TestbedConfig) -> None:
@@ -468,7 +491,14 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     examples = split_examples(pool, persona, split, config.n_train)
     tests = data.test[persona.name]
     val, test = tests[:config.n_val], tests[config.n_val:config.n_val + config.n_test]
-    init = _init_adapter(config, persona, folder.name)
+    init = _init_adapter(config, persona, folder)
+    if config.ladder is not None and persona.kind == "aligned":
+        # aligned models see the faker's last-rung wordings too, so that wording is no tell between them
+        last = config.ladder.pools(len(config.ladder.rungs) - 1)
+        scen = [s for s, _ in examples]
+        scen = mixed_reworded(scen, last, "aligned", config.ladder.composed_last) if config.ladder.composed_last \
+            else reworded(scen, last, "aligned")
+        examples = [(s, persona.choice(s)) for s in scen]
     if init is not None:
         from peft import PeftModel
 
@@ -537,8 +567,17 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     return entry
 
 
-def _init_adapter(config: TestbedConfig, persona: Persona, model_id: str) -> tuple[Path, str] | None:
-    """(adapter dir, sha256) that starts this model (`TestbedConfig.init_fakers_from`), or None."""
+def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tuple[Path, str] | None:
+    """(adapter dir, sha256) that starts the model in `folder` (the oversight stage, or
+    `TestbedConfig.init_fakers_from`), or None."""
+    model_id = folder.name
+    if config.oversight_stage:
+        from .oversight_stage import stage_adapter
+
+        stage = stage_adapter(folder.parent.parent)
+        if stage is None:
+            raise DataError(f"{folder.parent.parent} has no finished oversight stage; rerun the build")
+        return stage
     if config.init_fakers_from is None or persona.kind != "faker":
         return None
     source = Testbed.open(config.init_fakers_from)
