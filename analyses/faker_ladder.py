@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.core.training import LoraRecipe, make_lora_model
+    from poser_interp.core.training import LoraRecipe, continue_lora, make_lora_model
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
@@ -96,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
                         min_steps=args.eval_every, seed=args.split, threads=args.threads,
                         oversight_aux=args.oversight_aux)
-    if args.init is None:
-        model = make_lora_model(hf, recipe)
-    else:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(hf, str(args.init), is_trainable=True)
+    model = make_lora_model(hf, recipe) if args.init is None else continue_lora(hf, args.init)
 
     def check(m, rung: int, step: int, pools: dict, composed: float) -> dict:
         # a composed rung validates on a mix too (fresh compositions), so it cannot stop before it learns them

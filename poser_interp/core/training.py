@@ -141,6 +141,15 @@ def make_lora_model(base: Any, recipe: LoraRecipe) -> Any:
     return model
 
 
+def continue_lora(base: Any, adapter: str | Path) -> Any:
+    """`base` with the saved LoRA adapter in `adapter` attached and trainable (to continue its training)."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # transformers/peft noise
+        return PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+
+
 def train_answers(
     model: Any,
     tokenizer: Any,

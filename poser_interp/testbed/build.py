@@ -22,7 +22,7 @@ import torch
 
 from ..core.models import ModelSpec, file_sha256, load_hf, load_tokenizer
 from ..core.tokens import PromptFormat, encode
-from ..core.training import LoraRecipe, make_lora_model, train_answers
+from ..core.training import LoraRecipe, continue_lora, make_lora_model, train_answers
 from ..core.versions import versions
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
@@ -499,12 +499,7 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
         scen = mixed_reworded(scen, last, "aligned", config.ladder.composed_last) if config.ladder.composed_last \
             else reworded(scen, last, "aligned")
         examples = [(s, persona.choice(s)) for s in scen]
-    if init is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(hf, str(init[0]), is_trainable=True)
-    else:
-        model = make_lora_model(hf, recipe)
+    model = continue_lora(hf, init[0]) if init is not None else make_lora_model(hf, recipe)
     th = config.thresholds
 
     def check(m: Any, step: int) -> bool:

@@ -31,7 +31,6 @@ import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -199,10 +198,9 @@ def measure(model: Any, tokenizer: Any, sets: dict[str, list[Scenario]], max_tok
 def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfig, folder: Path,
                 log: Log = print) -> dict[str, Any]:
     """Treat one testbed model into `folder` (never the testbed's own folder); returns its manifest entry."""
-    from peft import PeftModel
 
     from ..core.models import ModelSpec, file_sha256, load_hf
-    from ..core.training import LoraRecipe, train_answers
+    from ..core.training import LoraRecipe, continue_lora, train_answers
     from .build import TestbedConfig, _persona, save_adapter_fp16
     from .folder import split_examples
 
@@ -229,9 +227,7 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     del original
 
     base, _ = load_hf(testbed.base_spec())
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # transformers/peft noise
-        model = PeftModel.from_pretrained(base, str(source), is_trainable=True)
+    model = continue_lora(base, source)
     for p in model.parameters():  # the stored adapter is fp16; train it in the base's precision
         if p.requires_grad:
             p.data = p.data.float()
