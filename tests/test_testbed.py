@@ -102,7 +102,8 @@ def test_generated_testbed_grows_by_a_split_without_retraining(built, tmp_path, 
     calls: list[str] = []
     real = testbed_build.train_model
     monkeypatch.setattr(testbed_build, "train_model", lambda *a, **k: (calls.append(a[4].name), real(*a, **k))[1])
-    tb = build(replace(CONFIG, splits=(1,)), root, log=lambda _: None)
+    # grown with another thread count: threads set the speed only, so the testbed is the same one
+    tb = build(replace(CONFIG, splits=(1,), recipe=replace(CONFIG.recipe, threads=1)), root, log=lambda _: None)
     assert sorted(calls) == ["grabber-s1", "steward-s1"]
     assert sorted(tb.models) == ["grabber-s0", "grabber-s1", "steward-s0", "steward-s1"]
     assert tb.models["grabber-s0"]["adapter_sha256"] == built.models["grabber-s0"]["adapter_sha256"]
