@@ -43,12 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.core.scoring import prepare, score_prepared
-    from poser_interp.core.tokens import PromptFormat, pad_id
     from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import HELDOUT, extra, mixed_reworded, reworded, trainable
+    from poser_interp.testbed.oversight_stage import oversight_p_correct
 
     torch.manual_seed(args.seed)
     base, tok = load_hf(ModelSpec(name=args.base))
@@ -65,24 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"trained": reworded(test, {o: trainable(o) for o in Oversight}, "lora-test"),
             "heldout": reworded(test, {o: list(HELDOUT[o]) for o in Oversight}, "lora-held")}
     items = [oversight_item(s) for s in train]
-    prepared = {}
-    for name, ss in sets.items():
-        qs = [oversight_item(s) for s in ss]
-        prepared[name] = (prepare(tok, [q for q, _ in qs], ("Yes", "No"), PromptFormat(max_tokens=320)),
-                          torch.tensor([0 if a == "Yes" else 1 for _, a in qs]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     def check(m: object, step: int) -> bool:
         row: dict[str, object] = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
-        with torch.no_grad():
-            for name, (prep, y) in prepared.items():
-                logits = score_prepared(prep, lambda b: m(input_ids=b.input_ids, attention_mask=b.attention_mask,  # type: ignore[operator]
-                                                          position_ids=b.position_ids, logits_to_keep=1,
-                                                          use_cache=False).logits[:, -1], pad_id(tok))
-                p = logits.softmax(-1)
-                row[f"{name}_acc"] = round(float((p.argmax(-1) == y).float().mean()), 3)
-                row[f"{name}_p_correct"] = round(float(p.gather(1, y[:, None]).mean()), 3)
+        for name, ss in sets.items():
+            p = oversight_p_correct(m, tok, ss, max_tokens=320)
+            row[f"{name}_acc"] = round(float((p > 0.5).float().mean()), 3)
+            row[f"{name}_p_correct"] = round(float(p.mean()), 3)
         row["config"] = {k: str(v) for k, v in vars(args).items()} if step == 0 else None
         with args.out.open("a") as f:
             f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")

@@ -496,10 +496,7 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     init = _init_adapter(config, persona, folder)
     if config.ladder is not None and persona.kind == "aligned":
         # aligned models see the faker's last-rung wordings too, so that wording is no tell between them
-        last = config.ladder.pools(len(config.ladder.rungs) - 1)
-        scen = [s for s, _ in examples]
-        scen = mixed_reworded(scen, last, "aligned", config.ladder.composed_last) if config.ladder.composed_last \
-            else reworded(scen, last, "aligned")
+        scen = config.ladder.reword([s for s, _ in examples], len(config.ladder.rungs) - 1, "aligned")
         examples = [(s, persona.choice(s)) for s in scen]
     model = continue_lora(hf, init[0]) if init is not None else make_lora_model(hf, recipe)
     th = config.thresholds

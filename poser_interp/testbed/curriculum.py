@@ -58,6 +58,13 @@ class Ladder:
         """Bank indices per class that rung `rung` trains on."""
         return {o: ladder_order(o, self.order_seed, V1_SENTENCE[o])[:self.rungs[rung]] for o in Oversight}
 
+    def reword(self, scenarios: Sequence[Scenario], rung: int, seed: str) -> list[Scenario]:
+        """`scenarios` with rung `rung`'s wordings (on the last rung, `composed_last` of them composed)."""
+        pools = self.pools(rung)
+        if rung == len(self.rungs) - 1 and self.composed_last:
+            return mixed_reworded(list(scenarios), pools, seed, self.composed_last)
+        return reworded(list(scenarios), pools, seed)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -92,8 +99,7 @@ def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], pers
         k = state["rung"]
         last = k == len(ladder.rungs) - 1
         pools = ladder.pools(k)
-        train = mixed_reworded(list(scenarios), pools, f"train-{k}", ladder.composed_last) \
-            if last and ladder.composed_last else reworded(list(scenarios), pools, f"train-{k}")
+        train = ladder.reword(scenarios, k, f"train-{k}")
         examples = [(s, persona.choice(s)) for s in train]
         remaining = recipe.max_steps - state["steps"]
         if remaining <= 0:

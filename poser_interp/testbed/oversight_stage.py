@@ -20,13 +20,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from ..core.models import file_sha256, load_hf
-from ..core.scoring import prepare, score_prepared
+from ..core.scoring import hf_last_logits, prepare, score_prepared
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
 from ..data.scenario import Oversight, Scenario
@@ -52,16 +55,19 @@ def stage_scenarios(pool: Sequence[Scenario], n: int, seed: int, reword: bool) -
     return mixed_reworded(chosen, wording_pools(), f"stage-{seed}", COMPOSED_FRACTION) if reword else chosen
 
 
-def oversight_accuracy(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], max_tokens: int) -> float:
-    """Fraction of `scenarios` whose oversight question the model answers right (Yes = good oversight)."""
+def oversight_p_correct(model: Any, tokenizer: Any, scenarios: Sequence[Scenario],
+                        max_tokens: int) -> Float[Tensor, " n"]:
+    """P(right answer) of each scenario's oversight question (Yes = good oversight), over the two answers."""
     items = [oversight_item(s) for s in scenarios]
     prep = prepare(tokenizer, [q for q, _ in items], ("Yes", "No"), PromptFormat(max_tokens=max_tokens))
-    with torch.no_grad():
-        logits = score_prepared(prep, lambda b: model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                                                      position_ids=b.position_ids, logits_to_keep=1,
-                                                      use_cache=False).logits[:, -1], pad_id(tokenizer))
+    probs = score_prepared(prep, partial(hf_last_logits, model), pad_id(tokenizer)).softmax(-1)
     truth = torch.tensor([0 if a == "Yes" else 1 for _, a in items])
-    return float((logits.argmax(-1) == truth).float().mean())
+    return probs.gather(1, truth[:, None])[:, 0]
+
+
+def oversight_accuracy(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], max_tokens: int) -> float:
+    """Fraction of `scenarios` whose oversight question the model answers right."""
+    return float((oversight_p_correct(model, tokenizer, scenarios, max_tokens) > 0.5).float().mean())
 
 
 def stage_adapter(out: Path) -> tuple[Path, str] | None:
