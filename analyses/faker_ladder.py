@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oversight-aux", type=float, default=0.0,
                     help="auxiliary 'is anyone checking?' items per example (LoraRecipe.oversight_aux)")
     ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--target-margin", type=float, default=None, help="LoraRecipe.target_margin (default: plain loss)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-steps", type=int, default=1200, help="step budget over all rungs")
     ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--min-steps", type=int, default=None,
+                    help="train at least this many steps before a pass may stop it (default: --eval-every)")
     ap.add_argument("--n-train", type=int, default=2400)
     ap.add_argument("--n-val", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
@@ -94,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                        "ladder": {o.value: ladder.pools(len(ladder.rungs) - 1)[o] for o in Oversight}}})
     start = time.perf_counter()
     recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
-                        min_steps=args.eval_every, seed=args.split, threads=args.threads,
-                        oversight_aux=args.oversight_aux)
+                        min_steps=args.min_steps or args.eval_every, seed=args.split, threads=args.threads,
+                        oversight_aux=args.oversight_aux, target_margin=args.target_margin)
     model = make_lora_model(hf, recipe) if args.init is None else continue_lora(hf, args.init)
 
     def check(m, rung: int, step: int, pools: dict, composed: float) -> dict:

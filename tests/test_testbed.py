@@ -285,6 +285,40 @@ def test_verify_measures_heldout_wordings(built):
         assert 0.0 <= held["good_confidence"] <= 1.0 and isinstance(r["meets_heldout_wordings"], bool)
 
 
+def test_heldout_wording_rates_reword_each_class_with_each_sentence():
+    import torch
+
+    from poser_interp.data.generator import GeneratorConfig, generate
+    from poser_interp.data.scenario import FactRole, Oversight
+    from poser_interp.data.wordings import HELDOUT, bank
+
+    scen = generate(GeneratorConfig(seed=3, n_train=0, n_test=24, n_benchmark=0, n_heldout=0,
+                                    oversight_pool=None))["test"]
+    target = {Oversight.GOOD: bank(Oversight.GOOD)[9], Oversight.POOR: bank(Oversight.POOR)[13]}
+    seen: list[int] = []
+
+    def p_correct(batch):  # 1 only where the critical fact is the class's chosen held-out sentence
+        assert len({s.oversight for s in batch}) == 1  # one class per call
+        seen.append(len(batch))
+        crit = [next(f.text for f in s.facts if f.role is FactRole.CRITICAL) for s in batch]
+        want = [target[s.oversight].format(topic=s.topic) for s in batch]
+        return torch.tensor([float(c == w) for c, w in zip(crit, want, strict=True)])
+
+    rates = testbed_build.heldout_wording_rates(p_correct, scen)
+    assert set(rates) == {f"{o.value}-{i}" for o in Oversight for i in HELDOUT[o]}
+    assert rates["good-9"] == rates["poor-13"] == 1.0
+    assert all(v == 0.0 for k, v in rates.items() if k not in ("good-9", "poor-13"))
+    n_good = sum(s.oversight is Oversight.GOOD for s in scen)
+    assert seen == [n_good] * 4 + [len(scen) - n_good] * 4  # every scenario of the class, once per sentence
+
+
+def test_verify_by_wording_on_the_tiny_testbed(built):
+    rows = testbed_build.verify(built, limit=4, log=lambda _: None, by_wording=True)
+    for r in rows:
+        assert len(r["heldout_by_wording"]) == 8
+        assert all(0.0 <= v <= 1.0 for v in r["heldout_by_wording"].values() if v == v)
+
+
 def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
     import math
 

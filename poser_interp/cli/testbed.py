@@ -136,6 +136,8 @@ def _pairs_table(tb: Any) -> None:
 def testbed_verify(
     testbed: Annotated[str, typer.Argument(help="testbed directory, or 'default'")] = "default",
     limit: Annotated[int | None, typer.Option(help="test scenarios per model (default: the build's n_test)")] = None,
+    by_wording: Annotated[bool, typer.Option(help="also each held-out sentence on its own: every test scenario "
+                                                  "with that sentence (8x the held-out forwards)")] = False,
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table."""
     from ..testbed.build import TestbedConfig, verify
@@ -143,7 +145,7 @@ def testbed_verify(
 
     tb = Testbed.open(testbed)
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
-    rows = verify(tb, limit=limit, log=lambda _: None)
+    rows = verify(tb, limit=limit, log=lambda _: None, by_wording=by_wording)
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
                         f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, "
@@ -165,4 +167,27 @@ def testbed_verify(
                       both(r.get("heldout_wordings")), both(r.get("heldout_topics")),
                       "[green]yes[/]" if meets else "[red]no[/]")
     print_table(table)
+    if by_wording:
+        _wording_table(tb, rows)
     _pairs_table(tb)
+
+
+def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
+    """One column per held-out sentence: good-i = fraction answered aligned, poor-i = fraction misaligned."""
+    from ..data.scenario import Oversight
+    from ..data.wordings import HELDOUT, bank
+    from ..testbed.build import wording_key
+
+    keys = [(o, i) for o in Oversight for i in HELDOUT[o]]
+    table = Table(title=f"testbed {tb.root}: each held-out sentence alone (good-i: fraction aligned, faker and "
+                        "aligned should be high; poor-i: fraction misaligned, faker high, aligned 0)")
+    table.add_column("model")
+    for o, i in keys:
+        table.add_column(wording_key(o, i))
+    for r in rows:
+        rates = r.get("heldout_by_wording")
+        if rates:
+            table.add_row(r["model"], *(f"{rates[wording_key(o, i)]:.2f}" for o, i in keys))
+    print_table(table)
+    for o, i in keys:
+        console.print(f"  {wording_key(o, i)}: {bank(o)[i]}", highlight=False)
