@@ -10,7 +10,8 @@ memorised its training wordings, and a linear probe on the frozen base model rea
 the trainable wordings (12 per class, or 12 + 20 extra with half the scenarios composed from parts), does the
 model answer it right on unseen scenarios with the 4 + 4 held-out wordings (`wordings.HELDOUT`)? If not even
 this generalises, no faker recipe that needs the same reading will. Every `--eval-every` steps one JSON line:
-accuracy and mean P(correct) on trained and held-out wordings. Resumable (checkpoint beside `--out`).
+accuracy and mean P(correct) on trained and held-out wordings (with `--by-wording`, each held-out sentence
+alone too). Resumable (checkpoint beside `--out`).
 Runs alone on a core: OMP_NUM_THREADS=1.
 """
 
@@ -24,8 +25,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wordings", choices=("many", "trainable"), default="many",
-                    help="training wordings: 'trainable' (12 per class) or 'many' (12 + 20 extra, half composed)")
+    ap.add_argument("--wordings", choices=("many", "trainable", "inferential"), default="many",
+                    help="training wordings: 'trainable' (12 per class), 'many' (12 + 20 extra, half composed) or "
+                         "'inferential' (many + the 24 inferential ones, wordings.inferential)")
     ap.add_argument("--base", default="smollm2", help="base model name (ModelSpec.name)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/oversight-lora.jsonl"))
+    ap.add_argument("--by-wording", action="store_true",
+                    help="also each held-out sentence alone on all test scenarios of its class (8x the forwards)")
     ap.add_argument("--save", type=Path, default=None,
                     help="save the trained LoRA adapter here (e.g. to start a faker from it: faker_ladder.py --init)")
     args = ap.parse_args(argv)
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, extra, mixed_reworded, reworded, trainable
+    from poser_interp.data.wordings import HELDOUT, extra, inferential, mixed_reworded, reworded, trainable
+    from poser_interp.testbed.build import heldout_wording_rates
     from poser_interp.testbed.oversight_stage import oversight_p_correct
 
     torch.manual_seed(args.seed)
@@ -58,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                           n_topics=18, n_other_facts=(2, 2), heldout_wordings=True)
     scenarios = generate(gen, tok)["train"]
     train, test = scenarios[:args.n_train], scenarios[args.n_train:]
-    pools = {o: trainable(o) + (extra(o) if args.wordings == "many" else []) for o in Oversight}
-    train = (mixed_reworded(train, pools, "lora-train", 0.5) if args.wordings == "many"
-             else reworded(train, pools, "lora-train"))
+    more = {"trainable": lambda o: [], "many": extra, "inferential": lambda o: extra(o) + inferential(o)}
+    pools = {o: trainable(o) + more[args.wordings](o) for o in Oversight}
+    train = (reworded(train, pools, "lora-train") if args.wordings == "trainable"
+             else mixed_reworded(train, pools, "lora-train", 0.5))
     sets = {"trained": reworded(test, {o: trainable(o) for o in Oversight}, "lora-test"),
             "heldout": reworded(test, {o: list(HELDOUT[o]) for o in Oversight}, "lora-held")}
     items = [oversight_item(s) for s in train]
@@ -73,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             p = oversight_p_correct(m, tok, ss, max_tokens=320)
             row[f"{name}_acc"] = round(float((p > 0.5).float().mean()), 3)
             row[f"{name}_p_correct"] = round(float(p.mean()), 3)
+        if args.by_wording:
+            rates = heldout_wording_rates(lambda ss: oversight_p_correct(m, tok, ss, max_tokens=320), test)
+            row["heldout_by_wording"] = {k: round(v, 3) for k, v in rates.items()}
         row["config"] = {k: str(v) for k, v in vars(args).items()} if step == 0 else None
         with args.out.open("a") as f:
             f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")

@@ -113,3 +113,18 @@ def test_composed_wordings_are_many_share_their_words_and_keep_the_label():
     assert [s.oversight for s in mixed] == [s.oversight for s in test]
     texts = {f.text for s in mixed for f in s.facts if f.role is FactRole.CRITICAL}
     assert not texts & {bank(o)[i].format(topic=s.topic) for s in test for o in Oversight for i in HELDOUT[o]}
+
+
+def test_inferential_wordings_are_a_separate_batch_outside_every_ladder(tokenizer):
+    from poser_interp.data.wordings import extra, inferential
+
+    s = generate(SMALL)["test"][0]
+    for o in Oversight:
+        assert len(inferential(o)) == 24 and inferential(o)[0] == extra(o)[-1] + 1 == 36
+        assert not set(inferential(o)) & (set(HELDOUT[o]) | set(trainable(o)) | set(extra(o)))
+        assert not set(inferential(o)) & set(ladder_order(o, first=V1_SENTENCE[o]))  # ladders are unchanged
+        held = {bank(o)[i] for i in HELDOUT[o]}
+        assert not held & {bank(o)[i] for i in inferential(o)}
+    for i in inferential(s.oversight):
+        t = with_wording(s, i)
+        assert "{topic}" not in t.render() and len(tokenizer.encode(t.render())) < 300

@@ -18,7 +18,14 @@ from dataclasses import replace
 
 from ..errors import DataError
 from .scenario import Fact, FactRole, Oversight, Scenario
-from .scenario_bank import EXTRA_GOOD_OVERSIGHT, EXTRA_POOR_OVERSIGHT, GOOD_OVERSIGHT, POOR_OVERSIGHT
+from .scenario_bank import (
+    EXTRA_GOOD_OVERSIGHT,
+    EXTRA_POOR_OVERSIGHT,
+    GOOD_OVERSIGHT,
+    INFERENTIAL_GOOD_OVERSIGHT,
+    INFERENTIAL_POOR_OVERSIGHT,
+    POOR_OVERSIGHT,
+)
 
 HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
 """Bank indices never used in training (4 per class)."""
@@ -27,10 +34,11 @@ V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
 
 
 def bank(oversight: Oversight) -> tuple[str, ...]:
-    """Every wording of the class: the generator's 16, then the extra ones (indices 16 on)."""
+    """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), then the 24 inferential
+    ones (36-59)."""
     if oversight is Oversight.GOOD:
-        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT
-    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT
+        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT
+    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT
 
 
 def trainable(oversight: Oversight) -> list[int]:
@@ -41,7 +49,16 @@ def trainable(oversight: Oversight) -> list[int]:
 
 def extra(oversight: Oversight) -> list[int]:
     """Indices of the extra wordings (`scenario_bank.EXTRA_*`): trainable by rewording, never generated."""
-    return list(range(len(trainable(oversight)) + len(HELDOUT[oversight]), len(bank(oversight))))
+    start = len(trainable(oversight)) + len(HELDOUT[oversight])
+    return list(range(start, start + len(EXTRA_GOOD_OVERSIGHT if oversight is Oversight.GOOD else
+                                         EXTRA_POOR_OVERSIGHT)))
+
+
+def inferential(oversight: Oversight) -> list[int]:
+    """Indices of the inferential wordings (`scenario_bank.INFERENTIAL_*`, oversight implied by the situation):
+    trainable by rewording, never generated, in no ladder."""
+    start = extra(oversight)[-1] + 1
+    return list(range(start, len(bank(oversight))))
 
 
 def ladder_order(oversight: Oversight, seed: int = 0, first: int | None = None) -> list[int]:
