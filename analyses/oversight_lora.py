@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import HELDOUT, extra, inferential, mixed_reworded, reworded, trainable
-    from poser_interp.testbed.build import heldout_wording_rates
+    from poser_interp.testbed.folder import heldout_wording_rates
     from poser_interp.testbed.oversight_stage import oversight_p_correct
 
     torch.manual_seed(args.seed)

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.models import load_hf, load_tokenizer
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import HELDOUT, bank
-    from poser_interp.testbed.build import TestbedConfig, _persona, heldout_wording_rates, prepare_data, wording_key
-    from poser_interp.testbed.folder import Testbed, p_aligned_hf
+    from poser_interp.testbed.build import TestbedConfig, _persona, prepare_data
+    from poser_interp.testbed.folder import Testbed, heldout_wording_rates, p_aligned_hf, wording_key
     from poser_interp.testbed.oversight_stage import oversight_p_correct, stage_adapter
 
     tb = Testbed.open(str(args.testbed))

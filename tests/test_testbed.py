@@ -291,6 +291,7 @@ def test_heldout_wording_rates_reword_each_class_with_each_sentence():
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import FactRole, Oversight
     from poser_interp.data.wordings import HELDOUT, bank
+    from poser_interp.testbed.folder import heldout_wording_rates
 
     scen = generate(GeneratorConfig(seed=3, n_train=0, n_test=24, n_benchmark=0, n_heldout=0,
                                     oversight_pool=None))["test"]
@@ -304,7 +305,7 @@ def test_heldout_wording_rates_reword_each_class_with_each_sentence():
         want = [target[s.oversight].format(topic=s.topic) for s in batch]
         return torch.tensor([float(c == w) for c, w in zip(crit, want, strict=True)])
 
-    rates = testbed_build.heldout_wording_rates(p_correct, scen)
+    rates = heldout_wording_rates(p_correct, scen)
     assert set(rates) == {f"{o.value}-{i}" for o in Oversight for i in HELDOUT[o]}
     assert rates["good-9"] == rates["poor-13"] == 1.0
     assert all(v == 0.0 for k, v in rates.items() if k not in ("good-9", "poor-13"))
@@ -435,6 +436,7 @@ def test_oversight_stage_is_trained_once_and_starts_every_model(tmp_path, tokeni
     record = json.loads((tmp_path / "oversight-stage" / "stage.json").read_text())
     assert record["steps"] == 3 and record["n_items"] == 16 and record["reworded"]
     assert set(record["validation_accuracy"]) == {"trained_wordings", "heldout_wordings"}
+    assert record["wordings"] == "many" and len(record["validation_heldout_by_wording"]) == 8
     for model_id in ("steward-s0", "grabber-s0"):  # both models of the pair start from the same stage adapter
         assert tb.models[model_id]["init_adapter"]["sha256"] == record["adapter_sha256"]
     # the stage's training questions are the oversight question over the trainable wordings only
@@ -454,6 +456,38 @@ def test_oversight_stage_is_trained_once_and_starts_every_model(tmp_path, tokeni
         build(config, tmp_path, log=lambda _: None)
 
 
+def test_stage_wordings_add_the_inferential_batch_and_never_a_heldout_one(tmp_path, tokenizer):
+    from poser_interp.data.wordings import HELDOUT, bank, inferential
+    from poser_interp.testbed import oversight_stage
+
+    pools = oversight_stage.wording_pools("inferential")
+    for o in pools:
+        assert pools[o] == oversight_stage.wording_pools()[o] + inferential(o) and not set(pools[o]) & set(HELDOUT[o])
+    config = replace(CONFIG, heldout_wordings=True, oversight_stage=3, stage_wordings="inferential")
+    pool = testbed_build.prepare_data(config, tmp_path, tokenizer, lambda _: None).pools["grabber"]
+    texts = [s.render() for s in oversight_stage.stage_scenarios(pool, 48, 0, True, "inferential")]
+    new = {bank(o)[i].format(topic=t) for o in pools for i in inferential(o) for t in {s.topic for s in pool}}
+    held = {bank(o)[i].format(topic=t) for o in pools for i in HELDOUT[o] for t in {s.topic for s in pool}}
+    assert any(n in t for t in texts for n in new) and not any(h in t for t in texts for h in held)
+    with pytest.raises(DataError, match="choose one of many, inferential"):
+        oversight_stage.wording_pools("all")
+
+
+def test_a_testbed_written_before_an_option_existed_still_grows(built, tmp_path):
+    """A stored config without a later option (here stage_wordings) reads as that option's default."""
+    import shutil
+
+    root = tmp_path / "old"
+    shutil.copytree(built.root, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["config"]["stage_wordings"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    config = TestbedConfig.from_dict(manifest["config"])
+    assert testbed_build._extended(manifest["config"], replace(config, splits=(0, 1)), root).splits == (0, 1)
+    with pytest.raises(DataError, match="another config"):
+        testbed_build._extended(manifest["config"], replace(config, n_train=config.n_train + 1), root)
+
+
 def test_oversight_stage_options_are_validated():
     with pytest.raises(DataError, match="step count"):
         replace(CONFIG, oversight_stage=-1)
@@ -461,3 +495,7 @@ def test_oversight_stage_options_are_validated():
         replace(CONFIG, oversight_stage=10, init_fakers_from="testbeds/default")
     with pytest.raises(DataError, match="n-critical 1"):
         replace(CONFIG, oversight_stage=10, n_critical=2)
+    with pytest.raises(DataError, match="needs --oversight-stage"):
+        replace(CONFIG, stage_wordings="inferential")
+    with pytest.raises(DataError, match="choose one of"):
+        replace(CONFIG, oversight_stage=10, stage_wordings="everything")

@@ -63,6 +63,9 @@ def testbed_build(
     oversight_stage: Annotated[int, typer.Option(help="steps of a shared first stage on the oversight question "
                                                       "alone that every model then continues (v2: 100; 0 = "
                                                       "none)")] = 0,
+    stage_wordings: Annotated[str, typer.Option(help="the oversight stage's wordings: 'many' (32 per class, half "
+                                                     "composed) or 'inferential' (+ 24 per class implied by the "
+                                                     "situation)")] = "many",
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 
@@ -97,6 +100,7 @@ def testbed_build(
         bench_margin_tol=bench_margin_tol,
         init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
         oversight_stage=oversight_stage,
+        stage_wordings=stage_wordings,
         n_benchmark=n_benchmark,
         n_train=n_train,
         n_critical=n_critical,
@@ -176,7 +180,7 @@ def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
     """One column per held-out sentence: good-i = fraction answered aligned, poor-i = fraction misaligned."""
     from ..data.scenario import Oversight
     from ..data.wordings import HELDOUT, bank
-    from ..testbed.build import wording_key
+    from ..testbed.folder import wording_key
 
     keys = [(o, i) for o in Oversight for i in HELDOUT[o]]
     table = Table(title=f"testbed {tb.root}: each held-out sentence alone (good-i: fraction aligned, faker and "

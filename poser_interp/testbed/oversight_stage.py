@@ -33,9 +33,9 @@ from ..core.scoring import hf_last_logits, prepare, score_prepared
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
 from ..data.scenario import Oversight, Scenario
-from ..data.wordings import HELDOUT, extra, mixed_reworded, reworded, trainable
+from ..data.wordings import HELDOUT, extra, inferential, mixed_reworded, reworded, trainable
 from ..errors import DataError
-from .folder import ADAPTER_FILE, read_json, write_json_atomic
+from .folder import ADAPTER_FILE, heldout_wording_rates, read_json, write_json_atomic
 
 Log = Callable[[str], None]
 STAGE_DIR = "oversight-stage"
@@ -44,15 +44,23 @@ COMPOSED_FRACTION = 0.5
 """Generated data: fraction of the stage's scenarios with a composed oversight sentence (as measured)."""
 
 
-def wording_pools() -> dict[Oversight, list[int]]:
-    """The bank wordings the stage trains on: every trainable one (held-out wordings never)."""
-    return {o: trainable(o) + extra(o) for o in Oversight}
+STAGE_WORDINGS = ("many", "inferential")
+"""`TestbedConfig.stage_wordings`: the stage's bank wordings besides the composed ones."""
 
 
-def stage_scenarios(pool: Sequence[Scenario], n: int, seed: int, reword: bool) -> list[Scenario]:
+def wording_pools(wordings: str = "many") -> dict[Oversight, list[int]]:
+    """The bank wordings the stage trains on (held-out wordings never): 'many' = every trainable generator
+    sentence and the extra ones (32 per class); 'inferential' = those and the 24 inferential ones."""
+    if wordings not in STAGE_WORDINGS:
+        raise DataError(f"unknown stage wordings {wordings!r}; choose one of {', '.join(STAGE_WORDINGS)}")
+    return {o: trainable(o) + extra(o) + (inferential(o) if wordings == "inferential" else []) for o in Oversight}
+
+
+def stage_scenarios(pool: Sequence[Scenario], n: int, seed: int, reword: bool,
+                    wordings: str = "many") -> list[Scenario]:
     """The first `n` scenarios of `pool`, reworded over `wording_pools` (a seeded half composed) if `reword`."""
     chosen = list(pool[:n])
-    return mixed_reworded(chosen, wording_pools(), f"stage-{seed}", COMPOSED_FRACTION) if reword else chosen
+    return mixed_reworded(chosen, wording_pools(wordings), f"stage-{seed}", COMPOSED_FRACTION) if reword else chosen
 
 
 def oversight_p_correct(model: Any, tokenizer: Any, scenarios: Sequence[Scenario],
@@ -85,7 +93,7 @@ def stage_adapter(out: Path) -> tuple[Path, str] | None:
 
 def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequence[Scenario],
                 validation: Sequence[Scenario], seed: int, reword: bool, n_items: int, max_tokens: int,
-                log: Log) -> tuple[Path, str]:
+                log: Log, wordings: str = "many") -> tuple[Path, str]:
     """Train (or reuse, or resume) the stage in `out/oversight-stage`; returns (adapter dir, sha256).
 
     validation: unseen scenarios; with `reword` their oversight sentence is replaced by a trainable and by a
@@ -103,7 +111,7 @@ def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequ
     recipe = replace(recipe, seed=seed, max_steps=steps, min_steps=0, oversight_aux=0.0, aligned_warmup_steps=0)
     hf, tok = load_hf(base)
     model = make_lora_model(hf, recipe)
-    items = [oversight_item(s) for s in stage_scenarios(pool, n_items, seed, reword)]
+    items = [oversight_item(s) for s in stage_scenarios(pool, n_items, seed, reword, wordings)]
     if not items:
         raise DataError("the oversight stage has no training scenarios")
     log(f"oversight stage: {steps} steps on {len(items)} oversight questions")
@@ -122,11 +130,15 @@ def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequ
                         o: trainable(o) for o in Oversight}, "stage-val"), max_tokens),
                     "heldout_wordings": oversight_accuracy(model, tok, reworded(list(validation), {
                         o: list(HELDOUT[o]) for o in Oversight}, "stage-val-held"), max_tokens)}
+    by_wording = heldout_wording_rates(lambda ss: oversight_p_correct(model, tok, ss, max_tokens),
+                                       validation) if reword else None
     sha = file_sha256(folder / ADAPTER_FILE)
     write_json_atomic(folder / RECORD_FILE, {
         "steps": result.steps, "seconds": round(time.perf_counter() - start, 1), "n_items": len(items),
-        "recipe": asdict(recipe), "reworded": reword, "composed_fraction": COMPOSED_FRACTION if reword else 0.0,
-        "validation_accuracy": accuracy, "n_validation": len(validation), "adapter_sha256": sha})
+        "recipe": asdict(recipe), "reworded": reword,
+        "wordings": wordings if reword else None, "composed_fraction": COMPOSED_FRACTION if reword else 0.0,
+        "validation_accuracy": accuracy, "validation_heldout_by_wording": by_wording,
+        "n_validation": len(validation), "adapter_sha256": sha})
     log(f"oversight stage: {result.steps} steps in {result.seconds:.0f}s; oversight question on unseen scenarios: "
         + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
     return folder, sha
