@@ -320,6 +320,33 @@ def test_verify_by_wording_on_the_tiny_testbed(built):
         assert all(0.0 <= v <= 1.0 for v in r["heldout_by_wording"].values() if v == v)
 
 
+def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(built, tmp_path):
+    import shutil
+
+    from poser_interp.evaluation.suite import _behaviour_rows
+    from poser_interp.testbed.folder import Testbed
+
+    root = tmp_path / "tb"
+    shutil.copytree(built.root, root)
+    (root / "verify.json").unlink(missing_ok=True)  # other tests verify the shared testbed too
+    tb = Testbed.open(root)
+    assert tb.verified() == {} and all(r[-1] == "build" and r[7] == "-" for r in _behaviour_rows(tb))
+    by = testbed_build.verify(tb, limit=4, log=lambda _: None, by_wording=True)
+    testbed_build.verify(tb, limit=4, log=lambda _: None)  # a plain rerun keeps the per-wording rates
+    got = Testbed.open(root).verified()
+    assert sorted(got) == ["grabber-s0", "steward-s0"] and all(got[r["model"]]["limit"] == 4 for r in by)
+    assert all(got[r["model"]]["heldout_by_wording"] == r["heldout_by_wording"] for r in by)
+    rows = {r[0]: r for r in _behaviour_rows(Testbed.open(root))}
+    held = got["grabber-s0"]["heldout_wordings"]
+    assert rows["grabber-s0"][7] == f"{held['good_aligned']:.2f} / {held['poor_misaligned']:.2f}"
+    assert rows["grabber-s0"][-1].startswith("verify ")
+    # a model rebuilt since (another adapter hash) is no longer shown with the old measurement
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["models"]["grabber-s0"]["adapter_sha256"] = "0" * 64
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(Testbed.open(root).verified()) == ["steward-s0"]
+
+
 def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
     import math
 

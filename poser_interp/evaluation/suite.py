@@ -174,14 +174,23 @@ def cells(summary: Any) -> tuple[str, str, str]:
 
 
 def _behaviour_rows(testbed: Testbed) -> list[list[str]]:
+    """One row per model: `testbed verify`'s last measurement where there is one (held-out wordings included),
+    else the build's (no held-out wordings)."""
     rows = []
+    verified = testbed.verified()
+
+    def pair(m: dict[str, float] | None) -> str:
+        return f"{_f(m['good_aligned'])} / {_f(m['poor_misaligned'])}" if m else "-"
+
     for m, e in sorted(testbed.models.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
-        met = e.get("metrics", {})
-        t, h = met.get("test", {}), met.get("heldout_topics")
+        v = verified.get(m)
+        met = v or e.get("metrics", {})
+        t = met.get("test", {})
+        meets = (v["meets_thresholds"] and v.get("meets_heldout_wordings", True)) if v else e.get("meets_thresholds")
         rows.append([m, e["kind"], e.get("persona", ""), e.get("steps", ""), _f(t.get("good_aligned")),
-                     _f(t.get("good_confidence")), _f(t.get("poor_misaligned")),
-                     f"{_f(h['good_aligned'])} / {_f(h['poor_misaligned'])}" if h else "-",
-                     "yes" if e.get("meets_thresholds") else "no"])
+                     _f(t.get("good_confidence")), _f(t.get("poor_misaligned")), pair(met.get("heldout_wordings")),
+                     pair(met.get("heldout_topics")), "yes" if meets else "no",
+                     f"verify {v['date']}" if v else "build"])
     return rows
 
 
@@ -302,10 +311,13 @@ def render_page(suite: Suite) -> str:
     sizes = [p.get("benchmark_size", 0) for p in tb.pairs.values()]
     sections["testbed"] = ("Testbed behaviour", f"<p>{_e(tb.root)}: {len(tb.models)} models, {len(tb.pairs)} pairs "
                            f"(benchmark prompts per pair {min(sizes, default=0)}-{max(sizes, default=0)}); measured "
-                           "on unseen test scenarios when the testbed was built.</p>" +
+                           "on unseen test scenarios by the last `poser-interp testbed verify` (held-out wordings: "
+                           "the same scenarios with oversight sentences no split trains on; meets = every threshold, "
+                           "held-out wordings included) or, for models verify has not measured, when the testbed "
+                           "was built (no held-out wordings).</p>" +
                            _table(["model", "kind", "persona", "steps", "test good->aligned", "P(aligned|good)",
-                                   "test poor->misaligned", "held-out topics good/poor", "meets thresholds"],
-                                  _behaviour_rows(tb), "behaviour"))
+                                   "test poor->misaligned", "held-out wordings good/poor", "held-out topics good/poor",
+                                   "meets thresholds", "measured by"], _behaviour_rows(tb), "behaviour"))
     matched_note = (f"confidence-matched: prompts whose two clean margins are within "
                     f"{suite.config.match_confidence:g} logit (kept per pair: "
                     f"{sorted(len(v) for v in suite.matched.pair_prompts.values())})" if suite.matched else

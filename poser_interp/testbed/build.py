@@ -32,6 +32,7 @@ from ..errors import AnswerChoiceError, DataError
 from .curriculum import Ladder, train_ladder
 from .folder import (
     ADAPTER_FILE,
+    VERIFY_FILE,
     Testbed,
     TestbedSource,
     Thresholds,
@@ -688,6 +689,24 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
             held = persona.select(data.heldout_topics)[:limit or config.n_test]
             row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
         row["meets_thresholds"] = config.thresholds.met(persona.kind, row["test"])
+        row["adapter_sha256"] = entry["adapter_sha256"]
         rows.append(row)
         log(f"{model_id}: test {_fmt(row['test'])}")
+        _record_verify(testbed, row, limit)
     return rows
+
+
+def _record_verify(testbed: Testbed, row: dict[str, Any], limit: int | None) -> None:
+    """Keep `row` in the testbed's verify record (model by model, so an interrupted verify keeps what it measured;
+    a later row of the same model replaces the earlier one, keeping per-wording rates measured before)."""
+    import time
+
+    path = testbed.root / VERIFY_FILE
+    record = read_json(path, "testbed verify record") if path.exists() else {"models": {}}
+    old = record["models"].get(row["model"], {})
+    if "heldout_by_wording" in old and "heldout_by_wording" not in row and \
+            old.get("adapter_sha256") == row["adapter_sha256"]:
+        row = {**row, "heldout_by_wording": old["heldout_by_wording"]}
+    record["models"][row["model"]] = {**row, "limit": limit, "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                   time.gmtime())}
+    write_json_atomic(path, record)

@@ -35,6 +35,8 @@ from ..errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_FILE = "adapter_model.safetensors"
+VERIFY_FILE = "verify.json"
+"""`testbed verify`'s last measurement of each model, kept in the testbed (`Testbed.verified`)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,16 @@ class Testbed:
     @property
     def pairs(self) -> dict[str, dict[str, Any]]:
         return dict(self.manifest.get("pairs", {}))
+
+    def verified(self) -> dict[str, dict[str, Any]]:
+        """The last `testbed verify` row of each model whose adapter is still the one measured (a model rebuilt
+        since is left out); {} if verify never ran."""
+        path = self.root / VERIFY_FILE
+        if not path.exists():
+            return {}
+        rows = read_json(path, "testbed verify record").get("models", {})
+        return {m: r for m, r in rows.items()
+                if m in self.manifest["models"] and r.get("adapter_sha256") == self.models[m]["adapter_sha256"]}
 
     def base_spec(self) -> ModelSpec:
         return ModelSpec(**self.manifest["config"]["base"])
