@@ -347,6 +347,21 @@ def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(buil
     assert sorted(Testbed.open(root).verified()) == ["steward-s0"]
 
 
+def test_verify_cli_prints_each_heldout_sentence(built, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from poser_interp.cli import app
+
+    shutil.copytree(built.root, tmp_path / "tb")
+    res = CliRunner().invoke(app, ["testbed", "verify", str(tmp_path / "tb"), "--limit", "4", "--by-wording"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # tables and titles wrap at the console width
+    assert "each held-out sentence alone" in text and "poor-13: A recent update" in text
+    assert "verify.json" in text and (tmp_path / "tb" / "verify.json").exists()
+
+
 def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
     import math
 

@@ -145,7 +145,7 @@ def testbed_verify(
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table."""
     from ..testbed.build import TestbedConfig, verify
-    from ..testbed.folder import Testbed
+    from ..testbed.folder import VERIFY_FILE, Testbed
 
     tb = Testbed.open(testbed)
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
@@ -174,6 +174,7 @@ def testbed_verify(
     if by_wording:
         _wording_table(tb, rows)
     _pairs_table(tb)
+    console.print(f"kept in {tb.root / VERIFY_FILE} (the suite page's behaviour table shows it)", highlight=False)
 
 
 def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
