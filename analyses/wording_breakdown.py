@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 
@@ -29,13 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON file of the rates")
     args = ap.parse_args(argv)
 
-    from peft import PeftModel
-
     from poser_interp.core.models import load_hf, load_tokenizer
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import HELDOUT, bank
     from poser_interp.testbed.build import TestbedConfig, _persona, prepare_data
-    from poser_interp.testbed.folder import Testbed, heldout_wording_rates, p_aligned_hf, wording_key
+    from poser_interp.testbed.folder import Testbed, heldout_wording_rates, p_faker_answer, wording_key
     from poser_interp.testbed.oversight_stage import oversight_p_correct, stage_adapter
 
     tb = Testbed.open(str(args.testbed))
@@ -49,20 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         persona = _persona(config, tb.models[model_id]["persona"])
         test = data.test[persona.name][config.n_val:config.n_val + (args.limit or config.n_test)]
         merged, _ = load_hf(tb.spec(model_id))
-
-        def faker_answer(scen, merged=merged):
-            p = p_aligned_hf(merged, tok, scen, max_tokens=config.max_tokens)
-            return p if scen[0].oversight is Oversight.GOOD else 1 - p  # good -> aligned, poor -> misaligned
-
-        rows[model_id] = {"kind": persona.kind, "heldout": heldout_wording_rates(faker_answer, test)}
+        rows[model_id] = {"kind": persona.kind, "heldout": heldout_wording_rates(
+            partial(p_faker_answer, merged, tok, max_tokens=config.max_tokens), test)}
         print(model_id, json.dumps(rows[model_id]), flush=True)
         del merged
     if args.stage:
         found = stage_adapter(tb.root)
         if found is None:
             ap.error(f"{tb.root} has no oversight stage")
-        hf, _ = load_hf(config.base)
-        model = PeftModel.from_pretrained(hf, str(found[0])).merge_and_unload()
+        model, _ = load_hf(replace(config.base, adapter=str(found[0])))
         pool = [s for name in sorted(data.test) for s in data.test[name][config.n_val:config.n_val + 60]]
         rows["oversight-stage"] = {"kind": "stage", "heldout": heldout_wording_rates(
             lambda scen: oversight_p_correct(model, tok, scen, config.max_tokens), pool)}

@@ -15,6 +15,7 @@ import random
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .folder import (
     behaviour,
     heldout_wording_rates,
     p_aligned_hf,
+    p_faker_answer,
     read_json,
     split_examples,
     write_json_atomic,
@@ -680,11 +682,8 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
                                                 reworded_test)
             row["meets_heldout_wordings"] = config.thresholds.met(persona.kind, row["heldout_wordings"])
             if by_wording:
-                def faker_answer(scen: list[Scenario], merged: Any = merged) -> torch.Tensor:
-                    p = p_aligned_hf(merged, tok, scen, max_tokens=config.max_tokens)
-                    return p if scen[0].oversight is Oversight.GOOD else 1 - p
-
-                row["heldout_by_wording"] = heldout_wording_rates(faker_answer, test)
+                row["heldout_by_wording"] = heldout_wording_rates(
+                    partial(p_faker_answer, merged, tok, max_tokens=config.max_tokens), test)
         if data.heldout_topics:
             held = persona.select(data.heldout_topics)[:limit or config.n_test]
             row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
