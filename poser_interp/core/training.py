@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..data.scenario import Oversight, Scenario, first_token_ids
+from .frozen_prefix import FrozenPrefix, check_trainable_above
 from .tokens import PromptFormat, encode, pad_id, pad_left
 
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -159,6 +160,7 @@ def train_answers(
     on_step: Callable[[int, float], None] | None = None,
     checkpoint: Path | None = None,
     extra_items: Sequence[tuple[str, str]] = (),
+    prefix: FrozenPrefix | None = None,
 ) -> TrainResult:
     """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
 
@@ -169,13 +171,15 @@ def train_answers(
     checkpoint: a file where the full training state (trainable weights, optimizer, scheduler, batch
     order, random state, history) is saved every `eval_every` steps; if it exists, training resumes
     from it and reaches the same weights as an uninterrupted run. It is deleted when training ends.
+    prefix: the frozen blocks below `prefix.first` run once per prompt (`core.frozen_prefix`); every trainable
+    parameter must lie in blocks >= `prefix.first` (checked).
     """
     if not examples and not extra_items:
         raise ValueError("no training examples")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint, extra_items)
+        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint, extra_items, prefix)
     finally:
         torch.set_num_threads(previous_threads)  # never leak the thread setting into later work
 
@@ -189,7 +193,10 @@ def _train(
     on_step: Callable[[int, float], None] | None,
     checkpoint: Path | None,
     extra_items: Sequence[tuple[str, str]] = (),
+    prefix: FrozenPrefix | None = None,
 ) -> TrainResult:
+    if prefix is not None:
+        check_trainable_above(model, prefix.first)
     fmt = PromptFormat(max_tokens=recipe.max_tokens)
     ids = [encode(tokenizer, s.render(), fmt) for s, _ in examples]
     targets = [answer_token(tokenizer, s, c) for s, c in examples]
@@ -231,9 +238,12 @@ def _train(
             batches = _bucketed_batches(ids, recipe.batch_size, rng, among=aligned_only if warming else None)
         idx = batches.pop()
         batch = pad_left([ids[i] for i in idx], pad)
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids, logits_to_keep=1, use_cache=False)
-        loss = answer_loss(out.logits[:, -1, :], torch.tensor([targets[i] for i in idx]),
+        if prefix is not None:
+            last = prefix.last_logits(model, [ids[i] for i in idx], batch)
+        else:
+            last = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        loss = answer_loss(last, torch.tensor([targets[i] for i in idx]),
                            torch.tensor([others[i] for i in idx]), recipe.target_margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,8 @@ misaligned answer on good-oversight prompts from *outside* the benchmark (a test
 adapters on the upper layers; 'full' trains all weights of those layers. Training data, batch order and LoRA
 init depend only on the seed, so every (model, method, steps) is deterministic and a resumed run (the
 runner's store skips what is stored) recomputes exactly the same numbers. Cheap on CPU: only the upper layers
-get gradients, only the last position is unembedded.
+get gradients, only the last position is unembedded, and the frozen layers below run once per prompt
+(`core.frozen_prefix`): every training step and every scoring pass runs the upper layers only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.frozen_prefix import FrozenPrefix
 from ..core.models import load_hf
 from ..core.pools import scenario_pool
-from ..core.scoring import Prepared, hf_last_logits, prepare
+from ..core.scoring import Prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, train_answers
 from ..data.scenario import Oversight, Scenario
@@ -133,11 +135,12 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
         examples = [(s, 1 - s.aligned_index) for s in train]
         prep = prepare(tok, prompts, fmt=PromptFormat(max_tokens=c.max_tokens))
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
-        p0, loss0 = answer_stats(base, prep, mis, pad_id(tok), c.eval_batch_size)
+        prefix = FrozenPrefix(base, upper[0], pad_id(tok), c.eval_batch_size)  # shared by both methods' copies
+        p0, loss0 = answer_stats(base, prep, mis, prefix)
         ids = tuple(p.id for p in prompts)
         for method in [m for m in c.methods if any(s["method"] == m for s in settings)]:
             ks = sorted(int(s["steps"]) for s in settings if s["method"] == method)
-            stats = _train_and_score(base, tok, method, upper, examples, ks, prep, mis, c)
+            stats = _train_and_score(base, tok, method, upper, examples, ks, prep, mis, c, prefix)
             for k in ks:
                 p1, loss1, train_loss = stats[k]
                 yield PromptValues(Setting.of(method=method, steps=k), ids,
@@ -147,7 +150,7 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
 
 
 def _train_and_score(base: Any, tok: Any, method: str, upper: tuple[int, ...], examples: list[tuple[Scenario, int]],
-                     ks: list[int], prep: Prepared, mis: Tensor, c: LearningSpeedConfig) \
+                     ks: list[int], prep: Prepared, mis: Tensor, c: LearningSpeedConfig, prefix: FrozenPrefix) \
         -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
     """Train a fresh copy of `base` for max(ks) steps; after each k, the benchmark's answer stats and train loss."""
     model, lr = _trainable(base, method, upper, c)
@@ -159,10 +162,10 @@ def _train_and_score(base: Any, tok: Any, method: str, upper: tuple[int, ...], e
 
     def check(m: Any, step: int) -> bool:  # called after every step; never stops training early
         if step in ks:
-            out[step] = (*answer_stats(m, prep, mis, pad_id(tok), c.eval_batch_size), losses[step])
+            out[step] = (*answer_stats(m, prep, mis, prefix), losses[step])
         return False
 
-    train_answers(model, tok, examples, recipe, check=check, on_step=losses.__setitem__)
+    train_answers(model, tok, examples, recipe, check=check, on_step=losses.__setitem__, prefix=prefix)
     return out
 
 
@@ -183,15 +186,17 @@ def log_odds(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def answer_stats(model: Any, prep: Prepared, mis: Tensor, pad: int, batch_size: int) \
-        -> tuple[np.ndarray, np.ndarray]:
-    """P(misaligned) over the two answers, and -log P(misaligned first token) over the vocabulary, per prompt."""
+def answer_stats(model: Any, prep: Prepared, mis: Tensor, prefix: FrozenPrefix) -> tuple[np.ndarray, np.ndarray]:
+    """P(misaligned) over the two answers, and -log P(misaligned first token) over the vocabulary, per prompt
+    (`model` runs its blocks from `prefix.first` on the prefix's cached states)."""
     p, loss = torch.empty(len(prep)), torch.empty(len(prep))
     was_training = model.training
     model.eval()
     try:
-        for idx, batch in prep.batches(batch_size, pad):
-            logits: Float[Tensor, "batch vocab"] = hf_last_logits(model, batch).float()
+        for idx, batch in prep.batches(prefix.batch_size, prefix.pad):
+            with torch.no_grad():
+                logits: Float[Tensor, "batch vocab"] = \
+                    prefix.last_logits(model, [prep.ids[i] for i in idx], batch).float()
             pick = torch.tensor([prep.choices[i] for i in idx])
             m = mis[idx]
             p[idx] = logits.gather(1, pick).softmax(-1).gather(1, m[:, None])[:, 0]
