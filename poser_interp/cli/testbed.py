@@ -1,4 +1,5 @@
-"""`poser-interp testbed build` and `testbed verify`: train aligned / faker LoRA models, re-measure them."""
+"""`poser-interp testbed build`, `verify` and `grow-benchmark`: train aligned / faker LoRA models, re-measure them,
+grow their pair benchmarks."""
 
 from __future__ import annotations
 
@@ -133,6 +134,37 @@ def _pairs_table(tb: Any) -> None:
         mp = p["mean_p_aligned"]
         table.add_row(pid, str(p["benchmark_size"]), f"{mp[p['aligned']]:.3f}", f"{mp[p['faker']]:.3f}")
     print_table(table)
+
+
+@testbed_app.command("grow-benchmark")
+@clean_errors
+def testbed_grow_benchmark(
+    testbed: Annotated[str, typer.Argument(help="testbed directory (a generated one), or 'default'")] = "default",
+    min_prompts: Annotated[int, typer.Option(help="grow until every pair keeps at least this many prompts")] = 60,
+    chunk: Annotated[int, typer.Option(help="new candidates per round (each scored by every model)")] = 600,
+    max_rounds: Annotated[int, typer.Option(help="at most this many extra rounds in all (0: only score and "
+                                                 "rewrite the pairs)")] = 4,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+) -> None:
+    """Draw more benchmark candidates until every pair keeps enough prompts both models answer aligned within the
+    build's margin tolerance; every model scored on the new ones, pairs rewritten. Resumable; models untouched."""
+    from ..testbed.folder import Testbed
+    from ..testbed.grow import grow_benchmark
+
+    tb = Testbed.open(testbed)
+    result = grow_benchmark(tb, min_prompts=min_prompts, chunk=chunk, max_rounds=max_rounds, threads=threads,
+                            log=lambda m: console.print(m, highlight=False))
+    table = Table(title=f"pair benchmarks of {tb.root}: {result.candidates} candidates, {result.rounds} extra "
+                        f"rounds; target >= {min_prompts} prompts per pair")
+    for col in ("pair", "before", "after"):
+        table.add_column(col)
+    for pid in sorted(result.sizes_after):
+        after = result.sizes_after[pid]
+        table.add_row(pid, str(result.sizes_before.get(pid, "-")),
+                      f"[green]{after}[/]" if after >= min_prompts else f"[red]{after}[/]")
+    print_table(table)
+    console.print(f"{'every pair meets' if result.met else 'not every pair meets'} the target; "
+                  f"{sum(result.scored.values())} candidate scorings in {result.seconds:.0f} s", highlight=False)
 
 
 @testbed_app.command("verify")

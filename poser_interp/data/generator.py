@@ -206,10 +206,7 @@ def generate(config: GeneratorConfig, tokenizer: Any = None) -> dict[str, list[S
     """
     check_bank(tokenizer)
     rng = random.Random(config.seed)
-    order = list(range(len(TOPICS)))
-    rng.shuffle(order)
-    heldout, seen = sorted(order[:config.heldout_topics]), order[config.heldout_topics:]
-    seen = sorted(seen if config.n_topics is None else seen[:config.n_topics])
+    heldout, seen = _topic_split(config, rng)
     used: set[tuple[Any, ...]] = set()
     n_heldout = config.n_test if config.n_heldout is None else config.n_heldout
     splits = {
@@ -223,6 +220,32 @@ def generate(config: GeneratorConfig, tokenizer: Any = None) -> dict[str, list[S
     if tokenizer is not None:
         check_with_tokenizer(splits, tokenizer, config.max_tokens)
     return splits
+
+
+def _topic_split(config: GeneratorConfig, rng: random.Random) -> tuple[list[int], list[int]]:
+    """(held-out topic indices, indices of the topics train / test / benchmark draw from): the main draw's first use."""
+    order = list(range(len(TOPICS)))
+    rng.shuffle(order)
+    heldout, seen = sorted(order[:config.heldout_topics]), order[config.heldout_topics:]
+    return heldout, sorted(seen if config.n_topics is None else seen[:config.n_topics])
+
+
+def extra_benchmark(config: GeneratorConfig, n: int, round_: int, existing: Sequence[Scenario],
+                    tokenizer: Any = None) -> list[Scenario]:
+    """Round `round_` (1, 2, ...) of extra benchmark candidates for data generated with `config`: good oversight
+    only, the same topics and wordings, from a generator of their own (ids `gen-<seed>-benchmark-x<round>-i`), so
+    the splits already written never change. Candidates rendering a prompt of `existing` (every split and earlier
+    round) are dropped, so up to `n` come back."""
+    if round_ < 1:
+        raise DataError(f"round {round_}: extra benchmark rounds count from 1")
+    _, seen = _topic_split(config, random.Random(config.seed))
+    rng = random.Random(f"{config.seed}-benchmark-extra-{round_}")
+    taken = {s.render() for s in existing}
+    out = [s for s in _split(f"benchmark-x{round_}", n, seen, 0.0, config, rng, set()) if s.render() not in taken]
+    check_disjoint({"extra": out})
+    if tokenizer is not None:
+        check_with_tokenizer({"extra": out}, tokenizer, config.max_tokens)
+    return out
 
 
 def check_disjoint(splits: dict[str, list[Scenario]]) -> None:

@@ -211,11 +211,24 @@ def prepare_data(config: TestbedConfig, out: Path, tokenizer: Any, log: Log) -> 
             raise DataError(f"{data_dir} was generated with another config; use a new --out directory")
         split = {name: load_scenarios(data_dir / f"{name}.jsonl") for name in ("train", "test", "benchmark",
                                                                                "test_heldout_topics")}
+        extra = [s for path in extra_benchmark_files(data_dir) for s in load_scenarios(path)]  # grow_benchmark's
         personas = [get_persona(p) for p in config.personas]
         return TestbedData(pools={p.name: p.select(split["train"]) for p in personas},
                            test={p.name: p.select(split["test"]) for p in personas},
-                           heldout_topics=split["test_heldout_topics"], benchmark=split["benchmark"])
+                           heldout_topics=split["test_heldout_topics"], benchmark=split["benchmark"] + extra)
     return _prepare_poser(config, tokenizer, log)
+
+
+EXTRA_BENCHMARK = "benchmark-x{round}.jsonl"
+"""Extra benchmark candidates of a generated testbed, one file per round under data/ (`testbed/grow.py`)."""
+
+
+def extra_benchmark_files(data_dir: Path) -> list[Path]:
+    """The rounds written so far, in order (round 1, 2, ...; they must be consecutive)."""
+    paths: list[Path] = []
+    while (path := data_dir / EXTRA_BENCHMARK.format(round=len(paths) + 1)).exists():
+        paths.append(path)
+    return paths
 
 
 def _prepare_poser(config: TestbedConfig, tokenizer: Any, log: Log) -> TestbedData:
