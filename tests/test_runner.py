@@ -376,3 +376,30 @@ def test_cli_detect_builds_every_strategy_for_the_base_depth(testbed, tmp_path):
     seeded = {name for name, c in configs.items() if "seed" in c}
     assert seeded == {"noise", "probes", "lens", "steering", "learning_speed", "random"}  # not attention, blackbox
     assert all(configs[name]["seed"] == 3 for name in seeded)  # --seed reaches every strategy that draws
+
+
+def test_two_workers_store_the_same_rows_and_resume(testbed, tmp_path, one_thread):
+    """Models computed in two 1-thread worker processes: the rows of a 1-thread run, bit for bit; a cut store
+    is completed without redoing its rows."""
+    ref = tmp_path / "one"
+    run_detection(testbed, strategies(), ref, log=lambda _: None)
+    logs: list[str] = []
+    run_detection(testbed, strategies(), tmp_path / "two", log=logs.append, workers=2)
+    assert rows_equal(ResultsStore.open(tmp_path / "two").rows(), ResultsStore.open(ref).rows())
+    assert sorted(x.split(":")[0] for x in logs if "loaded" in x) == ["climber-s0", "grabber-s0", "steward-s0"]
+    cut = tmp_path / "cut"
+    shutil.copytree(ref, cut)
+    lines = (cut / ROWS).read_text().splitlines(keepends=True)
+    (cut / ROWS).write_text("".join(lines[:5]))
+    before = {r.key for r in ResultsStore.open(cut).rows()}
+    appended: list = []
+    real_append = ResultsStore.append
+    try:
+        ResultsStore.append = lambda self, row: (appended.append(row.key), real_append(self, row))[1]  # type: ignore
+        run_detection(testbed, strategies(), cut, log=lambda _: None, workers=2)
+    finally:
+        ResultsStore.append = real_append  # type: ignore[method-assign]
+    assert len(appended) == N_ROWS - 5 and not set(appended) & before
+    assert rows_equal(ResultsStore.open(cut).rows(), ResultsStore.open(ref).rows())
+    with pytest.raises(StrategyError, match="no custom `load`"):
+        run_detection(testbed, strategies(), tmp_path / "x", workers=2, load=testbed.load)

@@ -62,6 +62,8 @@ MATCH_HELP = ("on confidence-matched prompts only: those where the pair's two cl
               "this many logits (a pair with fewer than 3 is undecided; from the stored results, nothing is "
               "recomputed)")
 """The one meaning of `--match-confidence` (detect, report, suite and the analysis scripts): `core.matching`."""
+WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
+                "do not depend on it")
 
 
 def non_negative(text: str) -> float:

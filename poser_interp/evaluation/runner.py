@@ -112,17 +112,21 @@ def check_strategies(strategies: Sequence[Strategy]) -> None:
 
 def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
                   pairs: Sequence[str] | None = None, config: RunConfig = RunConfig(), progress: Any = None,
-                  log: Log = print, load: Callable[[str], Any] | None = None) -> Evaluation:
+                  log: Log = print, load: Callable[[str], Any] | None = None, workers: int = 1) -> Evaluation:
     """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
 
     progress: an optional `rich.progress.Progress`: one task per model with rows to compute, and one over all of
     them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
-    model (default: `testbed.load`, hash-checked).
+    model (default: `testbed.load`, hash-checked). workers > 1: that many models at once, each in a process of its
+    own with one thread (`testbed.load` only); this process alone writes the store, row by row as they arrive, so
+    the numbers and the resume behaviour are those of one worker.
     """
     check_strategies(strategies)
+    if workers < 1 or (workers > 1 and load is not None):
+        raise StrategyError(f"workers={workers}: pass >= 1, and no custom `load` with workers > 1 (workers load "
+                            "models from the testbed folder themselves)")
     plan = make_plan(testbed, pairs, config.max_prompts)
     manifest = manifest_for(testbed, strategies, config, plan)
-    load = load or testbed.load
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
         todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}
         total = sum(len(sts) for todo in todos.values() for sts in todo.values())
@@ -130,8 +134,12 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
         if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
             overall = progress.add_task(f"all {sum(1 for t in todos.values() if any(t.values()))} models",
                                         total=total)
-        for model, prompts in plan.prompts.items():
-            _run_model(store, model, prompts, strategies, todos[model], progress, overall, log, load)
+        if workers > 1:
+            _run_parallel(store, testbed, plan.prompts, strategies, todos, progress, overall, log, workers)
+        else:
+            for model, prompts in plan.prompts.items():
+                _run_model(store, model, prompts, strategies, todos[model], progress, overall, log,
+                           load or testbed.load)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
@@ -150,10 +158,7 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
     total = sum(map(len, todo.values()))
     if not total:
         return
-    stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
-    if stale:
-        log(f"{model}: {stale} stored rows were computed on other prompts than its {len(prompts)} now (the testbed "
-            "grew); they are recomputed and superseded")
+    _log_stale(store, model, todo, len(prompts), log)
     tasks = [progress.add_task(model, total=total)] if progress is not None else []
     tasks += [overall] if overall is not None else []
     subject = Subject(model, functools.partial(load, model))
@@ -171,6 +176,13 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
         _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks)
 
 
+def _log_stale(store: ResultsStore, model: str, todo: dict[str, list[Setting]], n_prompts: int, log: Log) -> None:
+    stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
+    if stale:
+        log(f"{model}: {stale} stored rows were computed on other prompts than its {n_prompts} now (the testbed "
+            "grew); they are recomputed and superseded")
+
+
 def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
     """Whether a row is stored for this key, computed on exactly these prompts."""
     return key in store and store.row(key).values.prompt_ids == prompt_ids
@@ -182,19 +194,87 @@ def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts:
     ids = tuple(p.id for p in prompts)
     t0 = time.perf_counter()
     for values in strategy.run(subject, prompts, todo):
-        key = values.setting.key
-        if key not in wanted or values.prompt_ids != ids:
-            raise StrategyError(f"strategy {strategy.name} returned setting {key} on {len(values.prompt_ids)} "
-                                f"prompts; expected one of {sorted(wanted)} on the {len(ids)} given prompts")
         now = time.perf_counter()
-        old = (subject.id, strategy.name, key) in store
-        store.append(Row(subject.id, strategy.name, values, now - t0, supersedes=old))
+        _store_row(store, strategy.name, subject.id, values, now - t0, wanted, ids, progress, tasks)
         t0 = now
-        wanted.discard(key)
-        for task in tasks:
-            progress.advance(task)
-    if wanted and prompts:
-        raise StrategyError(f"strategy {strategy.name} did not return settings {sorted(wanted)} for {subject.id}")
+    _check_complete(strategy.name, subject.id, wanted, ids)
+
+
+def _store_row(store: ResultsStore, name: str, model: str, values: Any, seconds: float, wanted: set[str],
+               ids: tuple[str, ...], progress: Any, tasks: Sequence[Any]) -> None:
+    """Check a returned row against what was asked, append it (superseding a stale one), advance the progress."""
+    key = values.setting.key
+    if key not in wanted or values.prompt_ids != ids:
+        raise StrategyError(f"strategy {name} returned setting {key} on {len(values.prompt_ids)} "
+                            f"prompts; expected one of {sorted(wanted)} on the {len(ids)} given prompts")
+    store.append(Row(model, name, values, seconds, supersedes=(model, name, key) in store))
+    wanted.discard(key)
+    for task in tasks:
+        progress.advance(task)
+
+
+def _check_complete(name: str, model: str, wanted: set[str], ids: tuple[str, ...]) -> None:
+    if wanted and ids:
+        raise StrategyError(f"strategy {name} did not return settings {sorted(wanted)} for {model}")
+
+
+def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list[Scenario]],
+                  strategies: Sequence[Strategy], todos: dict[str, dict[str, list[Setting]]], progress: Any,
+                  overall: Any, log: Log, workers: int) -> None:
+    """`_run_model` for every model with work, `workers` models at once in spawned processes; rows come back
+    through a queue and are stored here as they arrive (so an interruption keeps every finished row)."""
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from .worker import rows_in_worker
+
+    specs = [(s.name, config_dict(s)) for s in strategies]
+    busy = [m for m in prompts if any(todos[m].values())]
+    wanted = {(m, name): {st.key for st in sts} for m in busy for name, sts in todos[m].items()}
+    ids = {m: tuple(p.id for p in prompts[m]) for m in busy}
+    tasks = {m: [progress.add_task(m, total=sum(map(len, todos[m].values())))] if progress is not None else []
+             for m in busy}
+    for m in busy:
+        tasks[m] += [overall] if overall is not None else []
+        _log_stale(store, m, todos[m], len(prompts[m]), log)
+    failures: list[BaseException] = []
+    ctx = multiprocessing.get_context("spawn")  # torch + fork is unsafe
+    with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(busy) or 1), mp_context=ctx) as pool:
+        messages = manager.Queue()
+        futures = {pool.submit(rows_in_worker, str(testbed.root), m, prompts[m], specs,
+                               {name: [st.key for st in sts] for name, sts in todos[m].items()}, messages): m
+                   for m in busy}
+
+        def drain() -> None:
+            while True:
+                try:
+                    kind, model, name, payload, seconds = messages.get_nowait()
+                except queue_module.Empty:
+                    return
+                if kind == "log":
+                    log(payload)
+                else:
+                    _store_row(store, name, model, payload, seconds, wanted[(model, name)], ids[model], progress,
+                               tasks[model])
+
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            drain()
+            for future in done:
+                try:
+                    future.result()
+                    drain()  # rows put just before the worker returned
+                    for (m, name), left in wanted.items():
+                        if m == futures[future]:
+                            _check_complete(name, m, left, ids[m])
+                except Exception as e:  # keep the other models' rows; raise once they are done
+                    log(f"{futures[future]}: failed: {e!r}")
+                    failures.append(e)
+        drain()
+    if failures:
+        raise failures[0]
 
 
 # --- evaluation (from stored results only, so it can be redone without computing) ----------------------

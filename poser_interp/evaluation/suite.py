@@ -84,15 +84,17 @@ class Suite:
 
 
 def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
-              progress: Any = None, log: Callable[[str], None] = print) -> Suite:
-    """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate."""
+              progress: Any = None, log: Callable[[str], None] = print, workers: int = 1) -> Suite:
+    """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate;
+    `workers` models at once (`run_detection`)."""
     from ..testbed.removal import RemovalSummary, find_removals
 
     start = time.perf_counter()
     out = Path(out)
     if compute:
         run_detection(testbed, build_strategies(testbed, config.strategies, config.seed), out,
-                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts), progress=progress, log=log)
+                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts), progress=progress, log=log,
+                      workers=workers)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *BASELINES}
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints

@@ -1,0 +1,51 @@
+"""One model's missing rows in a worker process of the parallel runner (`run_detection(..., workers=N)`).
+
+The worker rebuilds the strategies from their stored configs (as `evaluate` does), loads the model from the
+testbed folder (hash-checked), and sends every row through the queue as soon as it is computed; the parent
+alone writes the results store. A worker whose parent is gone stops instead of computing for nobody.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..data.scenario import Scenario
+from ..strategies.base import Subject, from_config
+from ..testbed.folder import Testbed
+
+
+def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
+                   todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1) -> None:
+    """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
+    ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None)."""
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def put(message: tuple[Any, ...]) -> None:
+        if os.getppid() != parent:  # the runner was killed: its store lock is gone, nothing would be kept
+            os._exit(1)
+        queue.put(message)
+
+    testbed = Testbed.open(root)
+    subject = Subject(model, functools.partial(testbed.load, model))
+    for name, config in specs:
+        keys = set(todo.get(name, ()))
+        if not keys:
+            continue
+        strategy = from_config(name, config)
+        settings = [s for s in strategy.settings() if s.key in keys]
+        if strategy.needs_model and not subject.loaded:
+            t0 = time.perf_counter()
+            _ = subject.model
+            put(("log", model, None, f"{model}: loaded in {time.perf_counter() - t0:.1f} s", None))
+        t0 = time.perf_counter()
+        for values in strategy.run(subject, prompts, settings):
+            now = time.perf_counter()
+            put(("row", model, name, values, now - t0))
+            t0 = now
