@@ -223,10 +223,7 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
                   overall: Any, log: Log, workers: int) -> None:
     """`_run_model` for every model with work, `workers` models at once in spawned processes; rows come back
     through a queue and are stored here as they arrive (so an interruption keeps every finished row)."""
-    import multiprocessing
-    import queue as queue_module
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    from ..core.processes import run_in_processes
     from .worker import rows_in_worker
 
     specs = [(s.name, config_dict(s)) for s in strategies]
@@ -238,43 +235,22 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
     for m in busy:
         tasks[m] += [overall] if overall is not None else []
         _log_stale(store, m, todos[m], len(prompts[m]), log)
-    failures: list[BaseException] = []
-    ctx = multiprocessing.get_context("spawn")  # torch + fork is unsafe
-    with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(busy) or 1), mp_context=ctx) as pool:
-        messages = manager.Queue()
-        futures = {pool.submit(rows_in_worker, str(testbed.root), m, prompts[m], specs,
-                               {name: [st.key for st in sts] for name, sts in todos[m].items()}, messages): m
-                   for m in busy}
 
-        def drain() -> None:
-            while True:
-                try:
-                    kind, model, name, payload, seconds = messages.get_nowait()
-                except queue_module.Empty:
-                    return
-                if kind == "log":
-                    log(payload)
-                else:
-                    _store_row(store, name, model, payload, seconds, wanted[(model, name)], ids[model], progress,
-                               tasks[model])
+    def on_message(message: tuple[Any, ...]) -> None:
+        kind, model, name, payload, seconds = message
+        if kind == "log":
+            log(payload)
+        else:
+            _store_row(store, name, model, payload, seconds, wanted[(model, name)], ids[model], progress, tasks[model])
 
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            drain()
-            for future in done:
-                try:
-                    future.result()
-                    drain()  # rows put just before the worker returned
-                    for (m, name), left in wanted.items():
-                        if m == futures[future]:
-                            _check_complete(name, m, left, ids[m])
-                except Exception as e:  # keep the other models' rows; raise once they are done
-                    log(f"{futures[future]}: failed: {e!r}")
-                    failures.append(e)
-        drain()
-    if failures:
-        raise failures[0]
+    def on_done(model: str, _: Any) -> None:
+        for (m, name), left in wanted.items():
+            if m == model:
+                _check_complete(name, m, left, ids[m])
+
+    calls = {m: (rows_in_worker, (str(testbed.root), m, prompts[m], specs,
+                                  {name: [st.key for st in sts] for name, sts in todos[m].items()})) for m in busy}
+    run_in_processes(calls, workers, on_message, on_done, log)
 
 
 # --- evaluation (from stored results only, so it can be redone without computing) ----------------------

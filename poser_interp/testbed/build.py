@@ -471,46 +471,23 @@ def _train_in_worker(config: TestbedConfig, name: str, split: int, data: Testbed
 def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data: TestbedData, out: Path,
                     workers: int, record: Callable[[str, dict[str, Any]], None], log: Log, progress: Any) -> None:
     """Train `todo` in `workers` processes; the parent owns the manifest and the progress display."""
-    import multiprocessing
-    import queue as queue_module
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from ..core.processes import run_in_processes
 
     threads = max(1, config.recipe.threads // workers)
-    ctx = multiprocessing.get_context("spawn")  # torch + fork is unsafe
     tasks: dict[str, Any] = {}
-    failures: list[BaseException] = []
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        messages = manager.Queue()
-        futures = {pool.submit(_train_in_worker, config, name, split, data, out / "models" / f"{name}-s{split}",
-                               threads, messages): f"{name}-s{split}" for name, split in todo}
 
-        def drain() -> None:
-            while True:
-                try:
-                    kind, what, payload = messages.get_nowait()
-                except queue_module.Empty:
-                    return
-                if kind == "log":
-                    log(what)
-                elif progress is not None and kind == "add":
-                    tasks[what] = progress.add_task(what, **payload)
-                elif progress is not None and what in tasks:
-                    progress.update(tasks[what], **payload)
+    def on_message(message: tuple[str, str, Any]) -> None:
+        kind, what, payload = message
+        if kind == "log":
+            log(what)
+        elif progress is not None and kind == "add":
+            tasks[what] = progress.add_task(what, **payload)
+        elif progress is not None and what in tasks:
+            progress.update(tasks[what], **payload)
 
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
-            drain()
-            for future in done:
-                model_id = futures[future]
-                try:
-                    record(model_id, future.result())
-                except Exception as e:  # keep the other models' work; raise once they are done
-                    log(f"{model_id}: failed: {e!r}")
-                    failures.append(e)
-        drain()
-    if failures:
-        raise failures[0]
+    calls = {f"{name}-s{split}": (_train_in_worker, (config, name, split, data, out / "models" / f"{name}-s{split}",
+                                                     threads)) for name, split in todo}
+    run_in_processes(calls, workers, on_message, record, log, poll=2.0)
 
 
 def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,
