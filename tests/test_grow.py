@@ -79,3 +79,6 @@ def test_grow_stops_without_a_round_when_every_pair_is_large_enough(tmp_path):
                                    str(smallest + 1), "--chunk", "6", "--max-rounds", "1"], catch_exceptions=False)
     assert out.exit_code == 0 and "every pair meets the target" in out.output and "12 candidate scorings" in out.output
     assert len(load_scenarios(tmp_path / "tb" / "data" / "benchmark-x1.jsonl")) == 6
+    out = CliRunner().invoke(app, ["testbed", "verify", str(tmp_path / "tb"), "--limit", "2"], catch_exceptions=False)
+    text = " ".join(out.output.split())  # titles wrap at the console width
+    assert "clean margins within 1 logit (14 candidates, 1 extra rounds)" in text and "mean margin" in text

@@ -127,12 +127,17 @@ def _fact_range(text: str) -> tuple[int, int]:
 
 
 def _pairs_table(tb: Any) -> None:
-    table = Table(title=f"pairs of {tb.root}")
-    for col in ("pair", "benchmark size", "mean P(aligned) aligned", "mean P(aligned) faker"):
+    tol = tb.manifest["config"].get("bench_margin_tol")
+    pool = tb.manifest.get("benchmark_pool", {})
+    table = Table(title=f"pairs of {tb.root}: prompts both models answer aligned"
+                        + (f", clean margins within {tol:g} logit" if tol is not None else "")
+                        + (f" ({pool['candidates']} candidates, {pool['extra_rounds']} extra rounds)" if pool else ""))
+    for col in ("pair", "benchmark size", "mean P(aligned) aligned / faker", "mean margin aligned / faker"):
         table.add_column(col)
     for pid, p in sorted(tb.pairs.items()):
-        mp = p["mean_p_aligned"]
-        table.add_row(pid, str(p["benchmark_size"]), f"{mp[p['aligned']]:.3f}", f"{mp[p['faker']]:.3f}")
+        mp, mm, a, f = p["mean_p_aligned"], p.get("mean_margin"), p["aligned"], p["faker"]
+        table.add_row(pid, str(p["benchmark_size"]), f"{mp[a]:.3f} / {mp[f]:.3f}",
+                      f"{mm[a]:.2f} / {mm[f]:.2f}" if mm else "-")
     print_table(table)
 
 
