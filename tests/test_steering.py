@@ -135,3 +135,32 @@ def test_notebook_runs_on_a_tiny_testbed(testbed, monkeypatch):
     monkeypatch.setenv("POSER_INTERP_TINY_TESTBED", str(testbed.root))
     ns = runpy.run_path(str(REPO / "notebooks" / "belief_steering.py"))
     assert ns["ev"].strategies()[0] == "steering" and ns["figures"]
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2", "tiny-gemma3"])
+def test_starting_at_the_steered_layer_equals_the_full_steered_pass(arch, splits):
+    from poser_interp.core.forward import forward
+    from poser_interp.core.hooks import capture
+    from poser_interp.core.models import load_model
+    from poser_interp.core.scoring import prepare
+    from poser_interp.core.tokens import pad_id, pad_left
+
+    model = load_model(ModelSpec(name=arch, n_layers=4, seed=1))
+    _, test, _ = splits
+    ids = prepare(model.tokenizer, test[:5]).ids
+    batch = pad_left(ids, pad_id(model.tokenizer))  # mixed lengths: left padding in play
+    vec = torch.randn(model.d_model)
+    for layer in (1, 3):
+        hooks = [(model.hook_name(layer), add_vector(vec, 4.0))]
+        store: dict = {}
+        clean = forward(model, batch, [(model.hook_name(layer), capture(store, "r"))])
+        full = forward(model, batch, hooks)
+        fired: list[str] = []
+        spy = [(model.hook_name(k), capture({}, k, lambda t, k=k: fired.append(k))) for k in range(4)]
+        fast = forward(model, batch, hooks + spy, start_at_layer=layer, resid=store["r"])
+        torch.testing.assert_close(fast[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(full[:, -1], clean[:, -1], atol=1e-3)  # the steering moved the logits
+        assert sorted(set(fired)) == list(range(layer, 4))  # the blocks below never ran
+        assert len(model.hf_model.model.layers) == 4
+    with pytest.raises(ValueError, match="go together"):
+        forward(model, batch, start_at_layer=1)

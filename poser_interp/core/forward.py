@@ -9,12 +9,14 @@ unembedding at every other position; `stop_at_layer` skips the blocks after the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .blocks import only_blocks
 from .tokens import Batch, pad_left
 
 Hook = tuple[str, Any]
@@ -32,19 +34,28 @@ def length_batches(ids: Sequence[Sequence[int]], batch_size: int, pad: int) -> I
 
 
 def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_layer: int | None = None,
-            logits_to_keep: int | None = 1, grad: bool = False) -> Tensor:
+            start_at_layer: int | None = None, resid: Tensor | None = None, logits_to_keep: int | None = 1,
+            grad: bool = False) -> Tensor:
     """The bridge's output on a left-padded batch with `hooks` active for this call only.
 
     logits_to_keep: unembed only the last N positions (None: the bridge's default). stop_at_layer: run blocks
-    0..stop_at_layer-1 only (the output is then the residual). grad: keep the autograd graph (saliency).
+    0..stop_at_layer-1 only (the output is then the residual). start_at_layer with `resid` (the residual entering
+    that block for this batch, e.g. captured at `blocks.{k}.hook_resid_pre` of a clean pass): run blocks k.. only,
+    their hooks included; the blocks below are cut for the call, not run and discarded (which the bridge's own
+    `start_at_layer` does). grad: keep the autograd graph (saliency).
     """
+    if (start_at_layer is None) != (resid is None):
+        raise ValueError("start_at_layer and resid go together")
     kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     if stop_at_layer is not None:
         kwargs["stop_at_layer"] = stop_at_layer
+    if start_at_layer is not None:
+        kwargs["start_at_layer"] = start_at_layer
     if logits_to_keep is not None:
         kwargs["logits_to_keep"] = logits_to_keep
-    with torch.enable_grad() if grad else torch.no_grad(), model.bridge.hooks(fwd_hooks=list(hooks)):
-        return model.bridge(batch.input_ids, **kwargs)
+    cut = only_blocks(model.hf_model, start_at_layer) if start_at_layer is not None else nullcontext()
+    with torch.enable_grad() if grad else torch.no_grad(), model.bridge.hooks(fwd_hooks=list(hooks)), cut:
+        return model.bridge(batch.input_ids if resid is None else resid, **kwargs)
 
 
 def last_logits(model: Any, batch: Batch, fwd_hooks: Sequence[Hook] = ()) -> Float[Tensor, "batch vocab"]:

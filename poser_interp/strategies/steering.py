@@ -7,7 +7,8 @@ the original Poser code confounded the direction with answer order), or between 
 prompts (`contrast="good"`). The prompts come from outside the scored benchmark (a testbed's
 `data/test.jsonl`, see `scenario_pool`). Adding alpha x direction at every position of the benchmark prompts
 should tip a faker toward its misaligned answer more than an aligned model: the value is the rise in
-P(misaligned). Poser found this near chance; reported as it comes.
+P(misaligned). Poser found this near chance; reported as it comes. A steered pass starts at the steered layer
+from the clean pass's residual there (`forward(start_at_layer=...)`): the blocks below it are never rerun.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.activations import last_resid
-from ..core.hooks import add_vector
+from ..core.forward import forward, last_logits
+from ..core.hooks import add_vector, capture
 from ..core.pools import scenario_pool
-from ..core.scoring import answer_logits, p_and_margin, prepare
-from ..core.tokens import PromptFormat
+from ..core.scoring import p_and_margin, prepare, score_prepared
+from ..core.tokens import Batch, PromptFormat, pad_id
 from ..data.scenario import FactRole, Oversight, Scenario
 from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
@@ -133,12 +135,25 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
                              strict=True))
         prep = prepare(model.tokenizer, prompts, fmt=fmt)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
-        clean = answer_logits(model, prompts, prepared=prep, batch_size=c.batch_size)
+        pad = pad_id(model.tokenizer)
+        resid: dict[tuple[bytes, int], Tensor] = {}  # (batch, layer) -> clean residual entering the layer
+
+        def clean_pass(batch: Batch) -> Tensor:
+            key = batch.input_ids.numpy().tobytes()
+            return last_logits(model, batch, [(model.hook_name(la), capture(resid, (key, la))) for la in layers])
+
+        clean = score_prepared(prep, clean_pass, pad, c.batch_size)
         p_clean, m_clean = (t.numpy() for t in p_and_margin(clean, mis))
         for setting in settings:
             layer, alpha = int(setting["layer"]), float(setting["alpha"])
             hooks = [(model.hook_name(layer), add_vector(direction[layer], alpha))]
-            steered = answer_logits(model, prompts, prepared=prep, batch_size=c.batch_size, fwd_hooks=hooks)
+
+            def steered_pass(batch: Batch, layer: int = layer, hooks: list[Any] = hooks) -> Tensor:
+                # blocks below the steered one would recompute the clean pass: start from its residual there
+                start = resid[(batch.input_ids.numpy().tobytes(), layer)]
+                return forward(model, batch, hooks, start_at_layer=layer, resid=start)[:, -1, :]
+
+            steered = score_prepared(prep, steered_pass, pad, c.batch_size)
             p, m = (t.numpy() for t in p_and_margin(steered, mis))
             yield PromptValues(setting, tuple(s.id for s in prompts),
                                {"p_clean": p_clean, "p_steered": p, "margin_clean": m_clean, "margin_steered": m},
