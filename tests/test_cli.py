@@ -69,7 +69,7 @@ def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeyp
 
     def fake_build(config, out, **_):
         seen["config"] = config
-        return SimpleNamespace(root=out, pairs={})
+        return SimpleNamespace(root=out, pairs={}, manifest={"config": {}})
 
     monkeypatch.setattr(testbed_build, "build", fake_build)
     res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path))
