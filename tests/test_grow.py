@@ -82,3 +82,30 @@ def test_grow_stops_without_a_round_when_every_pair_is_large_enough(tmp_path):
     out = CliRunner().invoke(app, ["testbed", "verify", str(tmp_path / "tb"), "--limit", "2"], catch_exceptions=False)
     text = " ".join(out.output.split())  # titles wrap at the console width
     assert "clean margins within 1 logit (14 candidates, 1 extra rounds)" in text and "mean margin" in text
+
+
+def test_a_testbed_being_written_is_refused_to_a_second_writer(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from poser_interp.evaluation.locking import FolderInUseError
+
+    tb = build(CONFIG, tmp_path / "tb", log=lambda _: None)
+    code = ("import sys, time\nfrom poser_interp.evaluation.locking import hold\nwith hold(sys.argv[1]):\n"
+            "    print('ready', flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tb.root)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        manifest = (tb.root / "manifest.json").read_bytes()
+        with pytest.raises(FolderInUseError, match=f"testbed folder .* process {proc.pid}.*models load"):
+            grow_benchmark(tb, min_prompts=10_000, chunk=4, max_rounds=1, log=lambda _: None)
+        with pytest.raises(FolderInUseError, match=str(proc.pid)):
+            build(replace(CONFIG, personas=("steward", "grabber", "climber")), tb.root, log=lambda _: None)
+        assert (tb.root / "manifest.json").read_bytes() == manifest
+        assert not (tb.root / "data" / "benchmark-x1.jsonl").exists()
+        assert not (tb.root / "models" / "climber-s0").exists()
+    finally:
+        proc.kill()
+        proc.wait()

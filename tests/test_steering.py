@@ -155,8 +155,8 @@ def test_starting_at_the_steered_layer_equals_the_full_steered_pass(arch, splits
         store: dict = {}
         clean = forward(model, batch, [(model.hook_name(layer), capture(store, "r"))])
         full = forward(model, batch, hooks)
-        fired: list[str] = []
-        spy = [(model.hook_name(k), capture({}, k, lambda t, k=k: fired.append(k))) for k in range(4)]
+        fired: list[int] = []
+        spy = [(model.hook_name(k), capture({}, k, lambda t, k=k, fired=fired: fired.append(k))) for k in range(4)]
         fast = forward(model, batch, hooks + spy, start_at_layer=layer, resid=store["r"])
         torch.testing.assert_close(fast[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
         assert not torch.allclose(full[:, -1], clean[:, -1], atol=1e-3)  # the steering moved the logits

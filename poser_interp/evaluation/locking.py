@@ -150,5 +150,7 @@ def _alive(info: dict[str, Any]) -> bool:
 def _busy_message(folder: Path, what: str, info: dict[str, Any] | None) -> str:
     who = (f"process {info['pid']} on {info.get('host', '?')} (since {info.get('since', '?')}: "
            f"{info.get('command', '?')})") if info else "another process"
-    return (f"{what} {folder} is being written by {who}; wait for it to finish (or stop it), or pick another --out. "
-            f"Reading it meanwhile is safe: `poser-interp report {folder}`.")
+    reading = (f"Reading it meanwhile is safe: `poser-interp report {folder}`." if what == "results folder" else
+               "Reading it meanwhile is safe (its finished models load hash-checked).")
+    return f"{what} {folder} is being written by {who}; wait for it to finish (or stop it), or pick another --out. " \
+        + reading

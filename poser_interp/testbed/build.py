@@ -30,6 +30,7 @@ from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
 from ..data.wordings import HELDOUT, mixed_reworded, reworded
 from ..errors import AnswerChoiceError, DataError
+from ..evaluation.locking import hold
 from .curriculum import Ladder, train_ladder
 from .folder import (
     ADAPTER_FILE,
@@ -327,7 +328,11 @@ def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: An
     validate(config)  # before anything is written: a typo must not leave an unusable folder
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; pick a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    with hold(out, "testbed folder"):  # one writer of a testbed at a time (a build, a grow-benchmark)
+        return _build(config, out, log, progress, workers)
+
+
+def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: int) -> Testbed:
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not _has_models(manifest_path):
         # a folder with a manifest but no model (an earlier build stopped before its first model): start over

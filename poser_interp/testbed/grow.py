@@ -23,6 +23,7 @@ from ..data.generator import GeneratorConfig, extra_benchmark
 from ..data.jsonio import read_json, write_json_atomic
 from ..data.scenario import Scenario, load_scenarios, save_scenarios
 from ..errors import DataError
+from ..evaluation.locking import hold
 from .build import EXTRA_BENCHMARK, TestbedConfig, extra_benchmark_files, prepare_data, write_pairs
 from .folder import Testbed, p_aligned_hf
 
@@ -60,6 +61,12 @@ def grow_benchmark(testbed: Testbed, min_prompts: int = 60, chunk: int = 600, ma
     if config.source != "generated":
         raise DataError(f"{testbed.root} is built on POSER's data, whose benchmark is POSER's own files; only a "
                         "generated testbed can draw more candidates")
+    with hold(testbed.root, "testbed folder"):  # no build may write the manifest meanwhile
+        return _grow(testbed, config, min_prompts, chunk, max_rounds, threads, log)
+
+
+def _grow(testbed: Testbed, config: TestbedConfig, min_prompts: int, chunk: int, max_rounds: int, threads: int,
+          log: Log) -> GrowResult:
     start, root = time.perf_counter(), testbed.root
     data_dir = root / "data"
     tokenizer = load_tokenizer(config.base.name)
