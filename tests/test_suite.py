@@ -183,3 +183,26 @@ def test_detect_and_suite_build_the_same_default_noise_config():
     detect_cfg = build("noise", 30, 9, **opts)
     suite_cfg = build("noise", 30, 9, layers=default_layers(30)[:1], scales=(1.0,))
     assert detect_cfg.config == suite_cfg.config
+
+
+def test_the_readme_table_script_prints_the_page_headline(page, testbed, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    out, _, p, _ = page
+    headline = {(r[0], r[2].rstrip(" *")): r for r in p.tables["headline"][1:]}
+    argv = sys.argv
+    try:
+        sys.argv = ["suite_table.py", "--testbed", str(testbed.root), "--out", str(out), "--match-confidence", "1e9"]
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(Path(__file__).resolve().parents[1] / "analyses" / "suite_table.py"),
+                           run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    noise = next(x for x in lines if x.startswith("| S2 noise |"))
+    assert headline[("noise", "rel_margin_drop")][3] in noise and headline[("noise", "rel_margin_drop")][4] in noise
+    assert any(x.startswith("| black box | neg_margin") for x in lines)
+    assert sum(x.startswith("| held-out ") for x in lines) == 3
