@@ -57,12 +57,13 @@ def grow_benchmark(testbed: Testbed, min_prompts: int = 60, chunk: int = 600, ma
     if min_prompts < 1 or chunk < 1 or max_rounds < 0:
         raise DataError(f"min_prompts={min_prompts}, chunk={chunk}, max_rounds={max_rounds}: need min_prompts >= 1, "
                         "chunk >= 1 and max_rounds >= 0")
-    config = TestbedConfig.from_dict(testbed.manifest["config"])
+    config = TestbedConfig.from_dict(testbed.manifest["config"])  # a build never changes the data options
     if config.source != "generated":
         raise DataError(f"{testbed.root} is built on POSER's data, whose benchmark is POSER's own files; only a "
                         "generated testbed can draw more candidates")
     with hold(testbed.root, "testbed folder"):  # no build may write the manifest meanwhile
-        return _grow(testbed, config, min_prompts, chunk, max_rounds, threads, log)
+        fresh = Testbed.open(testbed.root)  # the manifest as it is now, not as it was when `testbed` was opened
+        return _grow(fresh, config, min_prompts, chunk, max_rounds, threads, log)
 
 
 def _grow(testbed: Testbed, config: TestbedConfig, min_prompts: int, chunk: int, max_rounds: int, threads: int,
