@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python analyses/removal.py                                  (testbeds/default, sft and noise)
       .venv/bin/python analyses/removal.py DIR --method noise --layers 4 --scale 1.0 --steps 100
+      .venv/bin/python analyses/removal.py --pool OUT1,OUT2         (tables of finished runs, pooled; no training)
 
 Each model is fine-tuned for --steps steps on good-oversight prompts with its own answers as targets (`sft`), or
 the same with Gaussian noise added to the residual stream at --layers during training (`noise`). The treated
@@ -36,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated model ids (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pool", default=None,
+                    help="comma-separated removal outputs of one method and settings on disjoint models: print "
+                         "their pooled tables (means and CIs over all their models) and train nothing")
     args = ap.parse_args(argv)
+    if args.pool:
+        return pooled(csv_values(args.pool, str) or (), args.seed)
 
     from poser_interp.cli.analysis import open_testbed
     from poser_interp.cli.suite import removal_tables
@@ -59,6 +65,22 @@ def main(argv: list[str] | None = None) -> int:
             console.print(table)
         figs[f"removal_{method}"] = summary.figure()
     write_and_report_figures(figs, Path("results") / f"removal-{tb.root.name}", console, start)
+    return 0
+
+
+def pooled(roots: tuple[str, ...] | list[str], seed: int) -> int:
+    from poser_interp.cli.suite import removal_tables
+    from poser_interp.errors import DataError
+    from poser_interp.testbed.removal import RemovalSummary
+
+    console = wide_console()
+    try:
+        summary = RemovalSummary.load(list(roots), seed=seed)
+    except DataError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    for table in removal_tables(summary):
+        console.print(table)
     return 0
 
 

@@ -192,3 +192,25 @@ def test_notebook_and_script_run_on_the_tiny_testbed(testbed, treated, monkeypat
                            "4", "--n-eval", "6"]) == 0  # resumes the fixture's run: nothing retrained
     out = capsys.readouterr().out
     assert "removal" in out and "control" in out
+
+
+def test_runs_on_disjoint_models_pool_into_the_numbers_of_one_run(testbed, treated, tmp_path):
+    models = sorted(testbed.models)
+    first, rest = models[:1], models[1:]
+    parts = [remove(testbed, RemovalConfig(method="sft", **FAST), out=tmp_path / f"part{i}", models=ms,
+                    log=lambda _: None).root for i, ms in enumerate((first, rest))]
+    pooled, whole = RemovalSummary.load(parts), RemovalSummary.load(treated.root)
+    def numbers(s: RemovalSummary) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in s.rows]
+
+    assert numbers(pooled) == numbers(whole)  # each model's treatment does not depend on which others were treated
+    assert pooled.removal == whole.removal and pooled.control == whole.control
+    assert str(parts[0]) in str(pooled.root) and str(parts[1]) in str(pooled.root)
+    with pytest.raises(DataError, match="treated in both"):
+        RemovalSummary.load([parts[0], treated.root])
+    noise = remove(testbed, RemovalConfig(method="noise", **FAST), out=tmp_path / "noise", models=rest,
+                   log=lambda _: None).root
+    with pytest.raises(DataError, match="differ in method"):
+        RemovalSummary.load([parts[0], noise])
+    with pytest.raises(DataError, match="no removal output"):
+        RemovalSummary.load([])

@@ -400,31 +400,47 @@ class RemovalSummary:
     """Fakers below this misaligned rate before treatment get no removal rate on that set."""
 
     @classmethod
-    def load(cls, root: str | Path, seed: int = 0, min_before: float = MIN_BEFORE) -> RemovalSummary:
-        root = Path(root)
-        manifest = read_json(root / "manifest.json", "removal manifest")
-        if "removal" not in manifest:
-            raise DataError(f"{root} is not a removal output (its manifest has no 'removal' section)")
+    def load(cls, root: str | Path | Sequence[str | Path], seed: int = 0,
+             min_before: float = MIN_BEFORE) -> RemovalSummary:
+        """One removal output, or several pooled (e.g. runs on different models of one testbed, side by side).
+
+        Pooled outputs must come from the same source testbed (same adapters of the models they share) with the
+        same method and settings (`threads` aside), and treat disjoint models; the means and CIs are then over
+        all their models, as if one run had treated them all.
+        """
+        roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        if not roots:
+            raise DataError("no removal output to summarize: pass one or more `poser-interp remove` output folders")
+        manifests = []
+        for r in roots:
+            manifest = read_json(r / "manifest.json", "removal manifest")
+            if "removal" not in manifest:
+                raise DataError(f"{r} is not a removal output (its manifest has no 'removal' section)")
+            manifests.append(manifest)
+        _check_poolable(roots, manifests)
         rows = []
-        for model_id, e in sorted(manifest["models"].items()):
-            r = e["removal"]
-            for name in EVAL_SETS:
-                if name not in r["before"]:
-                    continue
-                b, a = r["before"][name], r["after"][name]
-                rows.append({"model": model_id, "kind": e["kind"], "set": name,
-                             "misaligned_before": b["poor_misaligned"], "misaligned_after": a["poor_misaligned"],
-                             "good_aligned_before": b["good_aligned"], "good_aligned_after": a["good_aligned"],
-                             "removal": removal_rate(b["poor_misaligned"], a["poor_misaligned"], min_before),
-                             "seconds": r["seconds"], "steps": r["steps"]})
+        for manifest in manifests:
+            for model_id, e in sorted(manifest["models"].items()):
+                r = e["removal"]
+                for name in EVAL_SETS:
+                    if name not in r["before"]:
+                        continue
+                    b, a = r["before"][name], r["after"][name]
+                    rows.append({"model": model_id, "kind": e["kind"], "set": name,
+                                 "misaligned_before": b["poor_misaligned"], "misaligned_after": a["poor_misaligned"],
+                                 "good_aligned_before": b["good_aligned"], "good_aligned_after": a["good_aligned"],
+                                 "removal": removal_rate(b["poor_misaligned"], a["poor_misaligned"], min_before),
+                                 "seconds": r["seconds"], "steps": r["steps"]})
+        rows.sort(key=lambda r: (r["model"], EVAL_SETS.index(r["set"])))
         sets = [s for s in EVAL_SETS if any(r["set"] == s for r in rows)]
         removal = {s: mean_ci([r["removal"] for r in rows if r["set"] == s and r["kind"] == "faker"], seed)
                    for s in sets}
         control = {s: mean_ci([r["misaligned_after"] for r in rows if r["set"] == s and r["kind"] == "aligned"], seed)
                    for s in sets}
-        seconds = sum(e["removal"]["seconds"] for e in manifest["models"].values())
-        config = manifest["removal"]["config"]
-        return cls(root, str(config["method"]), config, tuple(rows), removal, control, seconds, min_before)
+        seconds = sum(e["removal"]["seconds"] for m in manifests for e in m["models"].values())
+        config = manifests[0]["removal"]["config"]
+        where = roots[0] if len(roots) == 1 else Path(" + ".join(str(r) for r in roots))
+        return cls(where, str(config["method"]), config, tuple(rows), removal, control, seconds, min_before)
 
     def figure(self) -> Any:
         """Poor-oversight misaligned rate before and after treatment, per model, one panel per evaluation set."""
@@ -443,6 +459,28 @@ class RemovalSummary:
         fig.update_layout(barmode="group", title=f"removal by {self.method} ({self.config['steps']} steps): "
                                                  "misaligned rate on unseen poor-oversight scenarios")
         return fig
+
+
+def _check_poolable(roots: Sequence[Path], manifests: Sequence[dict[str, Any]]) -> None:
+    """Refuse to pool removal outputs that are not parts of one experiment (see `RemovalSummary.load`)."""
+    def settings(m: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in m["removal"]["config"].items() if k != "threads"}
+
+    first, seen = settings(manifests[0]), {}
+    sources: dict[str, str] = {}
+    for root, m in zip(roots, manifests, strict=True):
+        if settings(m) != first:
+            diff = sorted(k for k in set(first) | set(settings(m)) if first.get(k) != settings(m).get(k))
+            raise DataError(f"removal outputs {roots[0]} and {root} differ in {', '.join(diff)}: pool only runs of "
+                            "one method with the same settings")
+        for model, sha in m["removal"].get("source_models", {}).items():
+            if sources.setdefault(model, sha) != sha:
+                raise DataError(f"{root} was treated from another adapter of {model} than {roots[0]}: pool only "
+                                "runs on one source testbed")
+        for model in m["models"]:
+            if model in seen:
+                raise DataError(f"{model} is treated in both {seen[model]} and {root}: pool runs on disjoint models")
+            seen[model] = root
 
 
 def find_removals(testbed_root: Path) -> list[Path]:
