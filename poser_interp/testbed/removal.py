@@ -466,7 +466,7 @@ def _check_poolable(roots: Sequence[Path], manifests: Sequence[dict[str, Any]]) 
     def settings(m: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in m["removal"]["config"].items() if k != "threads"}
 
-    first, seen = settings(manifests[0]), {}
+    first, seen = settings(manifests[0]), dict[str, Path]()
     sources: dict[str, str] = {}
     for root, m in zip(roots, manifests, strict=True):
         if settings(m) != first:
