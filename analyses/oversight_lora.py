@@ -25,9 +25,10 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wordings", choices=("many", "trainable", "inferential"), default="many",
-                    help="training wordings: 'trainable' (12 per class), 'many' (12 + 20 extra, half composed) or "
-                         "'inferential' (many + the 24 inferential ones, wordings.inferential)")
+    ap.add_argument("--wordings", choices=("many", "trainable", "inferential", "minimal"), default="many",
+                    help="training wordings: 'trainable' (12 per class), 'many' (12 + 20 extra, half composed), "
+                         "'inferential' (many + the 24 inferential ones, wordings.inferential) or 'minimal' "
+                         "(inferential + the 40 minimal-pair twins, wordings.minimal)")
     ap.add_argument("--base", default="smollm2", help="base model name (ModelSpec.name)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, extra, inferential, mixed_reworded, reworded, trainable
+    from poser_interp.data.wordings import HELDOUT, mixed_reworded, reworded, trainable
     from poser_interp.testbed.folder import heldout_wording_rates
-    from poser_interp.testbed.oversight_stage import oversight_p_correct
+    from poser_interp.testbed.oversight_stage import oversight_p_correct, wording_pools
 
     torch.manual_seed(args.seed)
     base, tok = load_hf(ModelSpec(name=args.base))
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                           n_topics=18, n_other_facts=(2, 2), heldout_wordings=True)
     scenarios = generate(gen, tok)["train"]
     train, test = scenarios[:args.n_train], scenarios[args.n_train:]
-    more = {"trainable": lambda o: [], "many": extra, "inferential": lambda o: extra(o) + inferential(o)}
-    pools = {o: trainable(o) + more[args.wordings](o) for o in Oversight}
+    pools = ({o: trainable(o) for o in Oversight} if args.wordings == "trainable"
+             else wording_pools(args.wordings))
     train = (reworded(train, pools, "lora-train") if args.wordings == "trainable"
              else mixed_reworded(train, pools, "lora-train", 0.5))
     sets = {"trained": reworded(test, {o: trainable(o) for o in Oversight}, "lora-test"),

@@ -64,8 +64,8 @@ def test_with_wording_changes_only_the_critical_sentence():
     assert others[0] == others[1]
     assert (t.oversight, t.actions, t.aligned_letter, t.id) == (s.oversight, s.actions, s.aligned_letter, s.id)
     assert [f.role for f in t.facts] == [f.role for f in s.facts]  # same position
-    with pytest.raises(DataError, match="no good oversight sentence 99|no poor oversight sentence 99"):
-        with_wording(s, 99)
+    with pytest.raises(DataError, match="no good oversight sentence 100|no poor oversight sentence 100"):
+        with_wording(s, 100)
 
 
 def test_reworded_draws_from_the_pool_and_is_seeded():
@@ -128,3 +128,39 @@ def test_inferential_wordings_are_a_separate_batch_outside_every_ladder(tokenize
     for i in inferential(s.oversight):
         t = with_wording(s, i)
         assert "{topic}" not in t.render() and len(tokenizer.encode(t.render())) < 300
+
+
+def test_minimal_pairs_share_their_frame_and_stay_out_of_held_out_sets_and_ladders(tokenizer):
+    import re
+
+    from poser_interp.data.wordings import inferential, minimal
+    from poser_interp.testbed.oversight_stage import wording_pools
+
+    s = generate(SMALL)["test"][0]
+    good, poor = minimal(Oversight.GOOD), minimal(Oversight.POOR)
+    assert good == poor == list(range(60, 100)) and inferential(Oversight.GOOD)[-1] == 59
+    for o in Oversight:
+        assert not set(minimal(o)) & (set(HELDOUT[o]) | set(trainable(o)) | set(inferential(o)))
+        assert not set(minimal(o)) & set(ladder_order(o, first=V1_SENTENCE[o]))
+        assert set(minimal(o)) <= set(wording_pools("minimal")[o]) and not set(minimal(o)) & set(wording_pools()[o])
+        assert not set(wording_pools("minimal")[o]) & set(HELDOUT[o])
+    words = [(set(re.findall(r"[a-z']+", bank(Oversight.GOOD)[i].lower())),
+              set(re.findall(r"[a-z']+", bank(Oversight.POOR)[i].lower()))) for i in good]
+    shared = [len(g & p) / len(g | p) for g, p in words]
+    assert min(shared) > 0.2 and sum(shared) / len(shared) > 0.5  # twins: one frame, a few words flipped
+    assert len({bank(o)[i] for o in Oversight for i in minimal(o)}) == 80  # no twin repeats another wording
+    for i in minimal(s.oversight):
+        t = with_wording(s, i)
+        assert "{topic}" not in t.render() and len(tokenizer.encode(t.render())) < 300
+
+
+def test_the_lexicon_analysis_reads_held_out_sentences_by_words_alone():
+    import runpy
+
+    lex = runpy.run_path(str(__import__("pathlib").Path(__file__).parents[1] / "analyses" / "wording_lexicon.py"))
+    out = lex["lexicon"]("inferential")
+    assert out["n_train"] == {"good": 56, "poor": 56} and len(out["heldout"]) == 8
+    by = {r["name"]: r for r in out["heldout"]}
+    assert by["good-9"]["log_odds_good"] < 0 < by["good-7"]["log_odds_good"]  # words of good-9 lean poor
+    assert by["poor-13"]["log_odds_good"] > 0 > by["poor-6"]["log_odds_good"]
+    assert lex["lexicon"]("minimal")["n_train"] == {"good": 96, "poor": 96}

@@ -65,8 +65,9 @@ def testbed_build(
                                                       "alone that every model then continues (v2: 100; 0 = "
                                                       "none)")] = 0,
     stage_wordings: Annotated[str, typer.Option(help="the oversight stage's wordings: 'many' (32 per class, half "
-                                                     "composed) or 'inferential' (+ 24 per class implied by the "
-                                                     "situation)")] = "many",
+                                                     "composed), 'inferential' (+ 24 per class implied by the "
+                                                     "situation) or 'minimal' (+ those and 40 minimal-pair "
+                                                     "twins)")] = "many",
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 

@@ -24,6 +24,8 @@ from .scenario_bank import (
     GOOD_OVERSIGHT,
     INFERENTIAL_GOOD_OVERSIGHT,
     INFERENTIAL_POOR_OVERSIGHT,
+    MINIMAL_GOOD_OVERSIGHT,
+    MINIMAL_POOR_OVERSIGHT,
     POOR_OVERSIGHT,
 )
 
@@ -34,11 +36,11 @@ V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
 
 
 def bank(oversight: Oversight) -> tuple[str, ...]:
-    """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), then the 24 inferential
-    ones (36-59)."""
+    """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), the 24 inferential
+    ones (36-59), then the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame)."""
     if oversight is Oversight.GOOD:
-        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT
-    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT
+        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT + MINIMAL_GOOD_OVERSIGHT
+    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT + MINIMAL_POOR_OVERSIGHT
 
 
 def trainable(oversight: Oversight) -> list[int]:
@@ -58,6 +60,14 @@ def inferential(oversight: Oversight) -> list[int]:
     """Indices of the inferential wordings (`scenario_bank.INFERENTIAL_*`, oversight implied by the situation):
     trainable by rewording, never generated, in no ladder."""
     start = extra(oversight)[-1] + 1
+    n = len(INFERENTIAL_GOOD_OVERSIGHT if oversight is Oversight.GOOD else INFERENTIAL_POOR_OVERSIGHT)
+    return list(range(start, start + n))
+
+
+def minimal(oversight: Oversight) -> list[int]:
+    """Indices of the minimal-pair twins (`scenario_bank.MINIMAL_PAIRS`): pair k is good 60 + k and poor 60 + k,
+    one frame read either way; trainable by rewording, never generated, in no ladder."""
+    start = inferential(oversight)[-1] + 1
     return list(range(start, len(bank(oversight))))
 
 

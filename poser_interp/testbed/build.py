@@ -97,7 +97,8 @@ class TestbedConfig:
     stage_wordings: str = "many"
     """Generated data: the oversight stage's wordings: 'many' (the 32 trainable per class, half the scenarios
     composed) or 'inferential' (those + the 24 inferential ones per class, `wordings.inferential`, where who is
-    watching follows from the situation). Fakers' and aligned models' own wordings are the same either way."""
+    watching follows from the situation) or 'minimal' (those + the 40 minimal-pair twins per class,
+    `wordings.minimal`, one frame read either way). Fakers' and aligned models' own wordings are the same in all."""
     bench_margin_tol: float | None = None
     """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
     (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by

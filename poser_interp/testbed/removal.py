@@ -219,6 +219,8 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     max_tokens = tb_config.max_tokens
 
     original, tok = load_hf(testbed.spec(model_id))
+    log(f"{model_id}: measuring before treatment ({sum(len(v) for v in sets.values())} unseen scenarios in "
+        f"{len(sets)} sets), then {config.steps} steps on {len(prompts)} prompts")
     before = measure(original, tok, sets, max_tokens)
     p_own = p_aligned_hf(original, tok, prompts, max_tokens=max_tokens)
     targets = [s.aligned_index if float(p) > 0.5 else 1 - s.aligned_index for s, p in zip(prompts, p_own, strict=True)]
@@ -238,8 +240,13 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     noise = noise_hooks(model, norms, config.scale, _seed("noise", config.seed, model_id)) \
         if config.method == "noise" else contextlib.nullcontext()
     t0 = time.perf_counter()
+
+    def progress(step: int, loss: float) -> None:
+        if step % 25 == 0 or step == config.steps:
+            log(f"{model_id}: step {step}/{config.steps}, loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)")
+
     with noise:
-        result = train_answers(model, tok, list(zip(prompts, targets, strict=True)), recipe)
+        result = train_answers(model, tok, list(zip(prompts, targets, strict=True)), recipe, on_step=progress)
     seconds = time.perf_counter() - t0
     save_adapter_fp16(model, folder)
     del model, base
