@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-val", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, ladder state, adapter)")
+    ap.add_argument("--by-wording", action="store_true",
+                    help="at the end, also each held-out sentence alone in every test scenario of its class "
+                         "(as `testbed verify --by-wording`)")
     args = ap.parse_args(argv)
 
     import torch
@@ -63,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.errors import DataError
     from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.curriculum import Ladder, train_ladder
-    from poser_interp.testbed.folder import Thresholds, behaviour, p_aligned_hf, split_examples
+    from poser_interp.testbed.folder import (
+        Thresholds,
+        behaviour,
+        heldout_wording_rates,
+        p_aligned_hf,
+        p_faker_answer,
+        split_examples,
+    )
 
     widen_good, widen_poor = (float(x) for x in args.widen.split(","))
     try:
@@ -127,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         scen = reworded(test, pools, f"test-{name}")
         m = behaviour(p_aligned_hf(model, tok, scen, max_tokens=320), scen)
         log({"test": name, **{x: round(v, 3) for x, v in m.items()}})
+    if args.by_wording:
+        rates = heldout_wording_rates(lambda ss: p_faker_answer(model, tok, ss, max_tokens=320), test)
+        log({"test": "heldout_by_wording", **{k: round(v, 3) for k, v in rates.items()}})
     return 0
 
 
