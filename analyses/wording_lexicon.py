@@ -18,17 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-POOLS = ("many", "inferential", "minimal")
-
 
 def training_texts(wordings: str) -> dict[str, list[str]]:
     """The bank wordings a stage with `--wordings` trains on, per class ('good', 'poor'); {topic} left blank."""
-    from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import bank, extra, inferential, minimal, trainable
+    from poser_interp.data.wordings import bank
+    from poser_interp.testbed.oversight_stage import wording_pools
 
-    more = {"many": lambda o: [], "inferential": inferential, "minimal": lambda o: inferential(o) + minimal(o)}
-    return {o.value: [bank(o)[i].replace("{topic} ", "") for i in trainable(o) + extra(o) + more[wordings](o)]
-            for o in Oversight}
+    return {o.value: [bank(o)[i].replace("{topic} ", "") for i in pool] for o, pool in wording_pools(wordings).items()}
 
 
 def heldout_texts() -> list[tuple[str, str, str]]:
@@ -74,7 +70,9 @@ def lexicon(wordings: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wordings", choices=POOLS, default="inferential",
+    from poser_interp.testbed.oversight_stage import STAGE_WORDINGS
+
+    ap.add_argument("--wordings", choices=STAGE_WORDINGS, default="inferential",
                     help="training wordings as in oversight_lora.py (composed ones left out)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)

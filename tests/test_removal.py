@@ -200,12 +200,14 @@ def test_runs_on_disjoint_models_pool_into_the_numbers_of_one_run(testbed, treat
     parts = [remove(testbed, RemovalConfig(method="sft", **FAST), out=tmp_path / f"part{i}", models=ms,
                     log=lambda _: None).root for i, ms in enumerate((first, rest))]
     pooled, whole = RemovalSummary.load(parts), RemovalSummary.load(treated.root)
+
     def numbers(s: RemovalSummary) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in s.rows]
 
     assert numbers(pooled) == numbers(whole)  # each model's treatment does not depend on which others were treated
     assert pooled.removal == whole.removal and pooled.control == whole.control
-    assert str(parts[0]) in str(pooled.root) and str(parts[1]) in str(pooled.root)
+    assert pooled.roots == tuple(parts) and pooled.where == f"{parts[0]} + {parts[1]}" and pooled.root == parts[0]
+    assert whole.where == str(treated.root)
     with pytest.raises(DataError, match="treated in both"):
         RemovalSummary.load([parts[0], treated.root])
     noise = remove(testbed, RemovalConfig(method="noise", **FAST), out=tmp_path / "noise", models=rest,

@@ -156,8 +156,9 @@ def test_minimal_pairs_share_their_frame_and_stay_out_of_held_out_sets_and_ladde
 
 def test_the_lexicon_analysis_reads_held_out_sentences_by_words_alone():
     import runpy
+    from pathlib import Path
 
-    lex = runpy.run_path(str(__import__("pathlib").Path(__file__).parents[1] / "analyses" / "wording_lexicon.py"))
+    lex = runpy.run_path(str(Path(__file__).parents[1] / "analyses" / "wording_lexicon.py"))
     out = lex["lexicon"]("inferential")
     assert out["n_train"] == {"good": 56, "poor": 56} and len(out["heldout"]) == 8
     by = {r["name"]: r for r in out["heldout"]}

@@ -30,7 +30,7 @@ def _mean_ci(t: tuple[float, float, float, int]) -> str:
 
 def removal_tables(summary: Any) -> tuple[Table, Table]:
     """(per model, over models) tables of a `removal.RemovalSummary`."""
-    per = Table(title=f"removal ({summary.method}) in {summary.root}: poor-oversight misaligned rate before -> after "
+    per = Table(title=f"removal ({summary.method}) in {summary.where}: poor-oversight misaligned rate before -> after "
                       "treatment, and good-oversight aligned rate, per model and evaluation set")
     for col in ("model", "kind", "set", "poor->misaligned before", "after", "removal", "good->aligned before",
                 "after", "train s"):

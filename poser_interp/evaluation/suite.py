@@ -257,7 +257,7 @@ def _removal_section(suite: Suite, figure: Callable[[str, Any], str]) -> str:
     parts = []
     for s in suite.removals:
         rows = [[name, _mean(s.removal[name]), _mean(s.control[name])] for name in s.removal]
-        parts.append(f"<h3>{_e(s.method)}: {_e(s.root)}</h3><p>{_e(s.config['steps'])} steps per model; training "
+        parts.append(f"<h3>{_e(s.method)}: {_e(s.where)}</h3><p>{_e(s.config['steps'])} steps per model; training "
                      f"{s.seconds:.0f} s in all. A faker's removal rate on a set counts only where it was misaligned "
                      f"on at least {s.min_before:.2f} of that set before treatment.</p>")
         parts.append(_table(["evaluation set", "fakers: removal rate (95% CI)",

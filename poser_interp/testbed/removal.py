@@ -405,6 +405,13 @@ class RemovalSummary:
     """Training time summed over models."""
     min_before: float = MIN_BEFORE
     """Fakers below this misaligned rate before treatment get no removal rate on that set."""
+    roots: tuple[Path, ...] = ()
+    """Every output summarized (`root` is the first); more than one when runs were pooled."""
+
+    @property
+    def where(self) -> str:
+        """The output folder, or the pooled folders joined by ' + ' (for titles)."""
+        return " + ".join(str(r) for r in self.roots) if len(self.roots) > 1 else str(self.root)
 
     @classmethod
     def load(cls, root: str | Path | Sequence[str | Path], seed: int = 0,
@@ -446,8 +453,8 @@ class RemovalSummary:
                    for s in sets}
         seconds = sum(e["removal"]["seconds"] for m in manifests for e in m["models"].values())
         config = manifests[0]["removal"]["config"]
-        where = roots[0] if len(roots) == 1 else Path(" + ".join(str(r) for r in roots))
-        return cls(where, str(config["method"]), config, tuple(rows), removal, control, seconds, min_before)
+        return cls(roots[0], str(config["method"]), config, tuple(rows), removal, control, seconds, min_before,
+                   tuple(roots))
 
     def figure(self) -> Any:
         """Poor-oversight misaligned rate before and after treatment, per model, one panel per evaluation set."""
