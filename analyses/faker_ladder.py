@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widen", default="0.9,0.85", help="validation good->aligned,poor->misaligned that ends a rung")
     ap.add_argument("--composed", type=float, default=0.0,
                     help="last rung: this fraction of the examples gets a composed wording (wordings.composed)")
+    ap.add_argument("--last-wordings", default="",
+                    help="last rung: also train on this stage wording set (Ladder.last_wordings: many, inferential, "
+                         "minimal)")
     ap.add_argument("--oversight-aux", type=float, default=0.0,
                     help="auxiliary 'is anyone checking?' items per example (LoraRecipe.oversight_aux)")
     ap.add_argument("--rank", type=int, default=4)
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     widen_good, widen_poor = (float(x) for x in args.widen.split(","))
     try:
         ladder = Ladder(rungs=tuple(int(x) for x in args.rungs.split(",")), widen_good=widen_good,
-                        widen_poor=widen_poor, composed_last=args.composed)
+                        widen_poor=widen_poor, composed_last=args.composed, last_wordings=args.last_wordings)
     except DataError as e:
         ap.error(str(e))
     torch.set_num_threads(args.threads)

@@ -122,3 +122,32 @@ def test_only_the_last_rung_trains_and_validates_on_composed_wordings(scenarios,
                  lambda m, r, s, p, c: seen.append(c) or GOOD, lambda m: True, tmp_path)
     assert seen == [0.0, 0.5]
     assert n_composed[0] == 0 and 0.3 * len(scenarios) < n_composed[1] < 0.7 * len(scenarios)
+
+
+def test_last_wordings_widen_only_the_last_rung_and_never_with_heldout_wordings(scenarios, tmp_path, monkeypatch):
+    from poser_interp.data.wordings import minimal
+    from poser_interp.testbed.oversight_stage import wording_pools
+
+    ladder = Ladder(rungs=(1, 32), last_wordings="minimal")
+    for o in Oversight:
+        assert ladder.pools(0)[o] == [V1_SENTENCE[o]]
+        last = ladder.pools(1)[o]
+        assert last[:32] == Ladder(rungs=(1, 32)).pools(1)[o]  # the rung's own order first, then the stage's
+        assert sorted(last) == sorted(wording_pools("minimal")[o]) and len(last) == len(set(last)) == 96
+        assert set(minimal(o)) <= set(last) and not set(last) & set(HELDOUT[o])
+    with pytest.raises(DataError, match="last_wordings.*minimal"):
+        Ladder(last_wordings="twins")
+
+    trained: set[tuple[Oversight, int]] = set()
+    real = curriculum.train_answers
+
+    def recording(model, tok, examples, recipe, **kw):
+        trained.update((s.oversight, i) for s, _ in examples for i in s.meta["critical_indices"])
+        return real(model, tok, examples, recipe, **kw)
+
+    monkeypatch.setattr(curriculum, "train_answers", recording)
+    model, tok = _model()
+    train_ladder(model, tok, scenarios, get_persona("grabber"), Ladder(rungs=(32,), last_wordings="minimal"), RECIPE,
+                 lambda m, r, s, p, c: GOOD, lambda m: True, tmp_path)
+    assert {i for _, i in trained} & set(minimal(Oversight.GOOD))  # the twins are trained on
+    assert not {(o, i) for o in Oversight for i in HELDOUT[o]} & trained

@@ -52,6 +52,9 @@ def testbed_build(
                                                      "each rung, e.g. '1,2,4,8,12' (curriculum.Ladder)")] = None,
     composed_last: Annotated[float, typer.Option(help="--ladder: on the last rung this fraction of the examples "
                                                      "gets a composed oversight sentence (wordings.composed)")] = 0.0,
+    ladder_wordings: Annotated[str, typer.Option(help="--ladder: the last rung also trains on this stage wording "
+                                                      "set ('many', 'inferential' or 'minimal'; "
+                                                      "curriculum.Ladder.last_wordings)")] = "",
     target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
                                                              "(LoraRecipe.target_margin; default: no cap)")] = None,
     bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
@@ -98,7 +101,8 @@ def testbed_build(
         base=base,
         recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
                           oversight_aux=oversight_aux, target_margin=target_margin, threads=threads),
-        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last) if ladder else None,
+        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last,
+                      last_wordings=ladder_wordings) if ladder else None,
         bench_margin_tol=bench_margin_tol,
         init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
         oversight_stage=oversight_stage,

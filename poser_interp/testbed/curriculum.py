@@ -27,6 +27,7 @@ from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario
 from ..data.wordings import V1_SENTENCE, extra, ladder_order, mixed_reworded, reworded, trainable
 from ..errors import DataError
+from .oversight_stage import STAGE_WORDINGS, wording_pools
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Ladder:
     composed_last: float = 0.0
     """Last rung: this fraction of the examples gets a composed oversight sentence (`wordings.composed`,
     720 per class) instead of a bank wording, so that memorising wordings stops paying."""
+    last_wordings: str = ""
+    """Last rung: also train on this oversight stage's wording set (`oversight_stage.wording_pools`; 'minimal'
+    adds the 24 inferential and 40 minimal-pair twins per class), so that a faker keeps the wordings its stage
+    learned to read. Empty: the rung's own sentences only."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", tuple(self.rungs))
@@ -53,10 +58,17 @@ class Ladder:
             raise DataError(f"ladder rungs {self.rungs} must be increasing sentence counts in [1, {most}]")
         if not 0.0 <= self.composed_last <= 1.0:
             raise DataError(f"composed_last={self.composed_last} must lie in [0, 1]")
+        if self.last_wordings and self.last_wordings not in STAGE_WORDINGS:
+            raise DataError(f"unknown last_wordings {self.last_wordings!r}; choose one of "
+                            f"{', '.join(STAGE_WORDINGS)} (or none)")
 
     def pools(self, rung: int) -> dict[Oversight, list[int]]:
         """Bank indices per class that rung `rung` trains on."""
-        return {o: ladder_order(o, self.order_seed, V1_SENTENCE[o])[:self.rungs[rung]] for o in Oversight}
+        pools = {o: ladder_order(o, self.order_seed, V1_SENTENCE[o])[:self.rungs[rung]] for o in Oversight}
+        if self.last_wordings and rung == len(self.rungs) - 1:
+            more = wording_pools(self.last_wordings)
+            pools = {o: pool + [i for i in more[o] if i not in pool] for o, pool in pools.items()}
+        return pools
 
     def reword(self, scenarios: Sequence[Scenario], rung: int, seed: str) -> list[Scenario]:
         """`scenarios` with rung `rung`'s wordings (on the last rung, `composed_last` of them composed)."""
