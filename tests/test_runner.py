@@ -403,3 +403,39 @@ def test_two_workers_store_the_same_rows_and_resume(testbed, tmp_path, one_threa
     assert rows_equal(ResultsStore.open(cut).rows(), ResultsStore.open(ref).rows())
     with pytest.raises(StrategyError, match="no custom `load`"):
         run_detection(testbed, strategies(), tmp_path / "x", workers=2, load=testbed.load)
+
+
+class _Benchmarks:
+    """Just what `make_plan` reads of a testbed: pairs and their benchmarks (prompt ids only)."""
+
+    def __init__(self, benches: dict[str, list[str]]):
+        self.root = "fake"
+        self.models = sorted({m for p in benches for m in p.split("__")})
+        self.pairs = {p: {"aligned": p.split("__")[0], "faker": p.split("__")[1], "benchmark_size": len(b)}
+                      for p, b in benches.items()}
+        self._benches = benches
+
+    def pair_ids(self, wanted=None):
+        return sorted(self.pairs) if wanted is None else list(wanted)
+
+    def benchmark(self, pair_id):
+        from types import SimpleNamespace
+        return [SimpleNamespace(id=i) for i in self._benches[pair_id]]
+
+
+def test_a_capped_plan_keeps_the_prompts_its_pairs_share():
+    from poser_interp.evaluation.runner import make_plan, prompt_order
+
+    own = [f"p{i}" for i in range(40)]
+    shared = ["s0", "s1", "s2"]  # in every pair's benchmark
+    tb = _Benchmarks({"a0__f0": own[:10] + shared, "a0__f1": own[10:20] + shared, "a1__f0": own[20:30] + shared,
+                      "a1__f1": own[30:40] + shared[:2]})
+    plan = make_plan(tb, max_prompts=3)  # type: ignore[arg-type]
+    first = sorted(shared[:2], key=prompt_order)  # in 4 benchmarks, before s2 (in 3)
+    assert [plan.pairs[p]["prompt_ids"] for p in ("a0__f0", "a0__f1", "a1__f0")] == [first + ["s2"]] * 3
+    last = plan.pairs["a1__f1"]["prompt_ids"]  # s0, s1 (in 4 benchmarks), then its first own prompt in order
+    assert last == first + [min(own[30:40], key=prompt_order)]
+    assert {m: len(p) for m, p in plan.prompts.items()} == {"a0": 3, "a1": 4, "f0": 3, "f1": 4}
+    # the choice never depends on which pairs a run selects
+    assert make_plan(tb, ["a1__f1"], max_prompts=3).pairs["a1__f1"]["prompt_ids"] == last  # type: ignore[arg-type]
+    assert len(make_plan(tb).pairs["a1__f1"]["prompt_ids"]) == 12  # no cap: every benchmark prompt
