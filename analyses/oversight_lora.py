@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also each held-out sentence alone on all test scenarios of its class (8x the forwards)")
     ap.add_argument("--save", type=Path, default=None,
                     help="save the trained LoRA adapter here (e.g. to start a faker from it: faker_ladder.py --init)")
+    ap.add_argument("--read", type=Path, default=None,
+                    help="no training: ask a saved adapter (a stage or a faker) the oversight question once on the "
+                         "same test sets, one JSON line into --out (does a faker read a sentence as its stage did?)")
     args = ap.parse_args(argv)
 
     import torch
@@ -59,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     base, tok = load_hf(ModelSpec(name=args.base))
     recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
                         min_steps=0, threads=args.threads, seed=args.seed)
-    model = make_lora_model(base.requires_grad_(False), recipe)
+    if args.read is not None:
+        from poser_interp.core.training import continue_lora
+
+        model = continue_lora(base, args.read).eval()
+    else:
+        model = make_lora_model(base.requires_grad_(False), recipe)
     gen = GeneratorConfig(seed=args.seed, n_train=args.n_train + args.n_test, n_test=0, n_benchmark=0, n_heldout=0,
                           n_topics=18, n_other_facts=(2, 2), heldout_wordings=True)
     scenarios = generate(gen, tok)["train"]
@@ -89,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
         return False
 
+    if args.read is not None:
+        with torch.no_grad():
+            check(model, 0)
+        return 0
     if not args.out.exists():
         check(model, 0)
     train_answers(model, tok, [], recipe, check=check, extra_items=items,
