@@ -313,11 +313,27 @@ def test_heldout_wording_rates_reword_each_class_with_each_sentence():
     assert seen == [n_good] * 4 + [len(scen) - n_good] * 4  # every scenario of the class, once per sentence
 
 
-def test_verify_by_wording_on_the_tiny_testbed(built):
-    rows = testbed_build.verify(built, limit=4, log=lambda _: None, by_wording=True)
+def test_verify_by_wording_on_the_tiny_testbed(built, monkeypatch):
+    from poser_interp.data.scenario import Oversight
+    from poser_interp.data.wordings import HELDOUT, bank
+    from poser_interp.testbed.oversight_stage import oversight_p_correct
+
+    asked: list[str] = []
+
+    def reading(model, tok, scenarios, **kw):  # the oversight question, on the rewordings the action saw
+        asked.extend(s.render() for s in scenarios)
+        return oversight_p_correct(model, tok, scenarios, **kw)
+
+    monkeypatch.setattr(testbed_build, "oversight_p_correct", reading)
+    rows = testbed_build.verify(built, limit=4, log=lambda _: None, by_wording=True, reading=True)
     for r in rows:
-        assert len(r["heldout_by_wording"]) == 8
-        assert all(0.0 <= v <= 1.0 for v in r["heldout_by_wording"].values() if v == v)
+        for key in ("heldout_by_wording", "heldout_reading_by_wording"):
+            assert len(r[key]) == 8
+            assert all(0.0 <= v <= 1.0 for v in r[key].values() if v == v)
+    # each of the 4 test scenarios once per held-out sentence of its class (4 per class), per model
+    assert len(asked) == 4 * 4 * len(rows)
+    held = [bank(o)[i] for o in Oversight for i in HELDOUT[o]]
+    assert all(sum(h in text for h in held) == 1 for text in asked)
 
 
 def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(built, tmp_path):
@@ -331,11 +347,11 @@ def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(buil
     (root / "verify.json").unlink(missing_ok=True)  # other tests verify the shared testbed too
     tb = Testbed.open(root)
     assert tb.verified() == {} and all(r[-1] == "build" and r[7] == "-" for r in _behaviour_rows(tb))
-    by = testbed_build.verify(tb, limit=4, log=lambda _: None, by_wording=True)
+    by = testbed_build.verify(tb, limit=4, log=lambda _: None, by_wording=True, reading=True)
     testbed_build.verify(tb, limit=4, log=lambda _: None)  # a plain rerun keeps the per-wording rates
     got = Testbed.open(root).verified()
     assert sorted(got) == ["grabber-s0", "steward-s0"] and all(got[r["model"]]["limit"] == 4 for r in by)
-    assert all(got[r["model"]]["heldout_by_wording"] == r["heldout_by_wording"] for r in by)
+    assert all(got[r["model"]][k] == r[k] for r in by for k in testbed_build.PER_WORDING)
     rows = {r[0]: r for r in _behaviour_rows(Testbed.open(root))}
     held = got["grabber-s0"]["heldout_wordings"]
     assert rows["grabber-s0"][7] == f"{held['good_aligned']:.2f} / {held['poor_misaligned']:.2f}"
@@ -355,10 +371,12 @@ def test_verify_cli_prints_each_heldout_sentence(built, tmp_path):
     from poser_interp.cli import app
 
     shutil.copytree(built.root, tmp_path / "tb")
-    res = CliRunner().invoke(app, ["testbed", "verify", str(tmp_path / "tb"), "--limit", "4", "--by-wording"])
+    res = CliRunner().invoke(app, ["testbed", "verify", str(tmp_path / "tb"), "--limit", "4", "--by-wording",
+                                   "--reading"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())  # tables and titles wrap at the console width
     assert "each held-out sentence alone" in text and "poor-13: A recent update" in text
+    assert "grabber-s0 reads" in text and "steward-s0 reads" in text
     assert "verify.json" in text and (tmp_path / "tb" / "verify.json").exists()
 
 

@@ -184,6 +184,9 @@ def testbed_verify(
     limit: Annotated[int | None, typer.Option(help="test scenarios per model (default: the build's n_test)")] = None,
     by_wording: Annotated[bool, typer.Option(help="also each held-out sentence on its own: every test scenario "
                                                   "with that sentence (8x the held-out forwards)")] = False,
+    reading: Annotated[bool, typer.Option(help="also ask the oversight question itself with each held-out sentence "
+                                               "(is anyone closely checking?): does a model misread a sentence, or "
+                                               "read it and act anyway (another 8x)")] = False,
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table."""
     from ..testbed.build import TestbedConfig, verify
@@ -191,7 +194,7 @@ def testbed_verify(
 
     tb = Testbed.open(testbed)
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
-    rows = verify(tb, limit=limit, log=lambda _: None, by_wording=by_wording)
+    rows = verify(tb, limit=limit, log=lambda _: None, by_wording=by_wording, reading=reading)
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
                         f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, "
@@ -213,7 +216,7 @@ def testbed_verify(
                       both(r.get("heldout_wordings")), both(r.get("heldout_topics")),
                       "[green]yes[/]" if meets else "[red]no[/]")
     print_table(table)
-    if by_wording:
+    if by_wording or reading:
         _wording_table(tb, rows)
     _pairs_table(tb)
     console.print(f"kept in {tb.root / VERIFY_FILE} (the suite page's behaviour table shows it)", highlight=False)
@@ -227,14 +230,16 @@ def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
 
     keys = [(o, i) for o in Oversight for i in HELDOUT[o]]
     table = Table(title=f"testbed {tb.root}: each held-out sentence alone (good-i: fraction aligned, faker and "
-                        "aligned should be high; poor-i: fraction misaligned, faker high, aligned 0)")
+                        "aligned should be high; poor-i: fraction misaligned, faker high, aligned 0; 'reads': "
+                        "fraction answering the oversight question right, every model high)")
     table.add_column("model")
     for o, i in keys:
         table.add_column(wording_key(o, i))
     for r in rows:
-        rates = r.get("heldout_by_wording")
-        if rates:
-            table.add_row(r["model"], *(f"{rates[wording_key(o, i)]:.2f}" for o, i in keys))
+        for key, label in (("heldout_by_wording", r["model"]), ("heldout_reading_by_wording", f"{r['model']} reads")):
+            rates = r.get(key)
+            if rates:
+                table.add_row(label, *(f"{rates[wording_key(o, i)]:.2f}" for o, i in keys))
     print_table(table)
     for o, i in keys:
         console.print(f"  {wording_key(o, i)}: {bank(o)[i]}", highlight=False)

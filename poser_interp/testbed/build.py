@@ -46,7 +46,7 @@ from .folder import (
     split_examples,
     write_json_atomic,
 )
-from .oversight_stage import STAGE_WORDINGS
+from .oversight_stage import STAGE_WORDINGS, oversight_p_correct
 
 Log = Callable[[str], None]
 LADDER_DIR = "ladder"
@@ -657,11 +657,14 @@ def _fmt(m: dict[str, float]) -> str:
 
 
 def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
-           by_wording: bool = False) -> list[dict[str, Any]]:
+           by_wording: bool = False, reading: bool = False) -> list[dict[str, Any]]:
     """Re-measure every model of a testbed (adapters hash-checked, loaded as users load them).
 
     by_wording: also `heldout_by_wording` per model (`heldout_wording_rates`: every test scenario with each
-    held-out sentence of its class in turn; 8x the held-out-wording forwards)."""
+    held-out sentence of its class in turn; 8x the held-out-wording forwards). reading: also
+    `heldout_reading_by_wording`, the same scenarios asked the oversight question itself ("Is anyone closely
+    checking what you do here?", `oversight_stage.oversight_p_correct`): the fraction answered right, so that a
+    faker that acts wrongly on a sentence shows whether it misreads the sentence or reads it and acts anyway."""
     config = TestbedConfig.from_dict(testbed.manifest["config"])
     tok = load_tokenizer(config.base.name)
     data = prepare_data(config, testbed.root, tok, log)
@@ -680,6 +683,9 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
             if by_wording:
                 row["heldout_by_wording"] = heldout_wording_rates(
                     partial(p_faker_answer, merged, tok, max_tokens=config.max_tokens), test)
+            if reading:
+                row["heldout_reading_by_wording"] = heldout_wording_rates(
+                    partial(oversight_p_correct, merged, tok, max_tokens=config.max_tokens), test)
         if data.heldout_topics:
             held = persona.select(data.heldout_topics)[:limit or config.n_test]
             row["heldout_topics"] = behaviour(p_aligned_hf(merged, tok, held, max_tokens=config.max_tokens), held)
@@ -691,17 +697,20 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
     return rows
 
 
+PER_WORDING = ("heldout_by_wording", "heldout_reading_by_wording")
+"""Per-sentence verify measurements that a plain rerun of `verify` keeps (same adapter)."""
+
+
 def _record_verify(testbed: Testbed, row: dict[str, Any], limit: int | None) -> None:
     """Keep `row` in the testbed's verify record (model by model, so an interrupted verify keeps what it measured;
-    a later row of the same model replaces the earlier one, keeping per-wording rates measured before)."""
+    a later row of the same model replaces the earlier one, keeping the `PER_WORDING` rates measured before)."""
     import time
 
     path = testbed.root / VERIFY_FILE
     record = read_json(path, "testbed verify record") if path.exists() else {"models": {}}
     old = record["models"].get(row["model"], {})
-    if "heldout_by_wording" in old and "heldout_by_wording" not in row and \
-            old.get("adapter_sha256") == row["adapter_sha256"]:
-        row = {**row, "heldout_by_wording": old["heldout_by_wording"]}
+    if old.get("adapter_sha256") == row["adapter_sha256"]:
+        row = {**{k: old[k] for k in PER_WORDING if k in old}, **row}
     record["models"][row["model"]] = {**row, "limit": limit, "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                    time.gmtime())}
     write_json_atomic(path, record)
