@@ -1,0 +1,13 @@
+# Noise removal over the 4 default fakers treated so far: the 3 of session 10 (rates from
+# testbeds/pilots/removal-noise-3fakers.log, 2 places) and grabber-s2 (this run's manifest), mean_ci as `remove` prints.
+import json
+from poser_interp.testbed.removal import MIN_BEFORE, mean_ci
+r = json.load(open("runs/removal-noise/manifest.json"))["models"]["grabber-s2"]["removal"]
+rates = {"trained_wordings": {"climber-s0": 1.00, "grabber-s0": 0.71, "grabber-s1": 0.72},
+         "heldout_topics": {"climber-s0": 0.75, "grabber-s0": 0.21, "grabber-s1": -0.30}}
+for s in rates:
+    b, a = r["before"][s]["poor_misaligned"], r["after"][s]["poor_misaligned"]
+    print(f"grabber-s2 {s}: {b:.3f} -> {a:.3f}")
+    if b >= MIN_BEFORE:
+        rates[s]["grabber-s2"] = round(1 - a / b, 3)
+    print(s, rates[s], "mean, CI low, high, n:", [round(x, 3) for x in mean_ci(list(rates[s].values()))])
