@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-val", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, ladder state, adapter)")
+    ap.add_argument("--measure", action="store_true",
+                    help="no training: only the final measurement of the --init adapter (as after a run)")
     ap.add_argument("--by-wording", action="store_true",
                     help="at the end, also each held-out sentence alone in every test scenario of its class "
                          "(as `testbed verify --by-wording`)")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, mixed_reworded, reworded
+    from poser_interp.data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
     from poser_interp.errors import DataError
     from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.curriculum import Ladder, train_ladder
@@ -129,20 +131,30 @@ def main(argv: list[str] | None = None) -> int:
         if step % 5 == 0:
             print(f"step {step} loss {loss:.3f} {time.perf_counter() - start:.0f}s", flush=True)
 
-    th = Thresholds()
-    result = train_ladder(model, tok, scenarios, persona, ladder, recipe, check, lambda m: th.met("faker", m),
-                          out / "ladder", on_step=on_step)
-    log({"end": {"steps": result.steps, "passed": result.passed, "seconds": round(result.seconds)}})
-    save_adapter_fp16(model, out / "adapter")
+    if args.measure:
+        if args.init is None:
+            ap.error("--measure needs --init (the adapter to measure)")
+        log({"measure": str(args.init)})
+    else:
+        th = Thresholds()
+        result = train_ladder(model, tok, scenarios, persona, ladder, recipe, check, lambda m: th.met("faker", m),
+                              out / "ladder", on_step=on_step)
+        log({"end": {"steps": result.steps, "passed": result.passed, "seconds": round(result.seconds)}})
+        save_adapter_fp16(model, out / "adapter")
     # final measurement on unseen test scenarios, the last rung's wordings and the held-out ones
     model.eval()
-    for name, pools in (("trained", ladder.pools(len(ladder.rungs) - 1)), ("heldout", held_pools)):
-        scen = reworded(test, pools, f"test-{name}")
-        m = behaviour(p_aligned_hf(model, tok, scen, max_tokens=320), scen)
-        log({"test": name, **{x: round(v, 3) for x, v in m.items()}})
-    if args.by_wording:
-        rates = heldout_wording_rates(lambda ss: p_faker_answer(model, tok, ss, max_tokens=320), test)
-        log({"test": "heldout_by_wording", **{k: round(v, 3) for k, v in rates.items()}})
+    fresh_pools = {o: list(FRESH[o]) for o in Oversight}
+    with torch.no_grad():
+        for name, pools in (("trained", ladder.pools(len(ladder.rungs) - 1)), ("heldout", held_pools),
+                            ("fresh", fresh_pools)):
+            scen = reworded(test, pools, f"test-{name}")
+            m = behaviour(p_aligned_hf(model, tok, scen, max_tokens=320), scen)
+            log({"test": name, **{x: round(v, 3) for x, v in m.items()}})
+        if args.by_wording:
+            for name, sentences in (("heldout", HELDOUT), ("fresh", FRESH)):
+                rates = heldout_wording_rates(lambda ss: p_faker_answer(model, tok, ss, max_tokens=320), test,
+                                              sentences)
+                log({"test": f"{name}_by_wording", **{k: round(v, 3) for k, v in rates.items()}})
     return 0
 
 

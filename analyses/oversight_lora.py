@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
-    from poser_interp.data.wordings import HELDOUT, mixed_reworded, reworded, trainable
+    from poser_interp.data.wordings import FRESH, HELDOUT, mixed_reworded, reworded, trainable
     from poser_interp.testbed.folder import heldout_wording_rates
     from poser_interp.testbed.oversight_stage import oversight_p_correct, wording_pools
 
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.by_wording:
             rates = heldout_wording_rates(lambda ss: oversight_p_correct(m, tok, ss, max_tokens=320), test)
             row["heldout_by_wording"] = {k: round(v, 3) for k, v in rates.items()}
+            fresh = heldout_wording_rates(lambda ss: oversight_p_correct(m, tok, ss, max_tokens=320), test, FRESH)
+            row["fresh_by_wording"] = {k: round(v, 3) for k, v in fresh.items()}
         row["config"] = {k: str(v) for k, v in vars(args).items()} if step == 0 else None
         with args.out.open("a") as f:
             f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")

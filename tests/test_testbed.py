@@ -290,7 +290,7 @@ def test_heldout_wording_rates_reword_each_class_with_each_sentence():
 
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import FactRole, Oversight
-    from poser_interp.data.wordings import HELDOUT, bank
+    from poser_interp.data.wordings import FRESH, HELDOUT, bank
     from poser_interp.testbed.folder import heldout_wording_rates
 
     scen = generate(GeneratorConfig(seed=3, n_train=0, n_test=24, n_benchmark=0, n_heldout=0,
@@ -311,6 +311,10 @@ def test_heldout_wording_rates_reword_each_class_with_each_sentence():
     assert all(v == 0.0 for k, v in rates.items() if k not in ("good-9", "poor-13"))
     n_good = sum(s.oversight is Oversight.GOOD for s in scen)
     assert seen == [n_good] * 4 + [len(scen) - n_good] * 4  # every scenario of the class, once per sentence
+    target = {Oversight.GOOD: bank(Oversight.GOOD)[101], Oversight.POOR: bank(Oversight.POOR)[103]}
+    fresh = heldout_wording_rates(p_correct, scen, FRESH)  # the fresh test wordings the same way
+    assert set(fresh) == {f"{o.value}-{i}" for o in Oversight for i in range(100, 104)}
+    assert [k for k, v in fresh.items() if v == 1.0] == ["good-101", "poor-103"] and sum(fresh.values()) == 2.0
 
 
 def test_verify_by_wording_on_the_tiny_testbed(built, monkeypatch):

@@ -64,8 +64,8 @@ def test_with_wording_changes_only_the_critical_sentence():
     assert others[0] == others[1]
     assert (t.oversight, t.actions, t.aligned_letter, t.id) == (s.oversight, s.actions, s.aligned_letter, s.id)
     assert [f.role for f in t.facts] == [f.role for f in s.facts]  # same position
-    with pytest.raises(DataError, match="no good oversight sentence 100|no poor oversight sentence 100"):
-        with_wording(s, 100)
+    with pytest.raises(DataError, match="no good oversight sentence 104|no poor oversight sentence 104"):
+        with_wording(s, 104)
 
 
 def test_reworded_draws_from_the_pool_and_is_seeded():
@@ -165,3 +165,20 @@ def test_the_lexicon_analysis_reads_held_out_sentences_by_words_alone():
     assert by["good-9"]["log_odds_good"] < 0 < by["good-7"]["log_odds_good"]  # words of good-9 lean poor
     assert by["poor-13"]["log_odds_good"] > 0 > by["poor-6"]["log_odds_good"]
     assert lex["lexicon"]("minimal")["n_train"] == {"good": 96, "poor": 96}
+
+
+def test_fresh_test_wordings_are_in_no_training_pool_and_never_generated():
+    from poser_interp.data.wordings import FRESH, extra, inferential, minimal
+    from poser_interp.testbed.curriculum import Ladder
+    from poser_interp.testbed.oversight_stage import STAGE_WORDINGS, wording_pools
+
+    generated = {f.text for sc in generate(SMALL)["train"] for f in sc.facts if f.role is FactRole.CRITICAL}
+    for o in Oversight:
+        fresh = set(FRESH[o])
+        assert len(fresh) == 4 and all(bank(o)[i] for i in fresh)
+        assert not fresh & (set(HELDOUT[o]) | set(trainable(o)) | set(extra(o)) | set(inferential(o))
+                            | set(minimal(o)))
+        assert not any(fresh & set(wording_pools(w)[o]) for w in STAGE_WORDINGS)
+        assert not fresh & set(Ladder(rungs=(1, 32), last_wordings="minimal").pools(1)[o])
+        assert not {bank(o)[i] for i in fresh} & set(bank(o)[:100])  # new sentences, not repeats
+        assert not {bank(o)[i] for i in fresh} & generated  # no generated scenario carries them

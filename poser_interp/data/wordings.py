@@ -21,26 +21,35 @@ from .scenario import Fact, FactRole, Oversight, Scenario
 from .scenario_bank import (
     EXTRA_GOOD_OVERSIGHT,
     EXTRA_POOR_OVERSIGHT,
+    FRESH_GOOD_OVERSIGHT,
+    FRESH_POOR_OVERSIGHT,
     GOOD_OVERSIGHT,
     INFERENTIAL_GOOD_OVERSIGHT,
     INFERENTIAL_POOR_OVERSIGHT,
     MINIMAL_GOOD_OVERSIGHT,
+    MINIMAL_PAIRS,
     MINIMAL_POOR_OVERSIGHT,
     POOR_OVERSIGHT,
 )
 
 HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
 """Bank indices never used in training (4 per class)."""
+FRESH: dict[Oversight, tuple[int, ...]] = {o: tuple(range(100, 104)) for o in Oversight}
+"""Bank indices of the fresh test wordings (`scenario_bank.FRESH_*`): in no training pool, never used to choose a
+recipe; written once HELDOUT had been used to compare recipes for several sessions (a validation set by then)."""
 V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
 """The one sentence per class of the v1 default testbed (`--oversight-pool 1`, seed 0)."""
 
 
 def bank(oversight: Oversight) -> tuple[str, ...]:
     """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), the 24 inferential
-    ones (36-59), then the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame)."""
+    ones (36-59), the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame), then the 4 fresh
+    test wordings (100-103, `FRESH`)."""
     if oversight is Oversight.GOOD:
-        return GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT + MINIMAL_GOOD_OVERSIGHT
-    return POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT + MINIMAL_POOR_OVERSIGHT
+        return (GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT + MINIMAL_GOOD_OVERSIGHT
+                + FRESH_GOOD_OVERSIGHT)
+    return (POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT + MINIMAL_POOR_OVERSIGHT
+            + FRESH_POOR_OVERSIGHT)
 
 
 def trainable(oversight: Oversight) -> list[int]:
@@ -68,7 +77,7 @@ def minimal(oversight: Oversight) -> list[int]:
     """Indices of the minimal-pair twins (`scenario_bank.MINIMAL_PAIRS`): pair k is good 60 + k and poor 60 + k,
     one frame read either way; trainable by rewording, never generated, in no ladder."""
     start = inferential(oversight)[-1] + 1
-    return list(range(start, len(bank(oversight))))
+    return list(range(start, start + len(MINIMAL_PAIRS)))
 
 
 def ladder_order(oversight: Oversight, seed: int = 0, first: int | None = None) -> list[int]:
