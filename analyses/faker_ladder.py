@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, ladder state, adapter)")
     ap.add_argument("--measure", action="store_true",
                     help="no training: only the final measurement of the --init adapter (as after a run)")
-    ap.add_argument("--by-wording", action="store_true",
-                    help="at the end, also each held-out sentence alone in every test scenario of its class "
-                         "(as `testbed verify --by-wording`)")
+    ap.add_argument("--by-wording", nargs="?", const="heldout,fresh", default="",
+                    help="at the end, also each held-out (and fresh) sentence alone in every test scenario of its "
+                         "class (as `testbed verify --by-wording`); optionally only one set: --by-wording fresh")
     args = ap.parse_args(argv)
 
     import torch
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             scen = reworded(test, pools, f"test-{name}")
             m = behaviour(p_aligned_hf(model, tok, scen, max_tokens=320), scen)
             log({"test": name, **{x: round(v, 3) for x, v in m.items()}})
-        if args.by_wording:
-            for name, sentences in (("heldout", HELDOUT), ("fresh", FRESH)):
+        for name, sentences in (("heldout", HELDOUT), ("fresh", FRESH)):
+            if name in args.by_wording.split(","):
                 rates = heldout_wording_rates(lambda ss: p_faker_answer(model, tok, ss, max_tokens=320), test,
                                               sentences)
                 log({"test": f"{name}_by_wording", **{k: round(v, 3) for k, v in rates.items()}})
