@@ -331,6 +331,7 @@ def test_verify_by_wording_on_the_tiny_testbed(built, monkeypatch):
     monkeypatch.setattr(testbed_build, "oversight_p_correct", reading)
     rows = testbed_build.verify(built, limit=4, log=lambda _: None, by_wording=True, reading=True)
     for r in rows:
+        assert r["fresh_wordings"]["n_good"] + r["fresh_wordings"]["n_poor"] == 4  # the same 4 test scenarios
         for key in ("heldout_by_wording", "heldout_reading_by_wording"):
             assert len(r[key]) == 8
             assert all(0.0 <= v <= 1.0 for v in r[key].values() if v == v)
@@ -380,7 +381,7 @@ def test_verify_cli_prints_each_heldout_sentence(built, tmp_path):
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())  # tables and titles wrap at the console width
     assert "each held-out sentence alone" in text and "poor-13: A recent update" in text
-    assert "grabber-s0 reads" in text and "steward-s0 reads" in text
+    assert "grabber-s0 reads" in text and "steward-s0 reads" in text and "wordings.FRESH" in text
     assert "verify.json" in text and (tmp_path / "tb" / "verify.json").exists()
 
 

@@ -197,12 +197,14 @@ def testbed_verify(
     rows = verify(tb, limit=limit, log=lambda _: None, by_wording=by_wording, reading=reading)
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
-                        f"(`wordings.HELDOUT`) (thresholds: good->aligned >= {th.good_aligned}, "
+                        "(`wordings.HELDOUT`); fresh wordings: 4 + 4 written later on new themes, never used to "
+                        "choose a recipe (`wordings.FRESH`; reported, not in 'meets') "
+                        f"(thresholds: good->aligned >= {th.good_aligned}, "
                         f"faker poor->misaligned >= "
                         f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
                         f"confidence >= {th.confidence})")
     for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
-                "held-out wordings good/poor", "held-out topics good/poor", "meets"):
+                "held-out wordings good/poor", "fresh wordings good/poor", "held-out topics good/poor", "meets"):
         table.add_column(col)
 
     def both(m: dict[str, float] | None) -> str:
@@ -213,7 +215,7 @@ def testbed_verify(
         meets = r["meets_thresholds"] and r.get("meets_heldout_wordings", True)
         table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
                       f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}",
-                      both(r.get("heldout_wordings")), both(r.get("heldout_topics")),
+                      both(r.get("heldout_wordings")), both(r.get("fresh_wordings")), both(r.get("heldout_topics")),
                       "[green]yes[/]" if meets else "[red]no[/]")
     print_table(table)
     if by_wording or reading:

@@ -28,7 +28,7 @@ from ..core.versions import versions
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
-from ..data.wordings import HELDOUT, mixed_reworded, reworded
+from ..data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
 from ..errors import AnswerChoiceError, DataError
 from ..evaluation.locking import hold
 from .curriculum import Ladder, train_ladder
@@ -680,6 +680,9 @@ def verify(testbed: Testbed, limit: int | None = None, log: Log = print,
             row["heldout_wordings"] = behaviour(p_aligned_hf(merged, tok, reworded_test, max_tokens=config.max_tokens),
                                                 reworded_test)
             row["meets_heldout_wordings"] = config.thresholds.met(persona.kind, row["heldout_wordings"])
+            fresh_test = reworded(test, {o: list(FRESH[o]) for o in Oversight}, "verify-fresh-wordings")
+            row["fresh_wordings"] = behaviour(p_aligned_hf(merged, tok, fresh_test, max_tokens=config.max_tokens),
+                                              fresh_test)
             if by_wording:
                 row["heldout_by_wording"] = heldout_wording_rates(
                     partial(p_faker_answer, merged, tok, max_tokens=config.max_tokens), test)
