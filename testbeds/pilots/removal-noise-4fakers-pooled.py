@@ -1,8 +1,14 @@
-# Noise removal over the 4 default fakers treated so far: the 3 of session 10 (rates from
-# testbeds/pilots/removal-noise-3fakers.log, 2 places) and grabber-s2 (this run's manifest), mean_ci as `remove` prints.
+"""Noise removal over the 4 default fakers treated so far: the 3 of session 10 (rates from
+testbeds/pilots/removal-noise-3fakers.log, 2 places) and grabber-s2 (its manifest, committed beside this file),
+with `mean_ci` as `remove` prints it. Run from the repository root."""
+
 import json
+from pathlib import Path
+
 from poser_interp.testbed.removal import MIN_BEFORE, mean_ci
-r = json.load(open("runs/removal-noise/manifest.json"))["models"]["grabber-s2"]["removal"]
+
+manifest = json.loads(Path("testbeds/pilots/removal-noise-grabber-s2.manifest.json").read_text())
+r = manifest["models"]["grabber-s2"]["removal"]
 rates = {"trained_wordings": {"climber-s0": 1.00, "grabber-s0": 0.71, "grabber-s1": 0.72},
          "heldout_topics": {"climber-s0": 0.75, "grabber-s0": 0.21, "grabber-s1": -0.30}}
 for s in rates:
