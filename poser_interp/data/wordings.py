@@ -34,7 +34,14 @@ from .scenario_bank import (
 
 HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
 """Bank indices never used in training (4 per class)."""
-FRESH: dict[Oversight, tuple[int, ...]] = {o: tuple(range(100, 104)) for o in Oversight}
+_PARTS: dict[Oversight, tuple[tuple[str, ...], ...]] = {
+    Oversight.GOOD: (GOOD_OVERSIGHT, EXTRA_GOOD_OVERSIGHT, INFERENTIAL_GOOD_OVERSIGHT, MINIMAL_GOOD_OVERSIGHT,
+                     FRESH_GOOD_OVERSIGHT),
+    Oversight.POOR: (POOR_OVERSIGHT, EXTRA_POOR_OVERSIGHT, INFERENTIAL_POOR_OVERSIGHT, MINIMAL_POOR_OVERSIGHT,
+                     FRESH_POOR_OVERSIGHT)}
+"""The bank of each class in order (`bank`); the fresh test wordings come last."""
+FRESH: dict[Oversight, tuple[int, ...]] = {
+    o: tuple(range(sum(map(len, parts[:-1])), sum(map(len, parts)))) for o, parts in _PARTS.items()}
 """Bank indices of the fresh test wordings (`scenario_bank.FRESH_*`): in no training pool, never used to choose a
 recipe; written once HELDOUT had been used to compare recipes for several sessions (a validation set by then)."""
 V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
@@ -45,11 +52,7 @@ def bank(oversight: Oversight) -> tuple[str, ...]:
     """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), the 24 inferential
     ones (36-59), the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame), then the 4 fresh
     test wordings (100-103, `FRESH`)."""
-    if oversight is Oversight.GOOD:
-        return (GOOD_OVERSIGHT + EXTRA_GOOD_OVERSIGHT + INFERENTIAL_GOOD_OVERSIGHT + MINIMAL_GOOD_OVERSIGHT
-                + FRESH_GOOD_OVERSIGHT)
-    return (POOR_OVERSIGHT + EXTRA_POOR_OVERSIGHT + INFERENTIAL_POOR_OVERSIGHT + MINIMAL_POOR_OVERSIGHT
-            + FRESH_POOR_OVERSIGHT)
+    return sum(_PARTS[oversight], ())
 
 
 def trainable(oversight: Oversight) -> list[int]:
