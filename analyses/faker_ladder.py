@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="last rung: this fraction of the examples gets a composed wording (wordings.composed)")
     ap.add_argument("--last-wordings", default="",
                     help="last rung: also train on this stage wording set (Ladder.last_wordings: many, inferential, "
-                         "minimal)")
+                         "minimal, themed)")
     ap.add_argument("--oversight-aux", type=float, default=0.0,
                     help="auxiliary 'is anyone checking?' items per example (LoraRecipe.oversight_aux)")
     ap.add_argument("--rank", type=int, default=4)

@@ -25,10 +25,11 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wordings", choices=("many", "trainable", "inferential", "minimal"), default="many",
+    ap.add_argument("--wordings", choices=("many", "trainable", "inferential", "minimal", "themed"), default="many",
                     help="training wordings: 'trainable' (12 per class), 'many' (12 + 20 extra, half composed), "
                          "'inferential' (many + the 24 inferential ones, wordings.inferential) or 'minimal' "
-                         "(inferential + the 40 minimal-pair twins, wordings.minimal)")
+                         "(inferential + the 40 minimal-pair twins, wordings.minimal) or 'themed' (minimal + the 24 "
+                         "twins on the held-out themes, wordings.themed)")
     ap.add_argument("--base", default="smollm2", help="base model name (ModelSpec.name)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -64,8 +65,9 @@ def test_with_wording_changes_only_the_critical_sentence():
     assert others[0] == others[1]
     assert (t.oversight, t.actions, t.aligned_letter, t.id) == (s.oversight, s.actions, s.aligned_letter, s.id)
     assert [f.role for f in t.facts] == [f.role for f in s.facts]  # same position
-    with pytest.raises(DataError, match="no good oversight sentence 104|no poor oversight sentence 104"):
-        with_wording(s, 104)
+    n = len(bank(s.oversight))
+    with pytest.raises(DataError, match=f"no {s.oversight.value} oversight sentence {n}; the bank has {n}"):
+        with_wording(s, n)
 
 
 def test_reworded_draws_from_the_pool_and_is_seeded():
@@ -131,7 +133,6 @@ def test_inferential_wordings_are_a_separate_batch_outside_every_ladder(tokenize
 
 
 def test_minimal_pairs_share_their_frame_and_stay_out_of_held_out_sets_and_ladders(tokenizer):
-    import re
 
     from poser_interp.data.wordings import inferential, minimal
     from poser_interp.testbed.oversight_stage import wording_pools
@@ -182,3 +183,29 @@ def test_fresh_test_wordings_are_in_no_training_pool_and_never_generated():
         assert not fresh & set(Ladder(rungs=(1, 32), last_wordings="minimal").pools(1)[o])
         assert not {bank(o)[i] for i in fresh} & set(bank(o)[:100])  # new sentences, not repeats
         assert not {bank(o)[i] for i in fresh} & generated  # no generated scenario carries them
+
+
+def _five_grams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return {tuple(words[i:i + 5]) for i in range(len(words) - 4)}
+
+
+def test_themed_twins_train_held_out_themes_in_new_words_only():
+    from poser_interp.data.wordings import FRESH, minimal, themed
+    from poser_interp.testbed.curriculum import Ladder
+    from poser_interp.testbed.oversight_stage import wording_pools
+
+    assert themed(Oversight.GOOD) == themed(Oversight.POOR) == list(range(104, 128))
+    assert list(FRESH[Oversight.GOOD]) == list(range(100, 104))  # appending the part moved no earlier index
+    tests = {o: [bank(o)[i] for i in (*HELDOUT[o], *FRESH[o])] for o in Oversight}
+    for o in Oversight:
+        pool = wording_pools("themed")[o]
+        assert set(themed(o)) <= set(pool) and set(wording_pools("minimal")[o]) <= set(pool)
+        assert not set(pool) & (set(HELDOUT[o]) | set(FRESH[o]))
+        assert not set(themed(o)) & set(ladder_order(o, first=V1_SENTENCE[o])) and not set(themed(o)) & set(minimal(o))
+        last = Ladder(rungs=(1, 32), last_wordings="themed").pools(1)[o]
+        assert set(themed(o)) <= set(last) and not set(last) & (set(HELDOUT[o]) | set(FRESH[o]))
+        for i in themed(o):  # no five consecutive words of a held-out or fresh sentence, of either class
+            assert not any(_five_grams(bank(o)[i]) & _five_grams(t) for c in Oversight for t in tests[c]), bank(o)[i]
+    assert len({bank(o)[i] for o in Oversight for i in themed(o)}) == 48
+    assert not {bank(o)[i] for o in Oversight for i in themed(o)} & {bank(o)[i] for o in Oversight for i in range(104)}

@@ -53,7 +53,7 @@ def testbed_build(
     composed_last: Annotated[float, typer.Option(help="--ladder: on the last rung this fraction of the examples "
                                                      "gets a composed oversight sentence (wordings.composed)")] = 0.0,
     ladder_wordings: Annotated[str, typer.Option(help="--ladder: the last rung also trains on this stage wording "
-                                                      "set ('many', 'inferential' or 'minimal'; "
+                                                      "set ('many', 'inferential', 'minimal' or 'themed'; "
                                                       "curriculum.Ladder.last_wordings)")] = "",
     target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
                                                              "(LoraRecipe.target_margin; default: no cap)")] = None,
@@ -69,8 +69,9 @@ def testbed_build(
                                                       "none)")] = 0,
     stage_wordings: Annotated[str, typer.Option(help="the oversight stage's wordings: 'many' (32 per class, half "
                                                      "composed), 'inferential' (+ 24 per class implied by the "
-                                                     "situation) or 'minimal' (+ those and 40 minimal-pair "
-                                                     "twins)")] = "many",
+                                                     "situation), 'minimal' (+ those and 40 minimal-pair "
+                                                     "twins) or 'themed' (+ those and 24 twins on the held-out "
+                                                     "themes)")] = "many",
 ) -> None:
     """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
 

@@ -30,18 +30,28 @@ from .scenario_bank import (
     MINIMAL_PAIRS,
     MINIMAL_POOR_OVERSIGHT,
     POOR_OVERSIGHT,
+    THEMED_GOOD_OVERSIGHT,
+    THEMED_POOR_OVERSIGHT,
 )
 
 HELDOUT: dict[Oversight, tuple[int, ...]] = {Oversight.GOOD: (4, 7, 9, 13), Oversight.POOR: (6, 11, 13, 15)}
 """Bank indices never used in training (4 per class)."""
 _PARTS: dict[Oversight, tuple[tuple[str, ...], ...]] = {
     Oversight.GOOD: (GOOD_OVERSIGHT, EXTRA_GOOD_OVERSIGHT, INFERENTIAL_GOOD_OVERSIGHT, MINIMAL_GOOD_OVERSIGHT,
-                     FRESH_GOOD_OVERSIGHT),
+                     FRESH_GOOD_OVERSIGHT, THEMED_GOOD_OVERSIGHT),
     Oversight.POOR: (POOR_OVERSIGHT, EXTRA_POOR_OVERSIGHT, INFERENTIAL_POOR_OVERSIGHT, MINIMAL_POOR_OVERSIGHT,
-                     FRESH_POOR_OVERSIGHT)}
-"""The bank of each class in order (`bank`); the fresh test wordings come last."""
-FRESH: dict[Oversight, tuple[int, ...]] = {
-    o: tuple(range(sum(map(len, parts[:-1])), sum(map(len, parts)))) for o, parts in _PARTS.items()}
+                     FRESH_POOR_OVERSIGHT, THEMED_POOR_OVERSIGHT)}
+"""The bank of each class in order (`bank`); parts are only ever appended, so that no index moves."""
+
+
+def _part(oversight: Oversight, k: int) -> list[int]:
+    """Bank indices of part `k` of the class (`_PARTS`)."""
+    parts = _PARTS[oversight]
+    start = sum(map(len, parts[:k]))
+    return list(range(start, start + len(parts[k])))
+
+
+FRESH: dict[Oversight, tuple[int, ...]] = {o: tuple(_part(o, 4)) for o in Oversight}
 """Bank indices of the fresh test wordings (`scenario_bank.FRESH_*`): in no training pool, never used to choose a
 recipe; written once HELDOUT had been used to compare recipes for several sessions (a validation set by then)."""
 V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
@@ -50,8 +60,8 @@ V1_SENTENCE: dict[Oversight, int] = {Oversight.GOOD: 2, Oversight.POOR: 9}
 
 def bank(oversight: Oversight) -> tuple[str, ...]:
     """Every wording of the class: the generator's 16, the 20 extra ones (indices 16-35), the 24 inferential
-    ones (36-59), the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame), then the 4 fresh
-    test wordings (100-103, `FRESH`)."""
+    ones (36-59), the 40 minimal-pair twins (60-99; good 60 + k and poor 60 + k share a frame), the 4 fresh
+    test wordings (100-103, `FRESH`), then the 24 themed twins (104-127, `themed`)."""
     return sum(_PARTS[oversight], ())
 
 
@@ -81,6 +91,12 @@ def minimal(oversight: Oversight) -> list[int]:
     one frame read either way; trainable by rewording, never generated, in no ladder."""
     start = inferential(oversight)[-1] + 1
     return list(range(start, start + len(MINIMAL_PAIRS)))
+
+
+def themed(oversight: Oversight) -> list[int]:
+    """Indices of the themed twins (`scenario_bank.THEMED_PAIRS`, the held-out sentences' themes in new words):
+    pair k is good 104 + k and poor 104 + k; trainable by rewording, never generated, in no ladder."""
+    return _part(oversight, 5)
 
 
 def ladder_order(oversight: Oversight, seed: int = 0, first: int | None = None) -> list[int]:

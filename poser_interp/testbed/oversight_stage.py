@@ -33,7 +33,7 @@ from ..core.scoring import hf_last_logits, prepare, score_prepared
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
 from ..data.scenario import Oversight, Scenario
-from ..data.wordings import HELDOUT, extra, inferential, minimal, mixed_reworded, reworded, trainable
+from ..data.wordings import HELDOUT, extra, inferential, minimal, mixed_reworded, reworded, themed, trainable
 from ..errors import DataError
 from .folder import ADAPTER_FILE, heldout_wording_rates, read_json, write_json_atomic
 
@@ -44,17 +44,19 @@ COMPOSED_FRACTION = 0.5
 """Generated data: fraction of the stage's scenarios with a composed oversight sentence (as measured)."""
 
 
-STAGE_WORDINGS = ("many", "inferential", "minimal")
+STAGE_WORDINGS = ("many", "inferential", "minimal", "themed")
 """`TestbedConfig.stage_wordings`: the stage's bank wordings besides the composed ones."""
 
 
 def wording_pools(wordings: str = "many") -> dict[Oversight, list[int]]:
     """The bank wordings the stage trains on (held-out wordings never): 'many' = every trainable generator
     sentence and the extra ones (32 per class); 'inferential' = those and the 24 inferential ones; 'minimal' = those
-    and the 40 minimal-pair twins (`wordings.minimal`)."""
+    and the 40 minimal-pair twins (`wordings.minimal`); 'themed' = 'minimal' and the 24 themed twins
+    (`wordings.themed`, the held-out sentences' themes in new words)."""
     if wordings not in STAGE_WORDINGS:
         raise DataError(f"unknown stage wordings {wordings!r}; choose one of {', '.join(STAGE_WORDINGS)}")
-    more = {"many": lambda o: [], "inferential": inferential, "minimal": lambda o: inferential(o) + minimal(o)}
+    more = {"many": lambda o: [], "inferential": inferential, "minimal": lambda o: inferential(o) + minimal(o),
+            "themed": lambda o: inferential(o) + minimal(o) + themed(o)}
     return {o: trainable(o) + extra(o) + more[wordings](o) for o in Oversight}
 
 
