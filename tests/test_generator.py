@@ -208,6 +208,14 @@ def test_save_splits_round_trip(splits, tmp_path):
     assert config == SMALL
     assert json.loads(paths["config"].read_text())["answer_format"] == "action"
     assert _dicts(generate(config)) == _dicts(splits)
+    # the training pool is stored gzipped, byte-stable, and read back through its plain name
+    assert paths["train"].name == "train.jsonl.gz" and not (tmp_path / "gen" / "train.jsonl").exists()
+    assert [s.id for s in load_scenarios(tmp_path / "gen" / "train.jsonl")] == [s.id for s in splits["train"]]
+    first = paths["train"].read_bytes()
+    assert save_splits(splits, tmp_path / "gen", SMALL)["train"].read_bytes() == first
+    paths["train"].write_bytes(first[:len(first) // 2])
+    with pytest.raises(DataError, match="cannot read scenario file .*train.jsonl.gz"):
+        load_scenarios(tmp_path / "gen" / "train.jsonl")
 
 
 def test_n_topics_restricts_the_seen_topics():

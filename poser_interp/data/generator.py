@@ -22,6 +22,8 @@ from .scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, 
 from .wordings import trainable
 
 SPLITS: tuple[str, ...] = ("train", "test", "benchmark", "test_heldout_topics")
+COMPRESSED: frozenset[str] = frozenset({"train"})
+"""Splits `save_splits` writes gzipped (the training pool: ~5 MB of JSON Lines, ~0.5 MB gzipped)."""
 _MAX_TRIES = 200
 _LETTERS: tuple[Literal["A", "B"], Literal["A", "B"]] = ("A", "B")
 
@@ -300,10 +302,12 @@ def with_motive(scenarios: Sequence[Scenario], motive: str) -> list[Scenario]:
 
 
 def save_splits(splits: dict[str, list[Scenario]], out_dir: str | Path, config: GeneratorConfig) -> dict[str, Path]:
-    """Write `<split>.jsonl` for each non-empty split and `generator_config.json`; return their paths."""
+    """Write `<split>.jsonl` for each non-empty split (the training pool gzipped, `train.jsonl.gz`: a tenth of the
+    size, read back by `load_scenarios(out / "train.jsonl")`) and `generator_config.json`; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: save_scenarios(scenarios, out / f"{name}.jsonl") for name, scenarios in splits.items() if scenarios}
+    paths = {name: save_scenarios(scenarios, out / (f"{name}.jsonl.gz" if name in COMPRESSED else f"{name}.jsonl"))
+             for name, scenarios in splits.items() if scenarios}
     config_path = out / "generator_config.json"
     config_path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     paths["config"] = config_path

@@ -21,7 +21,7 @@ import torch
 from ..core.models import load_hf, load_tokenizer
 from ..data.generator import GeneratorConfig, extra_benchmark
 from ..data.jsonio import read_json, write_json_atomic
-from ..data.scenario import Scenario, load_scenarios, save_scenarios
+from ..data.scenario import Scenario, load_scenarios, save_scenarios, stored
 from ..errors import DataError
 from ..evaluation.locking import hold
 from .build import EXTRA_BENCHMARK, TestbedConfig, extra_benchmark_files, prepare_data, write_pairs
@@ -109,7 +109,7 @@ def _grow(testbed: Testbed, config: TestbedConfig, min_prompts: int, chunk: int,
 def _every_prompt(data_dir: Path) -> list[Scenario]:
     """Every scenario of every split and round written (extra candidates must repeat none of them)."""
     names = ["train", "test", "benchmark", "test_heldout_topics"]
-    paths = [data_dir / f"{n}.jsonl" for n in names] + extra_benchmark_files(data_dir)
+    paths = [stored(data_dir / f"{n}.jsonl") for n in names] + extra_benchmark_files(data_dir)
     return [s for p in paths if p.exists() for s in load_scenarios(p)]
 
 
