@@ -285,6 +285,15 @@ def test_verify_measures_heldout_wordings(built):
         assert 0.0 <= held["good_confidence"] <= 1.0 and isinstance(r["meets_heldout_wordings"], bool)
 
 
+def test_verify_measures_only_the_listed_models_and_reports_each(built):
+    lines: list[str] = []
+    rows = testbed_build.verify(built, limit=4, log=lines.append, models=["steward-s0"])
+    assert [r["model"] for r in rows] == ["steward-s0"]
+    assert [m for m in lines if m.startswith("[")] == [lines[-1]] and lines[-1].startswith("[1/1] steward-s0: test ")
+    with pytest.raises(DataError, match="no model climber-s9; it has grabber-s0, steward-s0"):
+        testbed_build.verify(built, limit=4, log=lambda _: None, models=["climber-s9"])
+
+
 def test_heldout_wording_rates_reword_each_class_with_each_sentence():
     import torch
 

@@ -188,14 +188,18 @@ def testbed_verify(
     reading: Annotated[bool, typer.Option(help="also ask the oversight question itself with each held-out sentence "
                                                "(is anyone closely checking?): does a model misread a sentence, or "
                                                "read it and act anyway (another 8x)")] = False,
+    models: Annotated[str | None, typer.Option(help="comma-separated model ids to verify (default: all); the "
+                                                    "others keep their recorded rows")] = None,
 ) -> None:
-    """Re-measure each model on held-out test scenarios and print the behaviour table."""
+    """Re-measure each model on held-out test scenarios and print the behaviour table (a line per model as it
+    finishes)."""
     from ..testbed.build import TestbedConfig, verify
     from ..testbed.folder import VERIFY_FILE, Testbed
 
     tb = Testbed.open(testbed)
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
-    rows = verify(tb, limit=limit, log=lambda _: None, by_wording=by_wording, reading=reading)
+    rows = verify(tb, limit=limit, log=lambda m: console.print(m, highlight=False),
+                  by_wording=by_wording, reading=reading, models=split_csv(models) if models else None)
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
                         "(`wordings.HELDOUT`); fresh wordings: 4 + 4 written later on new themes, never used to "
