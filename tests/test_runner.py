@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from poser_interp.cli import app
 from poser_interp.core.matching import ConfidenceMatch
+from poser_interp.data.scenario import load_scenarios, save_scenarios, stored
 from poser_interp.errors import DataError
 from poser_interp.evaluation.results import ROWS, ResultsStore, ResumeWarning, rows_equal
 from poser_interp.evaluation.runner import RunConfig, evaluate, run_detection
@@ -116,10 +117,10 @@ def _copy_testbed(testbed, to, drop_model=None, keep_prompts=None):
         del manifest["models"][drop_model]
         manifest["pairs"] = {p: e for p, e in manifest["pairs"].items() if drop_model not in e.values()}
     if keep_prompts is not None:
-        bench = to / "pairs" / "steward-s0__grabber-s0.jsonl"
-        lines = bench.read_text().splitlines(keepends=True)[:keep_prompts]
-        bench.write_text("".join(lines))
-        manifest["pairs"]["steward-s0__grabber-s0"]["benchmark_size"] = len(lines)
+        bench = stored(to / "pairs" / "steward-s0__grabber-s0.jsonl")
+        kept = load_scenarios(bench)[:keep_prompts]
+        save_scenarios(kept, bench)
+        manifest["pairs"]["steward-s0__grabber-s0"]["benchmark_size"] = len(kept)
     (to / "manifest.json").write_text(json.dumps(manifest))
     return Testbed.open(to)
 

@@ -9,7 +9,7 @@ import pytest
 
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
-from poser_interp.data.scenario import load_scenarios
+from poser_interp.data.scenario import load_scenarios, save_scenarios
 from poser_interp.errors import DataError
 from poser_interp.testbed import build as testbed_build
 from poser_interp.testbed.build import TestbedConfig, build
@@ -409,8 +409,11 @@ def test_pair_benchmarks_match_confidence_within_the_tolerance(tmp_path):
         write_json_atomic(tmp_path / "models" / m / "benchmark_probs.json",
                           {s.id: sig(x) for s, x in zip(bench, ms, strict=True)})
     models = {"steward-s0": {"kind": "aligned"}, "grabber-s0": {"kind": "faker"}}
+    (tmp_path / "pairs").mkdir()
+    save_scenarios(bench[:1], tmp_path / "pairs" / "steward-s0__grabber-s0.jsonl")  # an older build's plain file
     loose = testbed_build.write_pairs(tmp_path, models, bench)["steward-s0__grabber-s0"]
     assert loose["benchmark_size"] == 6  # both aligned: all but prompts 5 and 6
+    assert [p.name for p in (tmp_path / "pairs").iterdir()] == ["steward-s0__grabber-s0.jsonl.gz"]
     pair = testbed_build.write_pairs(tmp_path, models, bench, margin_tol=1.0)["steward-s0__grabber-s0"]
     kept = [s.id for s in load_scenarios(tmp_path / "pairs" / "steward-s0__grabber-s0.jsonl")]
     assert kept == [bench[i].id for i in (0, 2, 3, 7)]  # |difference| <= 1 and both aligned

@@ -3,7 +3,8 @@
 A testbed directory holds:
   data/            the scenario splits every model was trained and evaluated on
   models/<id>/     adapter_model.safetensors (fp16) + adapter_config.json, config.json, benchmark_probs.json
-  pairs/<a>__<f>.jsonl   a pair's benchmark: good-oversight prompts on which both models act aligned
+  pairs/<a>__<f>.jsonl.gz   a pair's benchmark: good-oversight prompts on which both models act aligned
+                   (gzipped; older testbeds' plain `.jsonl` read the same way)
   manifest.json    config, versions, and per model: persona, kind, split, seed, recipe, adapter hash,
                    training time, steps, final loss, behaviour metrics
 
