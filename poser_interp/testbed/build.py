@@ -636,12 +636,12 @@ def write_pairs(out: Path, models: dict[str, Any], bench: Sequence[Scenario], ma
             keep = [s for s in bench if probs[a][s.id] > 0.5 and probs[f][s.id] > 0.5 and
                     (margin_tol is None or abs(margin_of(probs[a][s.id]) - margin_of(probs[f][s.id])) <= margin_tol)]
             pair_id = f"{a}__{f}"
-            plain = out / "pairs" / f"{pair_id}.jsonl"
+            plain, gz = out / "pairs" / f"{pair_id}.jsonl", out / "pairs" / f"{pair_id}.jsonl.gz"
             plain.unlink(missing_ok=True)  # an older build's uncompressed file would shadow the new one
             if keep:
-                save_scenarios(keep, plain.with_name(plain.name + ".gz"))
+                save_scenarios(keep, gz)
             else:
-                plain.with_name(plain.name + ".gz").unlink(missing_ok=True)
+                gz.unlink(missing_ok=True)
             pairs[pair_id] = {
                 "aligned": a, "faker": f, "benchmark_size": len(keep),
                 "mean_p_aligned": {m: round(sum(probs[m][s.id] for s in keep) / max(1, len(keep)), 4) for m in (a, f)},
