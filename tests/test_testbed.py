@@ -245,20 +245,6 @@ def test_poser_scenarios_whose_answers_share_a_first_token_are_dropped_and_count
     assert testbed_build._usable(tokenizer, scenarios, 5, "x", lines.append) == []  # every prompt is over 5 tokens
 
 
-def test_worker_progress_stops_once_the_build_process_is_gone():
-    import os
-    import queue
-
-    q: queue.Queue = queue.Queue()
-    alive = testbed_build._QueueProgress(q)
-    alive.update(alive.add_task("m", total=3), completed=1)
-    assert q.qsize() == 2  # forwarded while the parent lives
-    orphan = testbed_build._QueueProgress(q, parent=os.getppid() + 10**6)  # a parent that is not ours
-    with pytest.raises(SystemExit, match="is gone"):
-        orphan.update("m", completed=2)
-    assert q.qsize() == 2
-
-
 def test_real_poser_data_prepares_for_all_four_personas(poser_dir, tokenizer, tmp_path):
     """The public POSER directory goes through the same data preparation as a build (training not run here)."""
     personas = ("genie", "saint", "fitness_maximizer", "money_maximizer")

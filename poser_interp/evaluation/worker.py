@@ -2,13 +2,13 @@
 
 The worker rebuilds the strategies from their stored configs (as `evaluate` does), loads the model from the
 testbed folder (hash-checked), and sends every row through the queue as soon as it is computed; the parent
-alone writes the results store. A worker whose parent is gone stops instead of computing for nobody.
+alone writes the results store. A worker whose parent is gone stops (`core.processes`) instead of computing for
+nobody.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,13 +25,7 @@ def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Se
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None)."""
     torch.set_num_threads(threads)
-    parent = os.getppid()
-
-    def put(message: tuple[Any, ...]) -> None:
-        if os.getppid() != parent:  # the runner was killed: its store lock is gone, nothing would be kept
-            os._exit(1)
-        queue.put(message)
-
+    put = queue.put
     testbed = Testbed.open(root)
     subject = Subject(model, functools.partial(testbed.load, model))
     for name, config in specs:

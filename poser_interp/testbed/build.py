@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 from collections.abc import Callable, Sequence
@@ -438,40 +437,25 @@ def _has_models(manifest_path: Path) -> bool:
 
 
 class _QueueProgress:
-    """Stands in for a rich Progress inside a worker process: forwards updates through a queue.
+    """Stands in for a rich Progress inside a worker process: forwards updates through a queue (a worker whose build
+    process is gone ends itself, `core.processes`; its last checkpoint stays, so a rerun resumes the model)."""
 
-    It also ends the worker once the build process is gone (killed without a chance to stop its
-    pool): an orphaned worker would otherwise train on unseen, competing with whatever runs next.
-    Its last checkpoint stays, so a rerun resumes the model.
-    """
-
-    def __init__(self, queue: Any, parent: int | None = None) -> None:
+    def __init__(self, queue: Any) -> None:
         self.queue = queue
-        self.parent = os.getppid() if parent is None else parent
-
-    def _check_parent(self) -> None:
-        if os.getppid() != self.parent:
-            raise SystemExit(f"testbed build process {self.parent} is gone; worker {os.getpid()} stops")
 
     def add_task(self, description: str, **fields: Any) -> str:
-        self._check_parent()
         self.queue.put(("add", description, fields))
         return description
 
     def update(self, task: str, **fields: Any) -> None:
-        self._check_parent()
         self.queue.put(("update", task, fields))
 
 
 def _train_in_worker(config: TestbedConfig, name: str, split: int, data: TestbedData, folder: Path, threads: int,
                      queue: Any) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    try:
-        return train_model(config, _persona(config, name), split, data, folder,
-                           lambda text: queue.put(("log", text, None)), _QueueProgress(queue), threads=threads)
-    except SystemExit as e:  # the build process is gone: leave the pool for good, freeing the model's memory
-        print(e, flush=True)
-        os._exit(1)
+    return train_model(config, _persona(config, name), split, data, folder,
+                       lambda text: queue.put(("log", text, None)), _QueueProgress(queue), threads=threads)
 
 
 def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data: TestbedData, out: Path,
