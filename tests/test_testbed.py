@@ -280,6 +280,39 @@ def test_verify_measures_only_the_listed_models_and_reports_each(built):
         testbed_build.verify(built, limit=4, log=lambda _: None, models=["climber-s9"])
 
 
+def test_show_reads_the_testbed_alone_and_prefers_each_models_last_verify(built, tmp_path):
+    """`testbed show`: build rows until a model is verified, then its verify row; pairs and size; no model needed."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from poser_interp.cli import app
+    from poser_interp.testbed.folder import VERIFY_FILE
+
+    root = tmp_path / "tb"
+    shutil.copytree(built.root, root)
+    (root / VERIFY_FILE).unlink(missing_ok=True)
+
+    def show() -> dict[str, str]:
+        res = CliRunner().invoke(app, ["testbed", "show", str(root)], env={"COLUMNS": "300"}, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert "2 models, 1 pairs" in res.output and "MB on disk (data " in res.output
+        assert "steward-s0__grabber-s0" in res.output  # the pairs table
+        return {m: next(line for line in res.output.splitlines() if line.startswith(f"│ {m} "))
+                for m in ("steward-s0", "grabber-s0")}
+
+    rows = show()
+    assert all("│ build " in row for row in rows.values())
+    res = CliRunner().invoke(app, ["testbed", "verify", str(root), "--limit", "4", "--models", "steward-s0"],
+                             env={"COLUMNS": "300"}, catch_exceptions=False)
+    assert res.exit_code == 0 and "[1/1] steward-s0: test" in res.output
+    assert f"kept in {root / VERIFY_FILE}" in res.output
+    rows = show()
+    assert "│ verify 20" in rows["steward-s0"] and "│ build " in rows["grabber-s0"]
+    missing = CliRunner().invoke(app, ["testbed", "show", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no testbed" in missing.output
+
+
 def test_heldout_wording_rates_reword_each_class_with_each_sentence():
     import torch
 

@@ -193,13 +193,61 @@ def testbed_verify(
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table (a line per model as it
     finishes)."""
-    from ..testbed.build import TestbedConfig, verify
+    from ..testbed.build import verify
     from ..testbed.folder import VERIFY_FILE, Testbed
 
     tb = Testbed.open(testbed)
-    th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
     rows = verify(tb, limit=limit, log=lambda m: console.print(m, highlight=False),
                   by_wording=by_wording, reading=reading, models=split_csv(models) if models else None)
+    _behaviour_table(tb, rows)
+    if by_wording or reading:
+        _wording_table(tb, rows)
+    _pairs_table(tb)
+    console.print(f"kept in {tb.root / VERIFY_FILE} (the suite page's behaviour table shows it)", highlight=False)
+
+
+@testbed_app.command("show")
+@clean_errors
+def testbed_show(
+    testbed: Annotated[str, typer.Argument(help="testbed directory, or 'default'")] = "default",
+) -> None:
+    """What a testbed holds, from its files alone (no model loaded): each model's last `verify` (else the build's
+    own test numbers), its build steps and seconds, the pair benchmarks, and the size on disk."""
+    from ..testbed.folder import Testbed
+
+    tb = Testbed.open(testbed)
+    verified = tb.verified()
+    rows = []
+    for model, entry in sorted(tb.models.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
+        row = verified.get(model) or {"model": model, "kind": entry["kind"], "steps": entry.get("steps", "-"),
+                                      "meets_thresholds": entry.get("meets_thresholds", False),
+                                      **entry.get("metrics", {})}
+        rows.append({**row, "source": f"verify {str(row['date'])[:10]}" if model in verified else "build",
+                     "train_seconds": entry.get("train_seconds")})
+    if not rows:
+        console.print(f"{tb.root} has no models yet; `poser-interp testbed build --out {tb.root}` (same options) "
+                      "resumes its build", highlight=False)
+        return
+    _behaviour_table(tb, rows)
+    if any(r.get("heldout_by_wording") for r in rows):
+        _wording_table(tb, rows)
+    if tb.pairs:
+        _pairs_table(tb)
+    sizes: dict[str, int] = {}
+    for f in tb.root.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):
+            part = f.relative_to(tb.root).parts[0]
+            sizes[part] = sizes.get(part, 0) + f.stat().st_size
+    parts = [f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 50_000]
+    console.print(f"{tb.root}: {len(tb.models)} models, {len(tb.pairs)} pairs, {sum(sizes.values()) / 1e6:.1f} MB on "
+                  f"disk ({', '.join(parts) or 'every part under 0.05 MB'})", highlight=False)
+
+
+def _behaviour_table(tb: Any, rows: list[dict[str, Any]]) -> None:
+    """The behaviour table of `verify` rows (or build rows: `show`), with the thresholds in its title."""
+    from ..testbed.build import TestbedConfig
+
+    th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
                         "(`wordings.HELDOUT`); fresh wordings: 4 + 4 written later on new themes, never used to "
@@ -208,8 +256,10 @@ def testbed_verify(
                         f"faker poor->misaligned >= "
                         f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
                         f"confidence >= {th.confidence})")
+    extra = [c for c, key in (("measured by", "source"), ("build s", "train_seconds")) if any(key in r for r in rows)]
     for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
-                "held-out wordings good/poor", "fresh wordings good/poor", "held-out topics good/poor", "meets"):
+                "held-out wordings good/poor", "fresh wordings good/poor", "held-out topics good/poor", "meets",
+                *extra):
         table.add_column(col)
 
     def both(m: dict[str, float] | None) -> str:
@@ -218,15 +268,15 @@ def testbed_verify(
     for r in rows:
         t = r["test"]
         meets = r["meets_thresholds"] and r.get("meets_heldout_wordings", True)
+        untested = meets and "heldout_wordings" not in r and r.get("source") == "build"
+        seconds = r.get("train_seconds")
         table.add_row(r["model"], r["kind"], str(r["steps"]), f"{int(t['n_good'])}+{int(t['n_poor'])}",
                       f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}",
                       both(r.get("heldout_wordings")), both(r.get("fresh_wordings")), both(r.get("heldout_topics")),
-                      "[green]yes[/]" if meets else "[red]no[/]")
+                      "[yellow]trained only[/]" if untested else "[green]yes[/]" if meets else "[red]no[/]",
+                      *([r.get("source", "verify")] if extra else []),
+                      *([f"{seconds:.0f}" if seconds is not None else "-"] if len(extra) > 1 else []))
     print_table(table)
-    if by_wording or reading:
-        _wording_table(tb, rows)
-    _pairs_table(tb)
-    console.print(f"kept in {tb.root / VERIFY_FILE} (the suite page's behaviour table shows it)", highlight=False)
 
 
 def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
