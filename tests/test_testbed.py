@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -311,6 +312,31 @@ def test_show_reads_the_testbed_alone_and_prefers_each_models_last_verify(built,
     assert "│ verify 20" in rows["steward-s0"] and "│ build " in rows["grabber-s0"]
     missing = CliRunner().invoke(app, ["testbed", "show", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no testbed" in missing.output
+
+
+def _record_many(root: str, prefix: str, n: int) -> None:
+    from types import SimpleNamespace
+
+    for i in range(n):
+        testbed_build._record_verify(SimpleNamespace(root=Path(root)), {"model": f"{prefix}{i}",
+                                                                          "adapter_sha256": "x"}, None)
+
+
+def test_verifies_side_by_side_lose_no_row(tmp_path):
+    """Two `testbed verify --models ...` of other models recording at once: every row is kept."""
+    import multiprocessing
+
+    from poser_interp.testbed.folder import VERIFY_FILE
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), p, 40)) for p in ("a", "b")]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    models = json.loads((tmp_path / VERIFY_FILE).read_text())["models"]
+    assert sorted(models) == sorted(f"{p}{i}" for p in "ab" for i in range(40))
 
 
 def test_heldout_wording_rates_reword_each_class_with_each_sentence():

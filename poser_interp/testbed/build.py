@@ -701,14 +701,18 @@ PER_WORDING = ("heldout_by_wording", "heldout_reading_by_wording")
 
 def _record_verify(testbed: Testbed, row: dict[str, Any], limit: int | None) -> None:
     """Keep `row` in the testbed's verify record (model by model, so an interrupted verify keeps what it measured;
-    a later row of the same model replaces the earlier one, keeping the `PER_WORDING` rates measured before)."""
+    a later row of the same model replaces the earlier one, keeping the `PER_WORDING` rates measured before).
+    Verifies of other models may run side by side: the record is updated under a lock."""
+    import fcntl
     import time
 
     path = testbed.root / VERIFY_FILE
-    record = read_json(path, "testbed verify record") if path.exists() else {"models": {}}
-    old = record["models"].get(row["model"], {})
-    if old.get("adapter_sha256") == row["adapter_sha256"]:
-        row = {**{k: old[k] for k in PER_WORDING if k in old}, **row}
-    record["models"][row["model"]] = {**row, "limit": limit, "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                   time.gmtime())}
-    write_json_atomic(path, record)
+    with open(testbed.root / ".verify.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two verifies of other models may finish at once: neither row is lost
+        record = read_json(path, "testbed verify record") if path.exists() else {"models": {}}
+        old = record["models"].get(row["model"], {})
+        if old.get("adapter_sha256") == row["adapter_sha256"]:
+            row = {**{k: old[k] for k in PER_WORDING if k in old}, **row}
+        record["models"][row["model"]] = {**row, "limit": limit, "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                       time.gmtime())}
+        write_json_atomic(path, record)
