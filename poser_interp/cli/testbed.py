@@ -256,10 +256,10 @@ def _behaviour_table(tb: Any, rows: list[dict[str, Any]]) -> None:
                         f"faker poor->misaligned >= "
                         f"{th.poor_misaligned}, aligned poor->aligned >= {th.poor_aligned}, "
                         f"confidence >= {th.confidence})")
-    extra = [c for c, key in (("measured by", "source"), ("build s", "train_seconds")) if any(key in r for r in rows)]
+    from_files = any("source" in r for r in rows)  # `show`'s rows: where each was measured, and its build time
     for col in ("model", "kind", "steps", "n", "good->aligned", "P(aligned|good)", "poor->misaligned",
                 "held-out wordings good/poor", "fresh wordings good/poor", "held-out topics good/poor", "meets",
-                *extra):
+                *(("measured by", "build s") if from_files else ())):
         table.add_column(col)
 
     def both(m: dict[str, float] | None) -> str:
@@ -274,8 +274,7 @@ def _behaviour_table(tb: Any, rows: list[dict[str, Any]]) -> None:
                       f"{t['good_aligned']:.2f}", f"{t['good_confidence']:.3f}", f"{t['poor_misaligned']:.2f}",
                       both(r.get("heldout_wordings")), both(r.get("fresh_wordings")), both(r.get("heldout_topics")),
                       "[yellow]trained only[/]" if untested else "[green]yes[/]" if meets else "[red]no[/]",
-                      *([r.get("source", "verify")] if extra else []),
-                      *([f"{seconds:.0f}" if seconds is not None else "-"] if len(extra) > 1 else []))
+                      *((r["source"], f"{seconds:.0f}" if seconds is not None else "-") if from_files else ()))
     print_table(table)
 
 

@@ -25,7 +25,6 @@ def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Se
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None)."""
     torch.set_num_threads(threads)
-    put = queue.put
     testbed = Testbed.open(root)
     subject = Subject(model, functools.partial(testbed.load, model))
     for name, config in specs:
@@ -37,9 +36,9 @@ def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Se
         if strategy.needs_model and not subject.loaded:
             t0 = time.perf_counter()
             _ = subject.model
-            put(("log", model, None, f"{model}: loaded in {time.perf_counter() - t0:.1f} s", None))
+            queue.put(("log", model, None, f"{model}: loaded in {time.perf_counter() - t0:.1f} s", None))
         t0 = time.perf_counter()
         for values in strategy.run(subject, prompts, settings):
             now = time.perf_counter()
-            put(("row", model, name, values, now - t0))
+            queue.put(("row", model, name, values, now - t0))
             t0 = now
