@@ -231,6 +231,44 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
         build(replace(config, poser_fakers=()), tmp_path / "tb2", log=lambda _: None)
 
 
+def test_poser_testbed_grows_by_a_persona_whose_training_prompts_leave_the_evaluation_sets(tmp_path, monkeypatch,
+                                                                                          tokenizer):
+    """POSER personas share scenarios: a grown testbed trains only the new model, and its test and benchmark sets
+    lose the new training prompts, so no model has an evaluation prompt in its training data."""
+    root = tmp_path / "poser"
+    for persona, faker in (("gardener", False), ("weeder", True), ("pruner", True)):
+        d = root / "training" / persona
+        d.mkdir(parents=True)
+        train = _poser_records(persona, "train", 24, faker)
+        if persona == "pruner":  # trains on 3 of gardener's test prompts and on 2 benchmark prompts
+            train[:3] = _poser_records("gardener", "test", 3, faker)
+            train[4:6] = _poser_records("bench", "bench", 2, faker, True)
+        (d / "train-0.json").write_text(json.dumps(train))
+        (d / "test.json").write_text(json.dumps(_poser_records(persona, "test", 12, faker)))
+    (root / "benchmark").mkdir()
+    (root / "benchmark" / "gardens.json").write_text(json.dumps(_poser_records("bench", "bench", 10, False, True)))
+    config = replace(CONFIG, source="poser", personas=("gardener", "weeder"), poser_dir=str(root),
+                     poser_fakers=("weeder", "pruner"), poser_aligned=("gardener",))
+    out = tmp_path / "tb"
+    first = build(config, out, log=lambda _: None)
+    before = {m: e["adapter_sha256"] for m, e in first.models.items()}
+    calls: list[str] = []
+    real = testbed_build.train_model
+    monkeypatch.setattr(testbed_build, "train_model", lambda *a, **k: (calls.append(a[4].name), real(*a, **k))[1])
+    lines: list[str] = []
+    grown = build(replace(config, personas=("pruner",)), out, log=lines.append)
+    assert calls == ["pruner-s0"]
+    assert {m: grown.models[m]["adapter_sha256"] for m in before} == before  # earlier models not retrained
+    assert sorted(grown.pairs) == ["gardener-s0__pruner-s0", "gardener-s0__weeder-s0"]
+    assert any("POSER-data testbed grown" in line and "verify" in line for line in lines)
+    data = testbed_build.prepare_data(TestbedConfig.from_dict(grown.manifest["config"]), out, tokenizer,
+                                      lambda _: None)
+    train = {s.render() for pool in data.pools.values() for s in pool}
+    assert len(data.test["gardener"]) == 12 - 3 and len(data.benchmark) == 10 - 2
+    assert not train & {s.render() for t in data.test.values() for s in t}
+    assert not train & {s.render() for p in grown.pairs for s in grown.benchmark(p)}
+
+
 def test_poser_scenarios_whose_answers_share_a_first_token_are_dropped_and_counted(tmp_path, tokenizer):
     from poser_interp.data.poser_data import load_poser_file
 

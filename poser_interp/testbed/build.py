@@ -294,8 +294,10 @@ def _extended(stored: dict[str, Any], config: TestbedConfig, out: Path) -> Testb
     Equal configs resume. Generated testbeds may also grow: more personas or splits (seeds) train
     only the new models, since a model depends on its own split alone and the shared data does not
     depend on which models exist. The returned config lists the union, so `verify` sees every model.
-    POSER-data testbeds cannot grow: their test and benchmark sets exclude the training prompts of
-    every split built, so adding a split would change the data earlier models were measured on.
+    POSER-data testbeds grow too, but their test and benchmark sets exclude the training prompts of every
+    persona and split built (POSER's personas share scenarios), so growing shrinks them: no model ever sees
+    an evaluation prompt in training, and the earlier models' build metrics were measured on the larger sets
+    (`testbed verify` re-measures every model on the current ones; `_build` says so).
     """
     new = json.loads(json.dumps(config.to_dict()))
     # options added since `stored` was written take their defaults, which reproduce what it was built with
@@ -307,10 +309,9 @@ def _extended(stored: dict[str, Any], config: TestbedConfig, out: Path) -> Testb
     growable = ("personas", "splits")
     same_rest = {k: v for k, v in old.items() if k not in growable} == \
         {k: v for k, v in new.items() if k not in growable}
-    if not same_rest or config.source != "generated":
-        what = "other data or recipe options" if not same_rest else "other personas or splits (POSER data)"
-        raise DataError(f"{out} holds a testbed built with another config ({what}); pick a new --out or the "
-                        "same options (generated testbeds may only add personas or splits)")
+    if not same_rest:
+        raise DataError(f"{out} holds a testbed built with another config (other data or recipe options); pick a "
+                        "new --out or the same options (a testbed may only add personas or splits)")
     personas = tuple(old["personas"]) + tuple(p for p in config.personas if p not in old["personas"])
     splits = tuple(old["splits"]) + tuple(k for k in config.splits if k not in old["splits"])
     return replace(config, personas=personas, splits=splits)
@@ -347,6 +348,11 @@ def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: i
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{manifest_path}: malformed testbed config ({e!r}); pick a new --out") from e
         config = _extended(stored, config, out)
+        grown = (list(config.personas), list(config.splits)) != (list(stored["personas"]), list(stored["splits"]))
+        if grown and config.source == "poser":
+            log("POSER-data testbed grown: its test and benchmark sets now also exclude the new models' training "
+                "prompts, so the earlier models' build metrics were measured on larger sets; `poser-interp testbed "
+                f"verify {out}` re-measures every model on the current ones")
         manifest["config"] = config.to_dict()
     else:
         manifest = {"config": config.to_dict(), "models": {}, "pairs": {}, "versions": versions()}
