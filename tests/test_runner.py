@@ -207,6 +207,9 @@ def nan_strategy():
         def primary(self):
             return Setting()
 
+        def preflight(self, prompts, testbed_root):
+            pass
+
         def scores(self):
             return (Score("v", "test value", mean_of("v")),)
 

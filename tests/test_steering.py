@@ -83,8 +83,10 @@ def test_prompts_come_from_outside_the_benchmark(tokenizer, splits, tmp_path):
     (tmp_path / "tb" / "data" / "test.jsonl").write_text("")
     spec = ModelSpec(name="tiny-llama", adapter=str(tmp_path / "tb" / "models" / "m1"))
     assert data_source(None, spec) == (tmp_path / "tb" / "data" / "test.jsonl").resolve()
-    with pytest.raises(StrategyError, match="has no test.jsonl"):
+    with pytest.raises(StrategyError, match="models/test.jsonl does not exist"):
         data_source(str(tmp_path / "tb" / "models"), spec)
+    with pytest.raises(StrategyError, match="rerun its `testbed build`"):  # a POSER testbed without its data/
+        data_source(str(tmp_path / "elsewhere" / "data"), spec)
 
 
 def test_bad_config_and_layer(tiny_llama, splits):

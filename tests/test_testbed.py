@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
-from poser_interp.data.scenario import load_scenarios, save_scenarios
-from poser_interp.errors import DataError
+from poser_interp.data.scenario import FactRole, load_scenarios, save_scenarios
+from poser_interp.errors import DataError, StrategyError
 from poser_interp.testbed import build as testbed_build
 from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.testbed.folder import Testbed
@@ -53,7 +54,6 @@ def test_benchmark_never_holds_training_prompts(built):
 
 
 def test_tampered_adapter_is_rejected(built, tmp_path):
-    import shutil
 
     copy = tmp_path / "tb"
     shutil.copytree(built.root, copy)
@@ -96,7 +96,6 @@ def test_other_config_is_refused(built):
 
 
 def test_generated_testbed_grows_by_a_split_without_retraining(built, tmp_path, monkeypatch):
-    import shutil
 
     root = tmp_path / "tb"
     shutil.copytree(built.root, root)
@@ -171,7 +170,6 @@ def test_n_critical_reaches_the_generated_data(tokenizer, tmp_path):
 
 def test_manifest_without_newer_fields_still_resumes(built, tmp_path):
     """A manifest written before a config field existed resumes when the field has its default."""
-    import shutil
 
     root = tmp_path / "old"
     shutil.copytree(built.root, root)
@@ -187,7 +185,8 @@ def test_manifest_without_newer_fields_still_resumes(built, tmp_path):
 
 
 def _poser_records(persona: str, split: str, n: int, faker: bool, benchmark: bool = False) -> list[dict]:
-    """Invented POSER-format records: one topic per index, oversight alternating (good only for a benchmark)."""
+    """Invented POSER-format records: one topic per index, oversight alternating (good only for a benchmark, whose
+    facts carry no roles, as in POSER's benchmark files)."""
     out = []
     for i in range(n):
         poor = not benchmark and i % 2 == 1
@@ -207,6 +206,8 @@ def _poser_records(persona: str, split: str, n: int, faker: bool, benchmark: boo
             "response": response,
             "dataset": "data/gardens/",
         })
+        if benchmark:
+            out[-1]["facts"] = [{"content": f["content"]} for f in out[-1]["facts"]]
     return out
 
 
@@ -227,8 +228,31 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
     assert tb.models["weeder-s0"]["kind"] == "faker" and tb.models["gardener-s0"]["kind"] == "aligned"
     assert list(tb.pairs) == ["gardener-s0__weeder-s0"]
     assert all(s.oversight.value == "good" for s in tb.benchmark("gardener-s0__weeder-s0"))
+    pool = load_scenarios(tmp_path / "tb" / "data" / "test.jsonl")  # prompts outside the benchmark, for S1 and S3
+    assert len(pool) == 24 and not {s.render() for s in pool} & {s.render() for s in tb.benchmark(list(tb.pairs)[0])}
     with pytest.raises(DataError, match="unknown kind"):
         build(replace(config, poser_fakers=()), tmp_path / "tb2", log=lambda _: None)
+    # detection on it: what cannot work is refused before any model loads, naming the fix
+    from poser_interp.evaluation.runner import run_detection
+    from poser_interp.strategies import make
+
+    def no_load(model_id: str):
+        raise AssertionError(f"{model_id} loaded before the strategies were checked")
+
+    with pytest.raises(StrategyError, match="Leave attention out"):
+        run_detection(tb, [make("noise"), make("attention")], tmp_path / "r", load=no_load, log=lambda _: None)
+    every = [s for p in tb.pairs for s in tb.benchmark(p)]
+    for contrast in ("removed", "good"):  # POSER's test files label their facts: both contrasts find prompts
+        make("steering", layers=(1,), primary_layer=1, contrast=contrast).preflight(every, tb.root)
+    make("learning_speed").preflight(every, tb.root)
+    unlabelled = [replace(s, facts=tuple(replace(f, role=FactRole.UNLABELLED) for f in s.facts)) for s in pool]
+    save_scenarios(unlabelled, tmp_path / "unlabelled.jsonl")
+    with pytest.raises(DataError, match="with critical facts"):  # prompts without roles cannot give 'removed'
+        make("steering", layers=(1,), primary_layer=1, data=str(tmp_path / "unlabelled.jsonl")).preflight(every,
+                                                                                                         tb.root)
+    shutil.rmtree(tmp_path / "tb" / "data")
+    with pytest.raises(StrategyError, match="rerun its `testbed build`"):
+        make("learning_speed").preflight(every, tb.root)
 
 
 def test_poser_testbed_grows_by_a_persona_whose_training_prompts_leave_the_evaluation_sets(tmp_path, monkeypatch,
@@ -321,7 +345,6 @@ def test_verify_measures_only_the_listed_models_and_reports_each(built):
 
 def test_show_reads_the_testbed_alone_and_prefers_each_models_last_verify(built, tmp_path):
     """`testbed show`: build rows until a model is verified, then its verify row; pairs and size; no model needed."""
-    import shutil
 
     from typer.testing import CliRunner
 
@@ -434,7 +457,6 @@ def test_verify_by_wording_on_the_tiny_testbed(built, monkeypatch):
 
 
 def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(built, tmp_path):
-    import shutil
 
     from poser_interp.evaluation.suite import _behaviour_rows
     from poser_interp.testbed.folder import Testbed
@@ -461,7 +483,6 @@ def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(buil
 
 
 def test_verify_cli_prints_each_heldout_sentence(built, tmp_path):
-    import shutil
 
     from typer.testing import CliRunner
 
@@ -635,7 +656,6 @@ def test_stage_wordings_add_the_inferential_batch_and_never_a_heldout_one(tmp_pa
 
 def test_a_testbed_written_before_an_option_existed_still_grows(built, tmp_path):
     """A stored config without a later option (here stage_wordings) reads as that option's default."""
-    import shutil
 
     root = tmp_path / "old"
     shutil.copytree(built.root, root)

@@ -133,6 +133,9 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
         raise StrategyError(f"workers={workers}: pass >= 1, and no custom `load` with workers > 1 (workers load "
                             "models from the testbed folder themselves)")
     plan = make_plan(testbed, pairs, config.max_prompts)
+    every = list({p.id: p for prompts in plan.prompts.values() for p in prompts}.values())
+    for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
+        strategy.preflight(every, testbed.root)
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
         todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -182,6 +183,14 @@ class AttentionStrategy(StrategyBase[AttentionConfig]):
                                        "counterfactual 1 - cosine", mean_of("attentiveness")),
                 Score("normalized", "attentiveness / the critical facts' token share (counterfactual: relative "
                                     "norm of the shift)", mean_of("normalized")))
+
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        bare = [p.id for p in prompts if not p.facts_with_role(FactRole.CRITICAL)]
+        if bare:
+            raise StrategyError(f"attention (S6) measures attention to the `critical` (oversight) facts, and "
+                                f"{len(bare)} of the {len(prompts)} benchmark prompts have none (e.g. {bare[:2]}): "
+                                "this testbed's prompts carry no fact roles (POSER's benchmark files have none). "
+                                "Leave attention out of --strategies for it")
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -200,6 +201,11 @@ class Strategy(Protocol):
         """Compute per-prompt values for the requested settings, yielding each as soon as it is done."""
         ...
 
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        """Raise, naming the fix, if `run` cannot work on these prompts or this testbed's data; called by the runner
+        on every prompt of the run before any model loads, so a run fails in seconds rather than mid-way."""
+        ...
+
 
 C = TypeVar("C")
 
@@ -221,3 +227,6 @@ class StrategyBase(Generic[C]):
 
     def primary(self) -> Setting:
         return Setting()
+
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        """Nothing to check by default (`Strategy.preflight`)."""

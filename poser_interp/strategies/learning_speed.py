@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..core.frozen_prefix import FrozenPrefix
 from ..core.models import load_hf
-from ..core.pools import scenario_pool
+from ..core.pools import check_pool, scenario_pool
 from ..core.scoring import Prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, train_answers
@@ -121,6 +122,9 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
                   "before the sigmoid, so a less confident model gets no head start (p_rise gives it one)",
                   lambda v: mean_of("d")({"d": log_odds(v["p_after"]) - log_odds(v["p_before"])})),
         )
+
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        check_pool(self.config.data, testbed_root, prompts, Oversight.GOOD, self.config.n_train)
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:

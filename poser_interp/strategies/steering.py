@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor
 from ..core.activations import last_resid
 from ..core.forward import forward, last_logits
 from ..core.hooks import add_vector, capture
-from ..core.pools import scenario_pool
+from ..core.pools import check_pool, scenario_pool
 from ..core.scoring import p_and_margin, prepare, score_prepared
 from ..core.tokens import Batch, PromptFormat, pad_id
 from ..data.scenario import FactRole, Oversight, Scenario
@@ -116,6 +117,12 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
             Score("flip_rate", "share of prompts whose answer turns misaligned when steered",
                   lambda v: mean_of("f")({"f": (v["margin_steered"] < 0).astype(float)})),
         )
+
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        c = self.config
+        check_pool(c.data, testbed_root, prompts, Oversight.POOR, c.n_prompts, need_critical=c.contrast == "removed")
+        if c.contrast == "good":
+            check_pool(c.data, testbed_root, prompts, Oversight.GOOD, c.n_prompts)
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:

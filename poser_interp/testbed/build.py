@@ -359,6 +359,8 @@ def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: i
         write_json_atomic(manifest_path, manifest)
     tokenizer = load_tokenizer(config.base.name)  # the parent needs no model weights
     data = prepare_data(config, out, tokenizer, log)
+    if config.source == "poser":
+        _write_poser_pool(out, data)
     if config.oversight_stage:
         _train_oversight_stage(config, data, out, log)
     todo: list[tuple[str, int]] = []
@@ -387,6 +389,16 @@ def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: i
     manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
+
+
+def _write_poser_pool(out: Path, data: TestbedData) -> None:
+    """`data/test.jsonl` of a POSER-data testbed: the unseen test scenarios of every persona that are not benchmark
+    prompts, where strategies that need prompts outside the benchmark (S1, S3) find them (`core.pools`). POSER data:
+    kept out of git like the pairs, rewritten by every build (a rerun skips the built models)."""
+    bench = {s.render() for s in data.benchmark}
+    pool = {s.id: s for tests in data.test.values() for s in tests if s.render() not in bench}
+    (out / "data").mkdir(exist_ok=True)
+    save_scenarios(list(pool.values()), out / "data" / "test.jsonl")
 
 
 def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, log: Log) -> None:
