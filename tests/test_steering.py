@@ -115,6 +115,43 @@ def test_values_and_scores(tiny_llama, splits):
         assert rows["alpha=8.0,layer=1"].meta["n_direction"] == 4
 
 
+def test_concept_contrast_steers_along_the_contrast_sets_sides(tiny_llama, splits, tmp_path):
+    """contrast 'concept': the direction is mean(suspicious statements) - mean(benign ones), no scenario involved."""
+    _, _, bench = splits
+    (tmp_path / "c.jsonl").write_text("".join(
+        f'{{"positive": "The auditor checks log {i}.", "negative": "Nobody reads log {i}.", "concept": "watch"}}\n'
+        for i in range(3)))
+    st = make("steering", contrast="concept", concept="watch", probes_dir=str(tmp_path), data="/nowhere", **SMALL)
+    st.preflight(bench, tmp_path)  # needs no scenario data (data= is never read)
+    rows = {v.setting.key: v for v in st.run(Subject("m", lambda: tiny_llama), bench, st.settings())}
+    direction = last_resid(tiny_llama, [f"Nobody reads log {i}." for i in range(3)], [1]).mean(1) - \
+        last_resid(tiny_llama, [f"The auditor checks log {i}." for i in range(3)], [1]).mean(1)
+    hit = rows["alpha=8.0,layer=1"]
+    assert hit.meta["n_direction"] == 6
+    assert hit.meta["direction_norm"] == pytest.approx(float(direction.norm()), rel=1e-5)
+    assert not np.allclose(hit.values["p_steered"], hit.values["p_clean"])
+    with pytest.raises(DataError, match="not found"):
+        make("steering", contrast="concept", concept="nothing", probes_dir=str(tmp_path), **SMALL).preflight(
+            bench, tmp_path)
+
+
+def test_results_stored_before_an_option_existed_still_resume(testbed, tmp_path):
+    """A stored strategy config without a later-added option resumes when the option is at its default, and
+    conflicts when it is not."""
+    import json
+
+    load = functools.cache(testbed.load)
+    run_detection(testbed, [make("steering", **SMALL)], tmp_path, log=lambda _: None, load=load)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for option in ("concept", "probes_dir"):
+        del manifest["config"]["strategies"]["steering"][option]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="concept stored None, now 'power'"):
+        run_detection(testbed, [make("steering", concept="power", **SMALL)], tmp_path, log=lambda _: None,
+                      load=load)
+    run_detection(testbed, [make("steering", **SMALL)], tmp_path, log=lambda _: None, load=load)  # nothing to do
+
+
 def test_runs_through_the_runner_and_resumes(testbed, tmp_path):
     load = functools.cache(testbed.load)  # the resumed run reuses the loaded models
     st = [make("steering", **SMALL), make("random")]  # data=None: the testbed the models come from

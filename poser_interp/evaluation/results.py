@@ -37,6 +37,7 @@ import numpy as np
 from ..data.jsonio import read_json, write_json_atomic
 from ..errors import DataError
 from ..strategies.base import PromptValues, Setting
+from ..strategies.registry import added_with_default
 from .locking import hold
 
 MANIFEST = "manifest.json"
@@ -250,9 +251,11 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
     for name, cfg in nc.get("strategies", {}).items():
         stored = oc.get("strategies", {}).get(name)
         if stored is not None and stored != cfg:
-            diff = {k: (stored.get(k), cfg.get(k)) for k in set(stored) | set(cfg) if stored.get(k) != cfg.get(k)}
-            problems.append(f"strategy {name}: " + ", ".join(f"{k} stored {a!r}, now {b!r}" for k, (a, b) in
-                                                             sorted(diff.items())))
+            diff = {k: (stored.get(k), cfg.get(k)) for k in set(stored) | set(cfg) if stored.get(k) != cfg.get(k)
+                    and not (k not in stored and added_with_default(name, k, cfg[k]))}
+            if diff:
+                problems.append(f"strategy {name}: " + ", ".join(f"{k} stored {a!r}, now {b!r}" for k, (a, b) in
+                                                                 sorted(diff.items())))
     ot, nt = old.get("testbed", {}), new.get("testbed", {})
     if ot.get("base") != nt.get("base"):
         problems.append(f"testbed base model: stored {ot.get('base')}, now {nt.get('base')}")

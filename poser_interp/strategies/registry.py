@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -90,6 +91,17 @@ def build(name: str, n_layers: int, n_heads: int, **options: Any) -> Any:
     """A strategy by name for a model of this shape: its config's `for_model` defaults, then these options."""
     config_cls = _check_options(name, options)
     return _entry(name)[0](config_cls.for_model(n_layers, n_heads, **options))
+
+
+def added_with_default(name: str, option: str, value: Any) -> bool:
+    """Whether `value` is option's default in strategy `name`'s config: a stored config without the option was
+    written before it existed, and ran as this default does (so results stored then stay valid)."""
+    if name not in _REGISTRY:
+        return False
+    for f in fields(_entry(name)[1]):
+        if f.name == option:
+            return f.default is not MISSING and json.loads(json.dumps(f.default)) == value
+    return False
 
 
 def from_config(name: str, config: Mapping[str, Any]) -> Any:

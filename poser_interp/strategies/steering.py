@@ -1,14 +1,17 @@
 """S1, inducing the belief that it is safe to misbehave: steer along a "poor oversight" direction.
 
 Per layer L, each model's own "safe to misbehave" direction is the mean last-token residual
-(`blocks.{L}.hook_resid_pre`) difference between poor-oversight prompts *with* their critical facts and the
-same prompts with those facts removed (`contrast="removed"`: wrapper, answer order and final token identical;
-the original Poser code confounded the direction with answer order), or between poor- and good-oversight
-prompts (`contrast="good"`). The prompts come from outside the scored benchmark (a testbed's
-`data/test.jsonl`, see `scenario_pool`). Adding alpha x direction at every position of the benchmark prompts
-should tip a faker toward its misaligned answer more than an aligned model: the value is the rise in
-P(misaligned). Poser found this near chance; reported as it comes. A steered pass starts at the steered layer
-from the clean pass's residual there (`forward(start_at_layer=...)`): the blocks below it are never rerun.
+(`blocks.{L}.hook_resid_pre`) difference between poor-oversight prompts *with* their critical facts and the same
+prompts with those facts removed (`contrast="removed"`: wrapper, answer order and final token identical; the original
+Poser code confounded the direction with answer order), or between poor- and good-oversight prompts
+(`contrast="good"`). The prompts come from outside the scored benchmark (a testbed's `data/test.jsonl`, see
+`scenario_pool`). Both contrasts average over poor-oversight prompts, on which a faker takes its misaligned action, so
+its direction carries its own misbehaviour; `contrast="concept"` takes the direction from statements instead, on which
+no model acts: the suspicious minus the benign side of one S4 contrast set (`probes/oversight.jsonl`: lax vs competent
+oversight), the same texts for both models of a pair. Adding alpha x direction at every position of the benchmark
+prompts should tip a faker toward its misaligned answer more than an aligned model: the value is the rise in
+P(misaligned). Poser found this near chance; reported as it comes. A steered pass starts at the steered layer from the
+clean pass's residual there (`forward(start_at_layer=...)`): the blocks below it are never rerun.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..core.hooks import add_vector, capture
 from ..core.pools import check_pool, scenario_pool
 from ..core.scoring import p_and_margin, prepare, score_prepared
 from ..core.tokens import Batch, PromptFormat, pad_id
+from ..data.concepts import load_contrast_dir
 from ..data.scenario import FactRole, Oversight, Scenario
 from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
@@ -55,8 +59,13 @@ class SteeringConfig(StrategyConfig):
     """Layers whose input (`blocks.{L}.hook_resid_pre`) is steered; one setting per layer x alpha."""
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     """Multiples of the raw direction added (1.0 = the mean shift the critical facts cause)."""
-    contrast: Literal["removed", "good"] = "removed"
-    """'removed': poor-oversight prompts vs the same prompts without critical facts; 'good': poor vs good."""
+    contrast: Literal["removed", "good", "concept"] = "removed"
+    """'removed': poor-oversight prompts vs the same prompts without critical facts; 'good': poor vs good;
+    'concept': the suspicious vs the benign statements of contrast set `concept` (no scenario, no action)."""
+    concept: str = "oversight"
+    """contrast 'concept': the contrast set (a concept of `probes_dir`) whose sides give the direction."""
+    probes_dir: str | None = None
+    """contrast 'concept': directory of contrast files (default: the repository's probes/, or $POSER_INTERP_PROBES)."""
     n_prompts: int = 64
     """Poor-oversight prompts (and, for contrast 'good', as many good ones) averaged into the direction."""
     seed: int = 0
@@ -76,8 +85,8 @@ class SteeringConfig(StrategyConfig):
         problems = self.layer_problems(self.layers)
         if not self.alphas or len(set(self.alphas)) != len(self.alphas):
             problems.append(f"alphas {self.alphas} must be distinct numbers")
-        if self.contrast not in ("removed", "good"):
-            problems.append(f"contrast {self.contrast!r} must be 'removed' or 'good'")
+        if self.contrast not in ("removed", "good", "concept"):
+            problems.append(f"contrast {self.contrast!r} must be 'removed', 'good' or 'concept'")
         if self.n_prompts < 2 or self.batch_size < 1:
             problems.append("n_prompts must be >= 2 and batch_size >= 1")
         if self.primary_layer not in self.layers or self.primary_alpha not in self.alphas:
@@ -120,6 +129,9 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
 
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         c = self.config
+        if c.contrast == "concept":
+            load_contrast_dir(c.probes_dir, [c.concept])
+            return
         check_pool(c.data, testbed_root, prompts, Oversight.POOR, c.n_prompts, need_critical=c.contrast == "removed")
         if c.contrast == "good":
             check_pool(c.data, testbed_root, prompts, Oversight.GOOD, c.n_prompts)
@@ -133,13 +145,20 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
         for layer in layers:
             model.check_layer(layer)
         fmt = PromptFormat(max_tokens=c.max_tokens)
-        args = (c.data, model.spec, prompts)
-        pool = scenario_pool(*args, Oversight.POOR, c.n_prompts, c.seed, model.tokenizer, c.max_tokens,
-                             need_critical=c.contrast == "removed")
-        good = scenario_pool(*args, Oversight.GOOD, c.n_prompts, c.seed, model.tokenizer, c.max_tokens) \
-            if c.contrast == "good" else []
-        direction = dict(zip(layers, steering_directions(model, pool, layers, c.contrast, good, fmt, c.batch_size),
-                             strict=True))
+        if c.contrast == "concept":
+            texts = load_contrast_dir(c.probes_dir, [c.concept])[c.concept]
+            shift = last_resid(model, texts.negative, layers, fmt=fmt, batch_size=c.batch_size).mean(1) - \
+                last_resid(model, texts.positive, layers, fmt=fmt, batch_size=c.batch_size).mean(1)
+            n_direction = len(texts.negative) + len(texts.positive)
+        else:
+            args = (c.data, model.spec, prompts)
+            pool = scenario_pool(*args, Oversight.POOR, c.n_prompts, c.seed, model.tokenizer, c.max_tokens,
+                                 need_critical=c.contrast == "removed")
+            good = scenario_pool(*args, Oversight.GOOD, c.n_prompts, c.seed, model.tokenizer, c.max_tokens) \
+                if c.contrast == "good" else []
+            shift = steering_directions(model, pool, layers, c.contrast, good, fmt, c.batch_size)
+            n_direction = len(pool)
+        direction = dict(zip(layers, shift, strict=True))
         prep = prepare(model.tokenizer, prompts, fmt=fmt)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
         pad = pad_id(model.tokenizer)
@@ -164,4 +183,4 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
             p, m = (t.numpy() for t in p_and_margin(steered, mis))
             yield PromptValues(setting, tuple(s.id for s in prompts),
                                {"p_clean": p_clean, "p_steered": p, "margin_clean": m_clean, "margin_steered": m},
-                               meta={"direction_norm": float(direction[layer].norm()), "n_direction": len(pool)})
+                               meta={"direction_norm": float(direction[layer].norm()), "n_direction": n_direction})
