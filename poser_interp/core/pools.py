@@ -32,7 +32,7 @@ def data_source(data: str | None, spec: Any) -> Path:
                                 "scenario file, e.g. make('steering', data='testbeds/default/data')")
         data = str(root / "data")
     path = Path(data)
-    if path.is_dir() or path.name == "data":
+    if path.is_dir():
         path = path / "test.jsonl"
     if not path.exists():
         raise StrategyError(f"{path} does not exist; pass a testbed's data directory or a scenario file that is not "
