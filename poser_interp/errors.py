@@ -41,3 +41,8 @@ class BackendError(PoserInterpError, RuntimeError):
 
 class StrategyError(PoserInterpError, ValueError):
     """An unknown strategy, or a strategy option that cannot work."""
+
+
+class NotApplicableError(StrategyError):
+    """A strategy has nothing to measure on these prompts (they lack what it reads, e.g. S6 on prompts without
+    `critical` facts). `detect` stops on it; `suite` leaves the strategy out with a line on its page."""

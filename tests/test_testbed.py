@@ -241,6 +241,14 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
 
     with pytest.raises(StrategyError, match="Leave attention out"):
         run_detection(tb, [make("noise"), make("attention")], tmp_path / "r", load=no_load, log=lambda _: None)
+    # the suite leaves out what cannot run there, says so on its page, and runs the rest
+    from poser_interp.evaluation.suite import SuiteConfig, render_page, run_suite
+
+    lines: list[str] = []
+    suite = run_suite(tb, tmp_path / "s", SuiteConfig(strategies=("attention",), max_prompts=4), log=lines.append)
+    assert list(suite.skipped) == ["attention"] and any("attention: left out" in line for line in lines)
+    assert suite.ev.strategies() == ["blackbox", "random"]
+    assert 'data-strategy="attention"' in render_page(suite)
     every = [s for p in tb.pairs for s in tb.benchmark(p)]
     for contrast in ("removed", "good"):  # POSER's test files label their facts: both contrasts find prompts
         make("steering", layers=(1,), primary_layer=1, contrast=contrast).preflight(every, tb.root)

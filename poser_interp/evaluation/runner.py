@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.matching import ConfidenceMatch
 from ..data.scenario import Scenario
-from ..errors import DataError
+from ..errors import DataError, NotApplicableError
 from ..strategies.base import Setting, Strategy, StrategyError, Subject, config_dict, from_config, stable_seed
 from ..testbed.folder import Testbed
 from .metrics import MetricSummary, summarize
@@ -59,6 +59,10 @@ class Plan:
     """pair id -> {"aligned", "faker", "prompt_ids"}."""
     prompts: dict[str, list[Scenario]]
     """model id -> its prompts: the union over all testbed pairs it is in."""
+
+    def every(self) -> list[Scenario]:
+        """Every prompt some model is run on, once."""
+        return list({p.id: p for prompts in self.prompts.values() for p in prompts}.values())
 
 
 def make_plan(testbed: Testbed, pair_ids: Sequence[str] | None = None, max_prompts: int | None = None) -> Plan:
@@ -109,6 +113,24 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
     }
 
 
+def applicable(testbed: Testbed, strategies: Sequence[Strategy], max_prompts: int | None = None) \
+        -> tuple[list[Strategy], dict[str, str]]:
+    """(the strategies that can run on the testbed's prompts, {name: why not} for those that cannot).
+
+    A strategy cannot run when its preflight raises `NotApplicableError` (the prompts lack what it measures); any
+    other preflight error (a missing data file, a bad option) propagates, since it has a fix."""
+    every = make_plan(testbed, None, max_prompts).every()
+    ok, skipped = [], {}
+    for strategy in strategies:
+        try:
+            strategy.preflight(every, testbed.root)
+        except NotApplicableError as e:
+            skipped[strategy.name] = str(e)
+        else:
+            ok.append(strategy)
+    return ok, skipped
+
+
 def check_strategies(strategies: Sequence[Strategy]) -> None:
     names = [s.name for s in strategies]
     if not names:
@@ -133,9 +155,8 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
         raise StrategyError(f"workers={workers}: pass >= 1, and no custom `load` with workers > 1 (workers load "
                             "models from the testbed folder themselves)")
     plan = make_plan(testbed, pairs, config.max_prompts)
-    every = list({p.id: p for prompts in plan.prompts.values() for p in prompts}.values())
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
-        strategy.preflight(every, testbed.root)
+        strategy.preflight(plan.every(), testbed.root)
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
         todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}

@@ -27,7 +27,7 @@ from ..core.shape import shape_of
 from ..testbed.folder import Testbed
 from .ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
 from .results import ResultsStore
-from .runner import Evaluation, Result, RunConfig, evaluate, run_detection
+from .runner import Evaluation, Result, RunConfig, applicable, evaluate, run_detection
 
 STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
 """Every detection strategy, in the order of the page."""
@@ -81,6 +81,8 @@ class Suite:
     seconds: float
     removals: list[Any] = field(default_factory=list)
     treated_detection: dict[str, Evaluation] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Strategies left out because they have nothing to measure on this testbed's prompts -> why."""
 
 
 def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
@@ -91,12 +93,15 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
 
     start = time.perf_counter()
     out = Path(out)
+    runnable, skipped = applicable(testbed, build_strategies(testbed, config.strategies, config.seed),
+                                   config.max_prompts)
+    for name, why in skipped.items():
+        log(f"{name}: left out on this testbed. {why}")
     if compute:
-        run_detection(testbed, build_strategies(testbed, config.strategies, config.seed), out,
-                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts), progress=progress, log=log,
-                      workers=workers)
+        run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts),
+                      progress=progress, log=log, workers=workers)
     store = ResultsStore.open(out)
-    wanted = {*config.strategies, *BASELINES}
+    wanted = {*config.strategies, *BASELINES} - set(skipped)
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
     ev = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names)
     pairs = store.manifest["pairs"]
@@ -116,7 +121,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         if (folder / "manifest.json").exists():
             treated[r.method] = evaluate(ResultsStore.open(folder), seed=config.seed, n_boot=config.n_boot)
     return Suite(testbed, out, config, store, ev, matched, held, held_matched, folds, transfers,
-                 time.perf_counter() - start, removals, treated)
+                 time.perf_counter() - start, removals, treated, skipped)
 
 
 # --- figures ------------------------------------------------------------------------------------------------
@@ -227,6 +232,11 @@ def _headline(suite: Suite) -> str:
     return _table(header, rows, "headline")
 
 
+def _skipped(suite: Suite) -> str:
+    return "".join(f'<p class="skipped" data-strategy="{_e(name)}"><b>{_e(name)} not run on this testbed:</b> '
+                   f"{_e(why)}</p>" for name, why in suite.skipped.items())
+
+
 def _held_out_section(suite: Suite) -> str:
     parts = ["<p>Strict leave-one-persona-out: each cell (aligned persona x faker persona) is decided by choices "
              "and weights fitted on the pairs sharing neither persona with it. Accuracy over pairs; AUROC over "
@@ -327,7 +337,8 @@ def render_page(suite: Suite) -> str:
                     f"{suite.config.match_confidence:g} logit (more prompts per pair give the matched set room)")
     sections["headline"] = ("Headline", f"<p>{len(suite.ev.pair_prompts)} pairs. * = the strategy's chosen setting "
                             "and score, fixed in advance; accuracy CIs resample models (pairs share them); "
-                            f"{_e(matched_note)}.</p>" + _headline(suite) + figure("summary", summary_figure(suite.ev)))
+                            f"{_e(matched_note)}.</p>" + _skipped(suite) + _headline(suite)
+                            + figure("summary", summary_figure(suite.ev)))
     sections["held-out"] = ("Held-out choices: best single strategy and ensembles", _held_out_section(suite))
     sections["transfer"] = ("Transfer between persona families", _transfer_section(suite))
     figs = []

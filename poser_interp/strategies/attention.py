@@ -29,7 +29,7 @@ from ..core.forward import forward, length_batches, stop_after
 from ..core.hooks import capture
 from ..core.tokens import Batch, PromptFormat, encode, pad_id
 from ..data.scenario import FactRole, Scenario
-from ..errors import DataError
+from ..errors import DataError, NotApplicableError
 from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
 
 VARIANTS = ("saliency", "attention", "counterfactual")
@@ -187,10 +187,10 @@ class AttentionStrategy(StrategyBase[AttentionConfig]):
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         bare = [p.id for p in prompts if not p.facts_with_role(FactRole.CRITICAL)]
         if bare:
-            raise StrategyError(f"attention (S6) measures attention to the `critical` (oversight) facts, and "
+            raise NotApplicableError(f"attention (S6) measures attention to the `critical` (oversight) facts, and "
                                 f"{len(bare)} of the {len(prompts)} benchmark prompts have none (e.g. {bare[:2]}): "
                                 "this testbed's prompts carry no fact roles (POSER's benchmark files have none). "
-                                "Leave attention out of --strategies for it")
+                                "Leave attention out of --strategies for it (`suite` does so by itself)")
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
