@@ -22,7 +22,7 @@ from poser_interp.errors import DataError, LayerError
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make
-from poser_interp.strategies.steering import steering_directions
+from poser_interp.strategies.steering import random_directions, steering_directions
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +133,17 @@ def test_concept_contrast_steers_along_the_contrast_sets_sides(tiny_llama, split
     with pytest.raises(DataError, match="not found"):
         make("steering", contrast="concept", concept="nothing", probes_dir=str(tmp_path), **SMALL).preflight(
             bench, tmp_path)
+    # its control: a random direction of the same norm, drawn from the seed alone (the same for every model)
+    rnd = make("steering", contrast="random", concept="watch", probes_dir=str(tmp_path), data="/nowhere", **SMALL)
+    rnd.preflight(bench, tmp_path)
+    hit_r = {v.setting.key: v for v in rnd.run(Subject("m", lambda: tiny_llama), bench, rnd.settings())}[
+        "alpha=8.0,layer=1"]
+    assert hit_r.meta["direction_norm"] == pytest.approx(hit.meta["direction_norm"], rel=1e-5)
+    assert not np.allclose(hit_r.values["p_steered"], hit.values["p_steered"])
+    a, b = random_directions(torch.ones(2, 16), [0, 1], 0), random_directions(5 * torch.ones(2, 16), [0, 1], 0)
+    assert torch.allclose(a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True))  # model-independent
+    assert torch.allclose(b.norm(dim=1), torch.full((2,), 20.0))  # = |5 * ones(16)|
+    assert not torch.allclose(a[0], a[1]) and not torch.allclose(a, random_directions(torch.ones(2, 16), [0, 1], 1))
 
 
 def test_results_stored_before_an_option_existed_still_resume(testbed, tmp_path):

@@ -8,10 +8,13 @@ Poser code confounded the direction with answer order), or between poor- and goo
 `scenario_pool`). Both contrasts average over poor-oversight prompts, on which a faker takes its misaligned action, so
 its direction carries its own misbehaviour; `contrast="concept"` takes the direction from statements instead, on which
 no model acts: the suspicious minus the benign side of one S4 contrast set (`probes/oversight.jsonl`: lax vs competent
-oversight), the same texts for both models of a pair. Adding alpha x direction at every position of the benchmark
-prompts should tip a faker toward its misaligned answer more than an aligned model: the value is the rise in
-P(misaligned). Poser found this near chance; reported as it comes. A steered pass starts at the steered layer from the
-clean pass's residual there (`forward(start_at_layer=...)`): the blocks below it are never rerun.
+oversight), the same texts for both models of a pair; `contrast="random"` is its control: per layer, a random direction
+(drawn from the seed alone, so the same for every model) scaled to the norm of the model's concept direction there,
+which asks whether a score needs the oversight direction or any push of that size. Adding alpha x direction at
+every position of the benchmark prompts should tip a faker toward its misaligned answer more than an aligned model:
+the value is the rise in P(misaligned). Poser found this near chance; reported as it comes. A steered pass starts at
+the steered layer from the clean pass's residual there (`forward(start_at_layer=...)`): the blocks below it are never
+rerun.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..core.forward import forward, last_logits
 from ..core.hooks import add_vector, capture
 from ..core.pools import check_pool, scenario_pool
 from ..core.scoring import p_and_margin, prepare, score_prepared
+from ..core.seeds import stable_seed
 from ..core.tokens import Batch, PromptFormat, pad_id
 from ..data.concepts import load_contrast_dir
 from ..data.scenario import FactRole, Oversight, Scenario
@@ -48,6 +52,17 @@ def steering_directions(model: Any, pool: Sequence[Scenario], layers: Sequence[i
     return poor.mean(1) - last_resid(model, base, layers, fmt=fmt, batch_size=batch_size).mean(1)
 
 
+def random_directions(like: Float[Tensor, "layer d_model"], layers: Sequence[int], seed: int) \
+        -> Float[Tensor, "layer d_model"]:
+    """Per layer, a Gaussian direction drawn from (seed, layer, d_model) alone, with the norm of `like`'s row."""
+    out = []
+    for layer, row in zip(layers, like, strict=True):
+        g = torch.Generator().manual_seed(stable_seed("steering-random", seed, layer, row.shape[-1]))
+        v = torch.randn(row.shape[-1], generator=g, dtype=torch.float64)
+        out.append((v / v.norm() * row.double().norm()).to(row.dtype))
+    return torch.stack(out)
+
+
 @dataclass(frozen=True)
 class SteeringConfig(StrategyConfig):
     """S1 options. A config (with the model and its data) reproduces every number exactly."""
@@ -59,9 +74,10 @@ class SteeringConfig(StrategyConfig):
     """Layers whose input (`blocks.{L}.hook_resid_pre`) is steered; one setting per layer x alpha."""
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     """Multiples of the raw direction added (1.0 = the mean shift the critical facts cause)."""
-    contrast: Literal["removed", "good", "concept"] = "removed"
+    contrast: Literal["removed", "good", "concept", "random"] = "removed"
     """'removed': poor-oversight prompts vs the same prompts without critical facts; 'good': poor vs good;
-    'concept': the suspicious vs the benign statements of contrast set `concept` (no scenario, no action)."""
+    'concept': the suspicious vs the benign statements of contrast set `concept` (no scenario, no action);
+    'random': the control of 'concept', a seeded random direction with the concept direction's norm at each layer."""
     concept: str = "oversight"
     """contrast 'concept': the contrast set (a concept of `probes_dir`) whose sides give the direction."""
     probes_dir: str | None = None
@@ -85,8 +101,8 @@ class SteeringConfig(StrategyConfig):
         problems = self.layer_problems(self.layers)
         if not self.alphas or len(set(self.alphas)) != len(self.alphas):
             problems.append(f"alphas {self.alphas} must be distinct numbers")
-        if self.contrast not in ("removed", "good", "concept"):
-            problems.append(f"contrast {self.contrast!r} must be 'removed', 'good' or 'concept'")
+        if self.contrast not in ("removed", "good", "concept", "random"):
+            problems.append(f"contrast {self.contrast!r} must be 'removed', 'good', 'concept' or 'random'")
         if self.n_prompts < 2 or self.batch_size < 1:
             problems.append("n_prompts must be >= 2 and batch_size >= 1")
         if self.primary_layer not in self.layers or self.primary_alpha not in self.alphas:
@@ -129,7 +145,7 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
 
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         c = self.config
-        if c.contrast == "concept":
+        if c.contrast in ("concept", "random"):
             load_contrast_dir(c.probes_dir, [c.concept])
             return
         check_pool(c.data, testbed_root, prompts, Oversight.POOR, c.n_prompts, need_critical=c.contrast == "removed")
@@ -145,11 +161,13 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
         for layer in layers:
             model.check_layer(layer)
         fmt = PromptFormat(max_tokens=c.max_tokens)
-        if c.contrast == "concept":
+        if c.contrast in ("concept", "random"):
             texts = load_contrast_dir(c.probes_dir, [c.concept])[c.concept]
             shift = last_resid(model, texts.negative, layers, fmt=fmt, batch_size=c.batch_size).mean(1) - \
                 last_resid(model, texts.positive, layers, fmt=fmt, batch_size=c.batch_size).mean(1)
             n_direction = len(texts.negative) + len(texts.positive)
+            if c.contrast == "random":
+                shift = random_directions(shift, layers, c.seed)
         else:
             args = (c.data, model.spec, prompts)
             pool = scenario_pool(*args, Oversight.POOR, c.n_prompts, c.seed, model.tokenizer, c.max_tokens,
