@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import runpy
 from pathlib import Path
 
@@ -214,3 +215,26 @@ def test_starting_at_the_steered_layer_equals_the_full_steered_pass(arch, splits
         assert len(model.hf_model.model.layers) == 4
     with pytest.raises(ValueError, match="go together"):
         forward(model, batch, start_at_layer=1)
+
+
+def test_concept_norms_analysis_measures_s1s_direction_and_resumes(testbed, tmp_path, capsys):
+    """analyses/concept_norms.py: the 'diff' it reports is the norm of S1's concept direction, for every model and
+    the base model; a rerun computes nothing again."""
+    main = runpy.run_path(str(REPO / "analyses" / "concept_norms.py"))["main"]
+    out = tmp_path / "norms.json"
+    args = ["--testbed", str(testbed.root), "--layers", "0,1", "--concepts", "oversight,weather", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())["models"]
+    assert set(res) == {"base", *testbed.models} and set(res["base"]) == {"oversight", "weather"}
+    assert "oversight  L  1 diff" in printed and "pairs faker higher" in printed
+    model_id = next(iter(testbed.models))
+    model = testbed.load(model_id)
+    from poser_interp.data.concepts import load_contrast_dir
+
+    texts = load_contrast_dir(REPO / "probes", ["oversight"])["oversight"]
+    direction = last_resid(model, texts.negative, [1]).mean(1) - last_resid(model, texts.positive, [1]).mean(1)
+    assert res[model_id]["oversight"]["1"]["diff"] == pytest.approx(float(direction.norm()), rel=1e-4)
+    assert 0 < res[model_id]["weather"]["1"]["ratio"] < 1
+    assert main(args) == 0
+    assert ": " not in capsys.readouterr().out.split("oversight")[0]  # nothing recomputed: no "<model>: N s" line
