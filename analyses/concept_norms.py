@@ -15,6 +15,7 @@ rewritten after each model and models already in it are skipped. Reads no benchm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="contrast directories (default: probes/ and probes/controls/)")
     ap.add_argument("--concepts", default=None, help="comma-separated concepts (default: every one found)")
     ap.add_argument("--models", default=None, help="comma-separated model ids (default: every testbed model)")
+    ap.add_argument("--adapter", type=Path, action="append", default=[],
+                    help="also measure this adapter directory on the testbed's base (label: adapter:<path>), e.g. "
+                         "a model trained on outside the testbed")
     ap.add_argument("--no-base", action="store_true", help="skip the base model")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
@@ -96,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "results" / f"concept-norms-{tb.root.name}.json"
     res = json.loads(out.read_text())["models"] if out.exists() else {}
     models = args.models.split(",") if args.models else list(tb.models)
-    todo = ([] if args.no_base else ["base"]) + models
+    extra = {f"adapter:{a}": a for a in args.adapter}
+    todo = ([] if args.no_base else ["base"]) + models + list(extra)
     for m in todo:
         if m in res:
             continue
         t0 = time.perf_counter()
-        model = load_model(tb.base_spec()) if m == "base" else tb.load(m)
+        if m == "base":
+            model = load_model(tb.base_spec())
+        elif m in extra:
+            model = load_model(dataclasses.replace(tb.base_spec(), adapter=str(extra[m])))
+        else:
+            model = tb.load(m)
         res[m] = measure(model, sets, layers, args.batch_size)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"testbed": str(tb.root), "layers": layers, "concepts": sorted(sets),
