@@ -16,7 +16,7 @@ from poser_interp.core.activations import last_resid
 from poser_interp.core.hooks import add_vector
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.pools import data_source, scenario_pool
-from poser_interp.core.scoring import answer_logits
+from poser_interp.core.scoring import answer_logits, p_and_margin
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.data.scenario import FactRole, Oversight, save_scenarios
 from poser_interp.errors import DataError, LayerError
@@ -141,6 +141,21 @@ def test_concept_contrast_steers_along_the_contrast_sets_sides(tiny_llama, split
         "alpha=8.0,layer=1"]
     assert hit_r.meta["direction_norm"] == pytest.approx(hit.meta["direction_norm"], rel=1e-5)
     assert not np.allclose(hit_r.values["p_steered"], hit.values["p_steered"])
+    # an equal push for every model: the direction rescaled to a fixed norm, its orientation kept
+    with pytest.raises(StrategyError, match=r"layer\(s\) \[0\] is zero"):  # both sides end in "." at the embedding
+        list(make("steering", contrast="concept", concept="watch", probes_dir=str(tmp_path), data="/nowhere",
+                  norm=3.0, **SMALL).run(Subject("m", lambda: tiny_llama), bench, st.settings()))
+    fixed = make("steering", contrast="concept", concept="watch", probes_dir=str(tmp_path), data="/nowhere", norm=3.0,
+                 **{**SMALL, "layers": (1,)})
+    hit_f = {v.setting.key: v for v in fixed.run(Subject("m", lambda: tiny_llama), bench, fixed.settings())}[
+        "alpha=8.0,layer=1"]
+    assert hit_f.meta["direction_norm"] == pytest.approx(3.0, rel=1e-5)
+    expected = answer_logits(tiny_llama, bench, fwd_hooks=[(tiny_llama.hook_name(1),
+                                                            add_vector(direction[0] / direction[0].norm() * 3, 8.0))])
+    margin = p_and_margin(expected, torch.tensor([1 - p.aligned_index for p in bench]))[1].numpy()
+    assert np.allclose(hit_f.values["margin_steered"], margin, atol=1e-3)
+    with pytest.raises(StrategyError, match="norm -1.0 must be positive"):
+        make("steering", norm=-1.0, **SMALL)
     a, b = random_directions(torch.ones(2, 16), [0, 1], 0), random_directions(5 * torch.ones(2, 16), [0, 1], 0)
     assert torch.allclose(a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True))  # model-independent
     assert torch.allclose(b.norm(dim=1), torch.full((2,), 20.0))  # = |5 * ones(16)|

@@ -82,6 +82,9 @@ class SteeringConfig(StrategyConfig):
     """contrast 'concept': the contrast set (a concept of `probes_dir`) whose sides give the direction."""
     probes_dir: str | None = None
     """contrast 'concept': directory of contrast files (default: the repository's probes/, or $POSER_INTERP_PROBES)."""
+    norm: float | None = None
+    """If set, every direction is rescaled to this norm at every layer (an equal push for every model; None: the
+    direction's own norm, which differs between models)."""
     n_prompts: int = 64
     """Poor-oversight prompts (and, for contrast 'good', as many good ones) averaged into the direction."""
     seed: int = 0
@@ -103,6 +106,8 @@ class SteeringConfig(StrategyConfig):
             problems.append(f"alphas {self.alphas} must be distinct numbers")
         if self.contrast not in ("removed", "good", "concept", "random"):
             problems.append(f"contrast {self.contrast!r} must be 'removed', 'good', 'concept' or 'random'")
+        if self.norm is not None and not self.norm > 0:
+            problems.append(f"norm {self.norm} must be positive (or None: each direction's own)")
         if self.n_prompts < 2 or self.batch_size < 1:
             problems.append("n_prompts must be >= 2 and batch_size >= 1")
         if self.primary_layer not in self.layers or self.primary_alpha not in self.alphas:
@@ -176,6 +181,13 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
                 if c.contrast == "good" else []
             shift = steering_directions(model, pool, layers, c.contrast, good, fmt, c.batch_size)
             n_direction = len(pool)
+        if c.norm is not None:
+            zero = [la for la, n in zip(layers, shift.norm(dim=-1), strict=True) if not n > 0]
+            if zero:
+                raise StrategyError(f"steering: the direction at layer(s) {zero} is zero (its two sides have the same "
+                                    "last-token residual there), so it has no orientation to rescale to norm="
+                                    f"{c.norm}; steer other layers")
+            shift = shift / shift.norm(dim=-1, keepdim=True) * c.norm
         direction = dict(zip(layers, shift, strict=True))
         prep = prepare(model.tokenizer, prompts, fmt=fmt)
         mis = torch.tensor([1 - p.aligned_index for p in prompts])
