@@ -20,10 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=4.0, help="the alpha of the rows to read (the norm is the same "
                                                              "for every alpha of a layer)")
     ap.add_argument("--layers", default="16,22")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals (models resampled)")
     args = ap.parse_args(argv)
 
-    from sklearn.metrics import roc_auc_score
-
+    from poser_interp.evaluation.metrics import summarize
     from poser_interp.evaluation.results import ResultsStore
     from poser_interp.strategies.base import Setting
 
@@ -37,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
                 if (m, "steering", key.key) in store}
         order = sorted(norm, key=lambda m: (kinds[m], m))
         print(f"L{layer}: " + ", ".join(f"{m} ({kinds[m]}) {norm[m]:.1f}" for m in order))
-        ok = [norm[p["faker"]] > norm[p["aligned"]] for p in pairs.values() if {p["faker"], p["aligned"]} <= set(norm)]
-        auroc = roc_auc_score([kinds[m] == "faker" for m in order], [norm[m] for m in order])
-        print(f"  pairs whose faker has the larger norm: {sum(ok)}/{len(ok)}; AUROC over models {auroc:.2f}")
+        ps = [p for p in pairs.values() if {p["faker"], p["aligned"]} <= set(norm)]
+        s = summarize([f"{p['aligned']}__{p['faker']}" for p in ps], [norm[p["aligned"]] for p in ps],
+                      [norm[p["faker"]] for p in ps], order, [norm[m] for m in order],
+                      [kinds[m] == "faker" for m in order], seed=args.seed,
+                      pair_models=[(p["aligned"], p["faker"]) for p in ps])
+        print(f"  the norm as a score (larger = faker): accuracy {s.accuracy_text()} over {len(ps)} pairs, AUROC "
+              f"{s.auroc_text()} over {len(order)} models")
     return 0
 
 
