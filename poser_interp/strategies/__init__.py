@@ -38,6 +38,7 @@ __all__ = [
 # S6 attentiveness, S1 belief steering, S3 learning speed, S5 decision speed (lens), S4 concept probes
 # (registered on import)
 from . import attention as attention  # noqa: E402
+from . import concept_size as concept_size  # noqa: E402
 from . import learning_speed as learning_speed  # noqa: E402
 from . import lens as lens  # noqa: E402
 from . import probes as probes  # noqa: E402
