@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from poser_interp.data.concepts import ContrastSet, load_contrast_dir, load_contrast_file, load_poser_contrast
+from poser_interp.data.concepts import (
+    ContrastSet,
+    check_not_scored,
+    load_contrast_dir,
+    load_contrast_file,
+    load_poser_contrast,
+)
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import DataError, LayerError
 from poser_interp.strategies import StrategyError, Subject, build, make
@@ -17,7 +23,6 @@ from poser_interp.strategies.probes import (
     ProbesConfig,
     ProbesStrategy,
     best_layer,
-    check_disjoint,
     fit_probe,
     mass_mean,
     suspicion,
@@ -169,10 +174,10 @@ def prompts():
 
 def test_concept_data_never_overlaps_scored_prompts(prompts):
     sets = list(load_contrast_dir().values())
-    check_disjoint(sets, prompts)
+    check_not_scored(sets, prompts)
     leaked = ContrastSet("x", (prompts[2].facts[0].text,), ("something else entirely",))
     with pytest.raises(StrategyError, match=f"appears in scored prompt {prompts[2].id}"):
-        check_disjoint([leaked], prompts)
+        check_not_scored([leaked], prompts)
 
 
 def test_strategy_values_on_a_tiny_model(tiny_model, prompts):

@@ -16,9 +16,13 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import DataError
+from ..errors import DataError, StrategyError
 from .jsonio import json_objects
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 PROBES_DIR_ENV = "POSER_INTERP_PROBES"
 FIELDS = ("positive", "negative", "concept")
@@ -145,3 +149,14 @@ def load_poser_contrast(concept: str, poser_dir: str | Path | None = None) -> Co
     folder = require_poser_dir(poser_dir) / "concepts"
     pos, neg = (load_concept_file(folder / name) for name in POSER_PAIRS[concept])
     return ContrastSet(concept, tuple(pos), tuple(neg), paired=False, source=f"POSER {folder}")
+
+
+def check_not_scored(sets: Sequence[ContrastSet], prompts: Sequence[Scenario]) -> None:
+    """Raise if any contrast text appears inside a scored prompt (concept data must never be scored)."""
+    rendered = [p.render() for p in prompts]
+    for s in sets:
+        for text in s.texts():
+            hit = next((p.id for p, r in zip(prompts, rendered, strict=True) if text in r), None)
+            if hit is not None:
+                raise StrategyError(f"contrast text of concept {s.concept!r} appears in scored prompt {hit}: "
+                                    f"{text[:80]!r}. Concept data must not overlap the benchmark; edit {s.source}")

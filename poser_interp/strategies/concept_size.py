@@ -24,10 +24,9 @@ import torch
 
 from ..core.activations import last_resid
 from ..core.tokens import PromptFormat
-from ..data.concepts import load_contrast_dir
+from ..data.concepts import check_not_scored, load_contrast_dir
 from ..data.scenario import Scenario
 from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
-from .probes import check_disjoint
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class ConceptSizeStrategy(StrategyBase[ConceptSizeConfig]):
                 Score("relative", "that norm / the statements' mean residual norm", mean_of("relative")))
 
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
-        check_disjoint(list(load_contrast_dir(self.config.probes_dir, self.config.concepts).values()), prompts)
+        check_not_scored(list(load_contrast_dir(self.config.probes_dir, self.config.concepts).values()), prompts)
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:

@@ -30,7 +30,7 @@ from torch import Tensor
 from ..core.activations import collect
 from ..core.scoring import prepare
 from ..core.tokens import PromptFormat, encode
-from ..data.concepts import ContrastSet, load_contrast_dir
+from ..data.concepts import ContrastSet, check_not_scored, load_contrast_dir
 from ..data.scenario import Scenario
 from ..errors import LayerError
 from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, StrategyError, Subject, mean_of, register
@@ -129,17 +129,6 @@ def best_layer(probe: Probe) -> int:
     return max(range(len(probe.accuracy)), key=lambda i: (float(probe.accuracy[i]), float(probe.dprime[i]), -i))
 
 
-def check_disjoint(sets: Sequence[ContrastSet], prompts: Sequence[Scenario]) -> None:
-    """Raise if any contrast text appears inside a scored prompt (concept data must never be scored)."""
-    rendered = [p.render() for p in prompts]
-    for s in sets:
-        for text in s.texts():
-            hit = next((p.id for p, r in zip(prompts, rendered, strict=True) if text in r), None)
-            if hit is not None:
-                raise StrategyError(f"contrast text of concept {s.concept!r} appears in scored prompt {hit}: "
-                                    f"{text[:80]!r}. Concept data must not overlap the benchmark; edit {s.source}")
-
-
 def probe_concept(model: Any, train: ContrastSet, held: ContrastSet, config: ProbesConfig) \
         -> tuple[Probe, Float[Tensor, " layer"]]:
     """A concept's probes at every configured layer, fitted on `train` and scored on `held`; and their accuracy
@@ -189,7 +178,7 @@ class ProbesStrategy(StrategyBase[ProbesConfig]):
             return
         c, model = self.config, subject.model
         sets = self.contrast_sets()
-        check_disjoint(list(sets.values()), prompts)
+        check_not_scored(list(sets.values()), prompts)
         for layer in c.layers:
             try:
                 model.check_layer(layer)
