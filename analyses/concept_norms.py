@@ -24,16 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(model: object, sets: dict, layers: list[int], batch_size: int) -> dict:
-    import torch
-
-    from poser_interp.core.activations import last_resid
+    from poser_interp.core.activations import contrast_shift
 
     out = {}
     for name, s in sets.items():
-        neg = last_resid(model, s.negative, layers, batch_size=batch_size)  # layer x n x d
-        pos = last_resid(model, s.positive, layers, batch_size=batch_size)
-        diff = (neg.mean(1) - pos.mean(1)).norm(dim=-1)
-        scale = torch.cat([neg, pos], dim=1).norm(dim=-1).mean(1)  # mean residual norm over every statement
+        shift, scale = contrast_shift(model, s.negative, s.positive, layers, batch_size=batch_size)
+        diff = shift.norm(dim=-1)
         out[name] = {str(la): {"diff": float(diff[i]), "resid": float(scale[i]), "ratio": float(diff[i] / scale[i])}
                      for i, la in enumerate(layers)}
     return out

@@ -32,6 +32,16 @@ def last_resid(model: Any, texts: Sequence[str], layers: Sequence[int], kind: st
     return out
 
 
+def contrast_shift(model: Any, negative: Sequence[str], positive: Sequence[str], layers: Sequence[int],
+                   fmt: PromptFormat = PromptFormat(), batch_size: int = 8) \
+        -> tuple[Float[Tensor, "layer d_model"], Float[Tensor, " layer"]]:
+    """(mean last-token residual of `negative` - that of `positive`, the mean residual norm over both), per layer
+    (`resid_pre`): a contrast set's axis in the model (S1's concept direction, `concept_size`)."""
+    neg = last_resid(model, negative, layers, fmt=fmt, batch_size=batch_size)
+    pos = last_resid(model, positive, layers, fmt=fmt, batch_size=batch_size)
+    return neg.mean(1) - pos.mean(1), torch.cat([neg, pos], dim=1).norm(dim=-1).mean(1)
+
+
 def collect(model: Any, ids: Sequence[Sequence[int]], layers: Sequence[int], position: str = "last",
             batch_size: int = 16, choices: Sequence[tuple[int, int]] | None = None) \
         -> tuple[Float[Tensor, "n layer d_model"], Float[Tensor, "n 2"] | None]:

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-from ..core.activations import last_resid
+from ..core.activations import contrast_shift
 from ..core.tokens import PromptFormat
 from ..data.concepts import check_not_scored, load_contrast_dir
 from ..data.scenario import Scenario
@@ -99,10 +98,8 @@ class ConceptSizeStrategy(StrategyBase[ConceptSizeConfig]):
         sets = load_contrast_dir(c.probes_dir, sorted({str(s["concept"]) for s in settings}))
         fmt, ids = PromptFormat(max_tokens=c.max_tokens), tuple(p.id for p in prompts)
         for concept, texts in sets.items():
-            neg = last_resid(model, texts.negative, layers, fmt=fmt, batch_size=c.batch_size)  # layer x n x d
-            pos = last_resid(model, texts.positive, layers, fmt=fmt, batch_size=c.batch_size)
-            size = (neg.mean(1) - pos.mean(1)).norm(dim=-1)
-            scale = torch.cat([neg, pos], dim=1).norm(dim=-1).mean(1)
+            shift, scale = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size)
+            size = shift.norm(dim=-1)
             for s in settings:
                 if s["concept"] != concept:
                     continue

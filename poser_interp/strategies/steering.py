@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core.activations import last_resid
+from ..core.activations import contrast_shift, last_resid
 from ..core.forward import forward, last_logits
 from ..core.hooks import add_vector, capture
 from ..core.pools import check_pool, scenario_pool
@@ -168,8 +168,7 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
         fmt = PromptFormat(max_tokens=c.max_tokens)
         if c.contrast in ("concept", "random"):
             texts = load_contrast_dir(c.probes_dir, [c.concept])[c.concept]
-            shift = last_resid(model, texts.negative, layers, fmt=fmt, batch_size=c.batch_size).mean(1) - \
-                last_resid(model, texts.positive, layers, fmt=fmt, batch_size=c.batch_size).mean(1)
+            shift = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size)[0]
             n_direction = len(texts.negative) + len(texts.positive)
             if c.contrast == "random":
                 shift = random_directions(shift, layers, c.seed)
