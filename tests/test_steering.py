@@ -170,12 +170,14 @@ def test_results_stored_before_an_option_existed_still_resume(testbed, tmp_path)
     load = functools.cache(testbed.load)
     run_detection(testbed, [make("steering", **SMALL)], tmp_path, log=lambda _: None, load=load)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    for option in ("concept", "probes_dir"):
+    for option in ("concept", "probes_dir", "norm"):  # options added after such stores were written
         del manifest["config"]["strategies"]["steering"][option]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="concept stored None, now 'power'"):
         run_detection(testbed, [make("steering", concept="power", **SMALL)], tmp_path, log=lambda _: None,
                       load=load)
+    with pytest.raises(DataError, match="norm stored None, now 90.0"):
+        run_detection(testbed, [make("steering", norm=90.0, **SMALL)], tmp_path, log=lambda _: None, load=load)
     run_detection(testbed, [make("steering", **SMALL)], tmp_path, log=lambda _: None, load=load)  # nothing to do
 
 

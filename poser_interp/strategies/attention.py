@@ -188,9 +188,10 @@ class AttentionStrategy(StrategyBase[AttentionConfig]):
         bare = [p.id for p in prompts if not p.facts_with_role(FactRole.CRITICAL)]
         if bare:
             raise NotApplicableError(f"attention (S6) measures attention to the `critical` (oversight) facts, and "
-                                f"{len(bare)} of the {len(prompts)} benchmark prompts have none (e.g. {bare[:2]}): "
-                                "this testbed's prompts carry no fact roles (POSER's benchmark files have none). "
-                                "Leave attention out of --strategies for it (`suite` does so by itself)")
+                                     f"{len(bare)} of the {len(prompts)} benchmark prompts have none (e.g. "
+                                     f"{bare[:2]}): this testbed's prompts carry no fact roles (POSER's benchmark "
+                                     "files have none). Leave attention out of --strategies for it (`suite` does so "
+                                     "by itself)")
 
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:

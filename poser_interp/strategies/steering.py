@@ -79,9 +79,11 @@ class SteeringConfig(StrategyConfig):
     'concept': the suspicious vs the benign statements of contrast set `concept` (no scenario, no action);
     'random': the control of 'concept', a seeded random direction with the concept direction's norm at each layer."""
     concept: str = "oversight"
-    """contrast 'concept': the contrast set (a concept of `probes_dir`) whose sides give the direction."""
+    """contrast 'concept' (and 'random', for its norm): the contrast set (a concept of `probes_dir`) whose sides give
+    the direction."""
     probes_dir: str | None = None
-    """contrast 'concept': directory of contrast files (default: the repository's probes/, or $POSER_INTERP_PROBES)."""
+    """contrast 'concept' or 'random': directory of contrast files (default: the repository's probes/, or
+    $POSER_INTERP_PROBES)."""
     norm: float | None = None
     """If set, every direction is rescaled to this norm at every layer (an equal push for every model; None: the
     direction's own norm, which differs between models)."""
