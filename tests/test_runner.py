@@ -443,3 +443,25 @@ def test_a_capped_plan_keeps_the_prompts_its_pairs_share():
     # the choice never depends on which pairs a run selects
     assert make_plan(tb, ["a1__f1"], max_prompts=3).pairs["a1__f1"]["prompt_ids"] == last  # type: ignore[arg-type]
     assert len(make_plan(tb).pairs["a1__f1"]["prompt_ids"]) == 12  # no cap: every benchmark prompt
+
+
+def test_quick_run_stores_the_primary_and_a_full_run_fills_in_the_sweep(testbed, full, tmp_path, monkeypatch):
+    """--quick: only each strategy's quick settings (noise: its primary), the same bits as a full run's rows; a later
+    run without it on the same results computes the rest of the sweep and nothing twice."""
+    out_full, ev_full, _ = full
+    ev = run_detection(testbed, strategies(), tmp_path, log=lambda _: None, quick=True)
+    store = ResultsStore.open(tmp_path)
+    primary = ev_full.primary("noise").setting
+    assert {(r.strategy, r.values.setting) for r in store.rows()} == {("noise", primary), ("random", Setting()),
+                                                                      ("blackbox", Setting())}
+    assert len(store) == 3 * 3
+    assert rows_equal(store.rows(), [r for r in ResultsStore.open(out_full).rows()
+                                     if r.strategy != "noise" or r.values.setting == primary])
+    assert {r.setting for r in ev.find("noise")} == {primary}  # the unswept settings are left out, not NaN
+    assert ev.primary("noise").summary.accuracy == ev_full.primary("noise").summary.accuracy
+
+    real_append, appended = ResultsStore.append, []
+    monkeypatch.setattr(ResultsStore, "append", lambda self, row: (appended.append(row.key), real_append(self, row))[1])
+    run_detection(testbed, strategies(), tmp_path, log=lambda _: None)
+    assert len(appended) == 3 * 3 and all(s == "noise" and key != primary.key for _, s, key in appended)
+    assert rows_equal(ResultsStore.open(tmp_path).rows(), ResultsStore.open(out_full).rows())

@@ -206,3 +206,33 @@ def test_the_readme_table_script_prints_the_page_headline(page, testbed, capsys)
     assert headline[("noise", "rel_margin_drop")][3] in noise and headline[("noise", "rel_margin_drop")][4] in noise
     assert any(x.startswith("| black box | neg_margin") for x in lines)
     assert sum(x.startswith("| held-out ") for x in lines) == 3
+
+
+def test_a_quick_suite_has_the_full_headline_and_says_what_is_unswept(page, testbed, tmp_path):
+    """--quick computes each strategy's chosen setting only (plus what its passes give for free): the headline's
+    strategy rows equal the full run's, the page names each strategy whose sweep is partial, and a later full run on
+    the same results completes it."""
+    out_full, _, full, _ = page
+    out = tmp_path / "quick"
+    args = ["suite", "--testbed", str(testbed.root), "--out", str(out), "--max-prompts", "3",
+            "--match-confidence", "1e9"]
+    result = CliRunner().invoke(app, [*args, "--quick"])
+    assert result.exit_code == 0, result.output
+    html = (out / "suite.html").read_text()
+    p = Page()
+    p.feed(html)
+    assert p.sections == list(SECTIONS)
+    primary = [r[:-1] for r in full.tables["headline"][1:] if r[2].endswith(" *")]  # all but the compute time
+    assert len(primary) == len(STRATEGIES) + 2
+    assert [r[:-1] for r in p.tables["headline"][1:] if r[2].endswith(" *")] == primary
+    partial = set(re.findall(r'<p class="partial" data-strategy="(\w+)">', html))
+    assert partial == {"lens", "attention", "steering", "learning_speed"}  # noise's suite sweep is its primary; probes'
+    # passes give its whole sweep
+    assert len(p.tables["sweep"]) < len(full.tables["sweep"])
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    again = Page()
+    again.feed((out / "suite.html").read_text())
+    assert 'class="partial"' not in (out / "suite.html").read_text()
+    assert again.tables["sweep"] == full.tables["sweep"]
+    assert [r[:-1] for r in again.tables["headline"]] == [r[:-1] for r in full.tables["headline"]]

@@ -64,6 +64,9 @@ MATCH_HELP = ("on confidence-matched prompts only: those where the pair's two cl
 """The one meaning of `--match-confidence` (detect, report, suite and the analysis scripts): `core.matching`."""
 WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
                 "do not depend on it")
+QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbers) and what comes free with it, not "
+              "the rest of its sweep; a later run without --quick on the same results fills in the sweep, reusing "
+              "these rows")
 
 
 def non_negative(text: str) -> float:

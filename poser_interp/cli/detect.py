@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .analysis import MATCH_HELP, WORKERS_HELP
+from .analysis import MATCH_HELP, QUICK_HELP, WORKERS_HELP
 from .common import (
     app,
     at_least,
@@ -85,6 +85,7 @@ def detect(
     plots: Annotated[bool, typer.Option(help="write figures to OUT/figures")] = True,
     match_confidence: Annotated[float | None, typer.Option(help=f"also evaluate every strategy {MATCH_HELP}")] = None,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -148,7 +149,7 @@ def detect(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
             ev = run_detection(tb, built, out, pairs=split_csv(pairs), config=config, progress=progress,
-                               log=progress.console.print, workers=workers)
+                               log=progress.console.print, workers=workers, quick=quick)
         detect_table(ev, tb.root, len(ev.pair_prompts))
         store = ResultsStore.open(out) if match is not None or plots else None
         if match is not None and store is not None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .analysis import MATCH_HELP, WORKERS_HELP
+from .analysis import MATCH_HELP, QUICK_HELP, WORKERS_HELP
 from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
 
 
@@ -104,6 +104,7 @@ def suite(
     compute: Annotated[bool, typer.Option(help="compute missing rows (--no-compute: page from stored rows "
                                                "only)")] = True,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -126,7 +127,7 @@ def suite(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,
-                           workers=workers)
+                           workers=workers, quick=quick)
     table = Table(title=f"suite on {tb.root}: {len(result.ev.pair_prompts)} pairs (held-out rows: strict "
                         "leave-one-persona-out)")
     for col in ("method", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):

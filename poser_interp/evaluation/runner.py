@@ -139,10 +139,22 @@ def check_strategies(strategies: Sequence[Strategy]) -> None:
         raise StrategyError(f"strategy listed twice: {names}")
 
 
+def quick_settings(strategy: Strategy) -> tuple[Setting, ...]:
+    """The settings a quick run computes: the strategy's `quick_settings()` (its primary, plus what the same passes
+    give for free), or its primary alone for a strategy without that method."""
+    quick = getattr(strategy, "quick_settings", None)
+    return tuple(quick()) if quick is not None else (strategy.primary(),)
+
+
 def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
                   pairs: Sequence[str] | None = None, config: RunConfig = RunConfig(), progress: Any = None,
-                  log: Log = print, load: Callable[[str], Any] | None = None, workers: int = 1) -> Evaluation:
+                  log: Log = print, load: Callable[[str], Any] | None = None, workers: int = 1,
+                  quick: bool = False) -> Evaluation:
     """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
+
+    quick: compute only each strategy's `quick_settings` (the primary setting, on which every headline number rests,
+    and what comes free with it); the stored configs stay the full ones, so a later run without `quick` on the same
+    `out` computes the rest of each sweep and reuses these rows. Evaluation shows the stored settings only.
 
     progress: an optional `rich.progress.Progress`: one task per model with rows to compute, and one over all of
     them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
@@ -159,7 +171,7 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
         strategy.preflight(plan.every(), testbed.root)
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
-        todos = {model: _todo(store, model, prompts, strategies) for model, prompts in plan.prompts.items()}
+        todos = {model: _todo(store, model, prompts, strategies, quick) for model, prompts in plan.prompts.items()}
         total = sum(len(sts) for todo in todos.values() for sts in todo.values())
         overall = None
         if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
@@ -174,12 +186,13 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
-def _todo(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy]) \
-        -> dict[str, list[Setting]]:
-    """Strategy name -> its settings not yet stored for this model on exactly these prompts."""
+def _todo(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
+          quick: bool = False) -> dict[str, list[Setting]]:
+    """Strategy name -> its settings (quick: its quick settings) not yet stored for this model on exactly these
+    prompts."""
     ids = tuple(p.id for p in prompts)
-    return {s.name: [st for st in s.settings() if not _current(store, (model, s.name, st.key), ids)]
-            for s in strategies}
+    return {s.name: [st for st in (quick_settings(s) if quick else s.settings())
+                     if not _current(store, (model, s.name, st.key), ids)] for s in strategies}
 
 
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
@@ -342,7 +355,9 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
              strategies: Sequence[str] | None = None, match: ConfidenceMatch | None = None) -> Evaluation:
     """Decide every pair for each strategy x setting x score (default: every stored strategy).
 
-    Missing rows give NaN scores: those pairs are reported as undecided. With `match`, each pair is scored
+    Missing rows give NaN scores: those pairs are reported as undecided; a setting other than the primary with no
+    stored row for any of the evaluated models (a quick run's unswept settings) is left out. With `match`, each pair
+    is scored
     on its confidence-matched prompts only, and each model (for the AUROC) on the union of its pairs' matched
     prompts; a pair with too few matched prompts is undecided.
     """
@@ -367,6 +382,8 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
         primary = strategy.primary()
         for setting in strategy.settings():
             rows = {m: r for m in models for r in store.rows(name, m) if r.values.setting == setting}
+            if not rows and setting != primary:
+                continue
             seconds = sum(r.seconds for r in rows.values())
             for i, score in enumerate(strategy.scores()):
                 pair_scores = {}

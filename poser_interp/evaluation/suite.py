@@ -83,12 +83,16 @@ class Suite:
     treated_detection: dict[str, Evaluation] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     """Strategies left out because they have nothing to measure on this testbed's prompts -> why."""
+    partial: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Strategies whose sweep is only partly stored (a `--quick` run) -> (settings stored, settings in the sweep)."""
 
 
 def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
-              progress: Any = None, log: Callable[[str], None] = print, workers: int = 1) -> Suite:
+              progress: Any = None, log: Callable[[str], None] = print, workers: int = 1,
+              quick: bool = False) -> Suite:
     """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate;
-    `workers` models at once (`run_detection`)."""
+    `workers` models at once (`run_detection`); quick: only each strategy's primary setting and what comes free
+    with it (`run_detection(quick=True)`), the rest of every sweep left to a later run."""
     from ..testbed.removal import RemovalSummary, find_removals
 
     start = time.perf_counter()
@@ -99,11 +103,16 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         log(f"{name}: left out on this testbed. {why}")
     if compute:
         run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts),
-                      progress=progress, log=log, workers=workers)
+                      progress=progress, log=log, workers=workers, quick=quick)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *BASELINES} - set(skipped)
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
     ev = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names)
+    partial = {}
+    for strategy in runnable:
+        stored, sweep = len({r.setting.key for r in ev.find(strategy.name)}), len(strategy.settings())
+        if strategy.name in names and stored < sweep:
+            partial[strategy.name] = (stored, sweep)
     pairs = store.manifest["pairs"]
     persona, family = model_groups(testbed.models)
     match = ConfidenceMatch(tol=config.match_confidence)
@@ -121,7 +130,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         if (folder / "manifest.json").exists():
             treated[r.method] = evaluate(ResultsStore.open(folder), seed=config.seed, n_boot=config.n_boot)
     return Suite(testbed, out, config, store, ev, matched, held, held_matched, folds, transfers,
-                 time.perf_counter() - start, removals, treated, skipped)
+                 time.perf_counter() - start, removals, treated, skipped, partial)
 
 
 # --- figures ------------------------------------------------------------------------------------------------
@@ -233,8 +242,13 @@ def _headline(suite: Suite) -> str:
 
 
 def _skipped(suite: Suite) -> str:
-    return "".join(f'<p class="skipped" data-strategy="{_e(name)}"><b>{_e(name)} not run on this testbed:</b> '
-                   f"{_e(why)}</p>" for name, why in suite.skipped.items())
+    skipped = "".join(f'<p class="skipped" data-strategy="{_e(name)}"><b>{_e(name)} not run on this testbed:</b> '
+                      f"{_e(why)}</p>" for name, why in suite.skipped.items())
+    partial = "".join(f'<p class="partial" data-strategy="{_e(name)}"><b>{_e(name)}: {n} of {total} settings '
+                      "stored</b> (a quick run: its chosen setting is in the headline; the rest of its sweep, and "
+                      "the figures and held-out choices that need it, come with a run without --quick on the same "
+                      "results)</p>" for name, (n, total) in suite.partial.items())
+    return skipped + partial
 
 
 def _held_out_section(suite: Suite) -> str:

@@ -228,5 +228,11 @@ class StrategyBase(Generic[C]):
     def primary(self) -> Setting:
         return Setting()
 
+    def quick_settings(self) -> tuple[Setting, ...]:
+        """What a `--quick` run computes: the primary setting, plus the settings that come out of the same forward
+        passes at no extra cost (a strategy whose passes give its whole sweep overrides this). See
+        `runner.quick_settings`."""
+        return (self.primary(),)
+
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         """Nothing to check by default (`Strategy.preflight`)."""

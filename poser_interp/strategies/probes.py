@@ -161,6 +161,11 @@ class ProbesStrategy(StrategyBase[ProbesConfig]):
         best = [Setting.of(concept=c, layer="best") for c in (*self.config.concepts, "all")]
         return tuple(per_layer + best)
 
+    def quick_settings(self) -> tuple[Setting, ...]:
+        """The whole sweep: the primary ('all' at the best layer) needs every concept at every layer, and the
+        statement and prompt passes give all of them at once."""
+        return self.settings()
+
     def primary(self) -> Setting:
         return Setting.of(concept=self.config.primary_concept, layer="best")
 
