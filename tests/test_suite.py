@@ -225,7 +225,7 @@ def test_a_quick_suite_has_the_full_headline_and_says_what_is_unswept(page, test
     primary = [r[:-1] for r in full.tables["headline"][1:] if r[2].endswith(" *")]  # all but the compute time
     assert len(primary) == len(STRATEGIES) + 2
     assert [r[:-1] for r in p.tables["headline"][1:] if r[2].endswith(" *")] == primary
-    partial = set(re.findall(r'<p class="partial" data-strategy="(\w+)">', html))
+    partial = set(re.findall(r'<span class="partial" data-strategy="(\w+)">', html))
     assert partial == {"lens", "attention", "steering", "learning_speed"}  # noise's suite sweep is its primary; probes'
     # passes give its whole sweep
     assert len(p.tables["sweep"]) < len(full.tables["sweep"])

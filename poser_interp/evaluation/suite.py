@@ -244,11 +244,13 @@ def _headline(suite: Suite) -> str:
 def _skipped(suite: Suite) -> str:
     skipped = "".join(f'<p class="skipped" data-strategy="{_e(name)}"><b>{_e(name)} not run on this testbed:</b> '
                       f"{_e(why)}</p>" for name, why in suite.skipped.items())
-    partial = "".join(f'<p class="partial" data-strategy="{_e(name)}"><b>{_e(name)}: {n} of {total} settings '
-                      "stored</b> (a quick run: its chosen setting is in the headline; the rest of its sweep, and "
-                      "the figures and held-out choices that need it, come with a run without --quick on the same "
-                      "results)</p>" for name, (n, total) in suite.partial.items())
-    return skipped + partial
+    if not suite.partial:
+        return skipped
+    counts = ", ".join(f'<span class="partial" data-strategy="{_e(name)}">{_e(name)} {n} of {total}</span>'
+                       for name, (n, total) in suite.partial.items())
+    return (skipped + f"<p><b>Sweeps partly stored (a quick run):</b> {counts} settings. Every chosen setting is "
+            "in the headline; the rest of each sweep, and the figures and held-out choices that need it, come with a "
+            "run without --quick on the same results.</p>")
 
 
 def _held_out_section(suite: Suite) -> str:
