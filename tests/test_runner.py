@@ -465,3 +465,11 @@ def test_quick_run_stores_the_primary_and_a_full_run_fills_in_the_sweep(testbed,
     run_detection(testbed, strategies(), tmp_path, log=lambda _: None)
     assert len(appended) == 3 * 3 and all(s == "noise" and key != primary.key for _, s, key in appended)
     assert rows_equal(ResultsStore.open(tmp_path).rows(), ResultsStore.open(out_full).rows())
+
+
+def test_quick_settings_must_come_from_the_sweep(testbed, tmp_path, monkeypatch):
+    noise = strategies()[0]
+    monkeypatch.setattr(type(noise), "quick_settings", lambda self: (Setting.of(layer=9, scale=9.0),))
+    with pytest.raises(StrategyError, match="quick_settings.*not in its sweep"):
+        run_detection(testbed, [noise], tmp_path / "out", log=lambda _: None, quick=True)
+    assert not (tmp_path / "out").exists()  # refused before anything is written

@@ -143,7 +143,12 @@ def quick_settings(strategy: Strategy) -> tuple[Setting, ...]:
     """The settings a quick run computes: the strategy's `quick_settings()` (its primary, plus what the same passes
     give for free), or its primary alone for a strategy without that method."""
     quick = getattr(strategy, "quick_settings", None)
-    return tuple(quick()) if quick is not None else (strategy.primary(),)
+    chosen = tuple(quick()) if quick is not None else (strategy.primary(),)
+    outside = [s.key for s in chosen if s not in strategy.settings()]
+    if outside:
+        raise StrategyError(f"strategy {strategy.name}: quick_settings() returned {outside[:3]}, which are not in its "
+                            "sweep (settings()); return a subset of settings()")
+    return chosen
 
 
 def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
@@ -169,6 +174,8 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     plan = make_plan(testbed, pairs, config.max_prompts)
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
         strategy.preflight(plan.every(), testbed.root)
+        if quick:
+            quick_settings(strategy)
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
         todos = {model: _todo(store, model, prompts, strategies, quick) for model, prompts in plan.prompts.items()}
@@ -357,9 +364,8 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
 
     Missing rows give NaN scores: those pairs are reported as undecided; a setting other than the primary with no
     stored row for any of the evaluated models (a quick run's unswept settings) is left out. With `match`, each pair
-    is scored
-    on its confidence-matched prompts only, and each model (for the AUROC) on the union of its pairs' matched
-    prompts; a pair with too few matched prompts is undecided.
+    is scored on its confidence-matched prompts only, and each model (for the AUROC) on the union of its pairs'
+    matched prompts; a pair with too few matched prompts is undecided.
     """
     pairs = store.manifest.get("pairs", {})
     pair_ids = list(pair_ids) if pair_ids is not None else sorted(pairs)
