@@ -144,7 +144,8 @@ def quick_settings(strategy: Strategy) -> tuple[Setting, ...]:
     give for free), or its primary alone for a strategy without that method."""
     quick = getattr(strategy, "quick_settings", None)
     chosen = tuple(quick()) if quick is not None else (strategy.primary(),)
-    outside = [s.key for s in chosen if s not in strategy.settings()]
+    sweep = set(strategy.settings())
+    outside = [s.key for s in chosen if s not in sweep]
     if outside:
         raise StrategyError(f"strategy {strategy.name}: quick_settings() returned {outside[:3]}, which are not in its "
                             "sweep (settings()); return a subset of settings()")
@@ -174,11 +175,10 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     plan = make_plan(testbed, pairs, config.max_prompts)
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
         strategy.preflight(plan.every(), testbed.root)
-        if quick:
-            quick_settings(strategy)
+    wanted = {s.name: quick_settings(s) if quick else s.settings() for s in strategies}
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
-        todos = {model: _todo(store, model, prompts, strategies, quick) for model, prompts in plan.prompts.items()}
+        todos = {model: _todo(store, model, prompts, wanted) for model, prompts in plan.prompts.items()}
         total = sum(len(sts) for todo in todos.values() for sts in todo.values())
         overall = None
         if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
@@ -193,13 +193,12 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
-def _todo(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
-          quick: bool = False) -> dict[str, list[Setting]]:
-    """Strategy name -> its settings (quick: its quick settings) not yet stored for this model on exactly these
-    prompts."""
+def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict[str, tuple[Setting, ...]]) \
+        -> dict[str, list[Setting]]:
+    """Strategy name -> its wanted settings (the sweep, or a quick run's) not yet stored for this model on exactly
+    these prompts."""
     ids = tuple(p.id for p in prompts)
-    return {s.name: [st for st in (quick_settings(s) if quick else s.settings())
-                     if not _current(store, (model, s.name, st.key), ids)] for s in strategies}
+    return {name: [st for st in sts if not _current(store, (model, name, st.key), ids)] for name, sts in wanted.items()}
 
 
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
