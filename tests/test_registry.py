@@ -68,3 +68,16 @@ def test_detect_option_is_checked_before_anything_is_loaded(tmp_path, option, me
                                       "--option", option])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stored_config_without_a_newer_option_ran_as_that_option_did_before_it():
+    from poser_interp.strategies.registry import added_with_default
+
+    # shared_prefix (default True) came after results were stored: those ran full forwards, i.e. as False
+    assert added_with_default("probes", "shared_prefix", False)
+    assert not added_with_default("probes", "shared_prefix", True)
+    assert make("probes").config.shared_prefix is True
+    # an option whose default is how runs always behaved: a stored config without it ran as the default
+    assert added_with_default("probes", "heldout_fraction", 0.3)
+    assert not added_with_default("probes", "heldout_fraction", 0.5)
+    assert not added_with_default("no-such-strategy", "shared_prefix", False)

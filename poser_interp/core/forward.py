@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .blocks import only_blocks
+from .shared_prefix import SharedPrefix, cache_keyword
 from .tokens import Batch, pad_left
 
 Hook = tuple[str, Any]
@@ -35,18 +36,23 @@ def length_batches(ids: Sequence[Sequence[int]], batch_size: int, pad: int) -> I
 
 def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_layer: int | None = None,
             start_at_layer: int | None = None, resid: Tensor | None = None, logits_to_keep: int | None = 1,
-            grad: bool = False) -> Tensor:
+            grad: bool = False, prefix: SharedPrefix | None = None) -> Tensor:
     """The bridge's output on a left-padded batch with `hooks` active for this call only.
 
     logits_to_keep: unembed only the last N positions (None: the bridge's default). stop_at_layer: run blocks
     0..stop_at_layer-1 only (the output is then the residual). start_at_layer with `resid` (the residual entering
     that block for this batch, e.g. captured at `blocks.{k}.hook_resid_pre` of a clean pass): run blocks k.. only,
     their hooks included; the blocks below are cut for the call, not run and discarded (which the bridge's own
-    `start_at_layer` does). grad: keep the autograd graph (saliency).
+    `start_at_layer` does). grad: keep the autograd graph (saliency). prefix: `batch` holds the texts' own tokens
+    after this shared opening, whose cached keys and values they attend to (hooks see the new tokens only).
     """
     if (start_at_layer is None) != (resid is None):
         raise ValueError("start_at_layer and resid go together")
+    if prefix is not None and start_at_layer is not None:
+        raise ValueError("a shared prefix needs the blocks from the first one (start_at_layer goes without it)")
     kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    if prefix is not None:
+        kwargs.update(prefix.call_kwargs(batch))
     if stop_at_layer is not None:
         kwargs["stop_at_layer"] = stop_at_layer
     if start_at_layer is not None:
@@ -54,13 +60,15 @@ def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_lay
     if logits_to_keep is not None:
         kwargs["logits_to_keep"] = logits_to_keep
     cut = only_blocks(model.hf_model, start_at_layer) if start_at_layer is not None else nullcontext()
-    with torch.enable_grad() if grad else torch.no_grad(), model.bridge.hooks(fwd_hooks=list(hooks)), cut:
+    cached = cache_keyword(model) if prefix is not None else nullcontext()
+    with torch.enable_grad() if grad else torch.no_grad(), model.bridge.hooks(fwd_hooks=list(hooks)), cut, cached:
         return model.bridge(batch.input_ids if resid is None else resid, **kwargs)
 
 
-def last_logits(model: Any, batch: Batch, fwd_hooks: Sequence[Hook] = ()) -> Float[Tensor, "batch vocab"]:
+def last_logits(model: Any, batch: Batch, fwd_hooks: Sequence[Hook] = (), prefix: SharedPrefix | None = None) \
+        -> Float[Tensor, "batch vocab"]:
     """Logits at the last position of each (left-padded) row, with hooks active for this call only."""
-    return forward(model, batch, fwd_hooks)[:, -1, :]
+    return forward(model, batch, fwd_hooks, prefix=prefix)[:, -1, :]
 
 
 def stop_after(model: Any, layers: Sequence[int]) -> int | None:

@@ -122,6 +122,9 @@ class AttentionConfig(StrategyConfig):
     """Layer of the reported setting, for the attention and counterfactual variants."""
     batch_size: int = 4
     """Prompts per forward pass (saliency keeps activations for the backward pass)."""
+    shared_prefix: bool = True
+    """Last-token reads run the tokens all texts share once and reuse their keys and values (the same numbers up to
+    float rounding, about half the time on short texts); False: a full forward per text, as before the option."""
     max_tokens: int = 512
     """Token cap of a prompt."""
 
@@ -274,8 +277,8 @@ def _counterfactual_values(model: Any, prompts: Sequence[Scenario], ids_masks: A
     layers = sorted({int(s["layer"]) for s in todo})
     fmt = PromptFormat(max_tokens=c.max_tokens)
     texts, dropped = counterfactual_texts(model.tokenizer, prompts, fmt)
-    h = last_resid(model, texts, layers, "resid_post", fmt, c.batch_size)
-    h0 = last_resid(model, dropped, layers, "resid_post", fmt, c.batch_size)
+    h = last_resid(model, texts, layers, "resid_post", fmt, c.batch_size, c.shared_prefix)
+    h0 = last_resid(model, dropped, layers, "resid_post", fmt, c.batch_size, c.shared_prefix)
     cos = torch.nn.functional.cosine_similarity(h, h0, dim=-1)
     rel = (h - h0).norm(dim=-1) / h.norm(dim=-1)
     return {s.key: {"attentiveness": (1 - cos[layers.index(int(s["layer"]))]).numpy(),

@@ -44,6 +44,9 @@ class ConceptSizeConfig(StrategyConfig):
     """Directory of contrast files (default: the repository's probes/, or $POSER_INTERP_PROBES)."""
     batch_size: int = 16
     """Statements per forward pass."""
+    shared_prefix: bool = True
+    """Last-token reads run the tokens all texts share once and reuse their keys and values (the same numbers up to
+    float rounding, about half the time on short texts); False: a full forward per text, as before the option."""
     max_tokens: int = 512
     """Token cap of a statement."""
 
@@ -98,7 +101,8 @@ class ConceptSizeStrategy(StrategyBase[ConceptSizeConfig]):
         sets = load_contrast_dir(c.probes_dir, sorted({str(s["concept"]) for s in settings}))
         fmt, ids = PromptFormat(max_tokens=c.max_tokens), tuple(p.id for p in prompts)
         for concept, texts in sets.items():
-            shift, scale = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size)
+            shift, scale = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size,
+                                           c.shared_prefix)
             size = shift.norm(dim=-1)
             for s in settings:
                 if s["concept"] != concept:

@@ -61,6 +61,9 @@ class ProbesConfig(StrategyConfig):
     """Directory of the contrast files (default: the repository's probes/, or $POSER_INTERP_PROBES)."""
     batch_size: int = 16
     """Texts per forward pass."""
+    shared_prefix: bool = True
+    """Last-token reads run the tokens all texts share once and reuse their keys and values (the same numbers up to
+    float rounding, about half the time on short texts); False: a full forward per text, as before the option."""
     max_tokens: int = 512
     """Token cap of a text."""
 
@@ -135,7 +138,8 @@ def probe_concept(model: Any, train: ContrastSet, held: ContrastSet, config: Pro
     on the training texts themselves (a mass-mean probe is not fitted to separate them, so it can be lower)."""
     fmt = PromptFormat(max_tokens=config.max_tokens)
     texts = [encode(model.tokenizer, t, fmt) for t in (*train.texts(), *held.texts())]
-    acts, _ = collect(model, texts, config.layers, config.position, config.batch_size)
+    acts, _ = collect(model, texts, config.layers, config.position, config.batch_size,
+                      shared_prefix=config.shared_prefix)
     tr_pos, tr_neg, rest = acts.split([len(train.positive), len(train.negative), len(held.texts())])
     ho_pos, ho_neg = rest.split([len(held.positive), len(held.negative)])
     return fit_probe(tr_pos, tr_neg, ho_pos, ho_neg), fit_probe(tr_pos, tr_neg, tr_pos, tr_neg).accuracy
@@ -190,7 +194,7 @@ class ProbesStrategy(StrategyBase[ProbesConfig]):
             except LayerError as e:
                 raise LayerError(f"{e}; pass layers within range (`registry.build` uses all)") from e
         prep = prepare(model.tokenizer, prompts, fmt=PromptFormat(max_tokens=c.max_tokens))
-        x, _ = collect(model, prep.ids, c.layers, c.position, c.batch_size)
+        x, _ = collect(model, prep.ids, c.layers, c.position, c.batch_size, shared_prefix=c.shared_prefix)
         ids = tuple(p.id for p in prompts)
         wanted = {s.key for s in settings}
         best_values: dict[str, dict[str, np.ndarray]] = {}

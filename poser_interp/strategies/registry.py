@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from ..errors import StrategyError
 
@@ -31,6 +31,10 @@ BASELINES = ("random", "blackbox")
 
 class StrategyConfig:
     """Base of strategy configs (frozen dataclasses whose field docstrings are the help text)."""
+
+    ran_before: ClassVar[Mapping[str, Any]] = {"shared_prefix": False}
+    """Options added after results were first stored whose default is not how runs behaved before them: a stored
+    config without the option ran with this value (any other missing option ran as its default)."""
 
     @classmethod
     def for_model(cls, n_layers: int, n_heads: int, **options: Any) -> Self:
@@ -94,13 +98,15 @@ def build(name: str, n_layers: int, n_heads: int, **options: Any) -> Any:
 
 
 def added_with_default(name: str, option: str, value: Any) -> bool:
-    """Whether `value` is option's default in strategy `name`'s config: a stored config without the option was
-    written before it existed, and ran as this default does (so results stored then stay valid)."""
+    """Whether a stored config of strategy `name` without `option` ran as `value` does: it was written before the
+    option existed, and ran as its default (or as `ran_before` says), so results stored then stay valid."""
     if name not in _REGISTRY:
         return False
-    for f in fields(_entry(name)[1]):
+    config_cls = _entry(name)[1]
+    for f in fields(config_cls):
         if f.name == option:
-            return f.default is not MISSING and json.loads(json.dumps(f.default)) == value
+            before = getattr(config_cls, "ran_before", {}).get(option, f.default)
+            return before is not MISSING and json.loads(json.dumps(before)) == value
     return False
 
 

@@ -41,15 +41,17 @@ from .base import PromptValues, Score, Setting, StrategyBase, StrategyConfig, St
 
 
 def steering_directions(model: Any, pool: Sequence[Scenario], layers: Sequence[int], contrast: str,
-                        good: Sequence[Scenario] = (), fmt: PromptFormat = PromptFormat(), batch_size: int = 8) \
-        -> Float[Tensor, "layer d_model"]:
+                        good: Sequence[Scenario] = (), fmt: PromptFormat = PromptFormat(), batch_size: int = 8,
+                        shared_prefix: bool = True) -> Float[Tensor, "layer d_model"]:
     """Mean last-token difference (poor with critical facts) - (same without them, or good-oversight prompts)."""
-    poor = last_resid(model, [s.render() for s in pool], layers, fmt=fmt, batch_size=batch_size)
+    poor = last_resid(model, [s.render() for s in pool], layers, fmt=fmt, batch_size=batch_size,
+                      shared_prefix=shared_prefix)
     if contrast == "removed":
         base = [s.render(drop_roles=[FactRole.CRITICAL]) for s in pool]
     else:
         base = [s.render() for s in good]
-    return poor.mean(1) - last_resid(model, base, layers, fmt=fmt, batch_size=batch_size).mean(1)
+    return poor.mean(1) - last_resid(model, base, layers, fmt=fmt, batch_size=batch_size,
+                                     shared_prefix=shared_prefix).mean(1)
 
 
 def random_directions(like: Float[Tensor, "layer d_model"], layers: Sequence[int], seed: int) \
@@ -97,6 +99,9 @@ class SteeringConfig(StrategyConfig):
     """Alpha of the setting reported in summaries."""
     batch_size: int = 8
     """Prompts per forward pass."""
+    shared_prefix: bool = True
+    """Last-token reads run the tokens all texts share once and reuse their keys and values (the same numbers up to
+    float rounding, about half the time on short texts); False: a full forward per text, as before the option."""
     max_tokens: int = 512
     """Token cap of a prompt."""
 
@@ -170,7 +175,8 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
         fmt = PromptFormat(max_tokens=c.max_tokens)
         if c.contrast in ("concept", "random"):
             texts = load_contrast_dir(c.probes_dir, [c.concept])[c.concept]
-            shift = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size)[0]
+            shift = contrast_shift(model, texts.negative, texts.positive, layers, fmt, c.batch_size,
+                                   c.shared_prefix)[0]
             n_direction = len(texts.negative) + len(texts.positive)
             if c.contrast == "random":
                 shift = random_directions(shift, layers, c.seed)
@@ -180,7 +186,7 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
                                  need_critical=c.contrast == "removed")
             good = scenario_pool(*args, Oversight.GOOD, c.n_prompts, c.seed, model.tokenizer, c.max_tokens) \
                 if c.contrast == "good" else []
-            shift = steering_directions(model, pool, layers, c.contrast, good, fmt, c.batch_size)
+            shift = steering_directions(model, pool, layers, c.contrast, good, fmt, c.batch_size, c.shared_prefix)
             n_direction = len(pool)
         if c.norm is not None:
             zero = [la for la, n in zip(layers, shift.norm(dim=-1), strict=True) if not n > 0]
