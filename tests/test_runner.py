@@ -171,7 +171,7 @@ def test_another_config_is_refused(testbed, full, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(full[0], out)
     before = (out / "manifest.json").read_bytes()
-    with pytest.raises(DataError, match="another configuration.*samples stored 2, now 3"):
+    with pytest.raises(DataError, match=r"another configuration.*samples stored 2, now 3.*-o noise\.samples=2"):
         run_detection(testbed, strategies(samples=3), out, log=lambda _: None)
     with pytest.raises(DataError, match="seed: stored 0, now 1"):
         run_detection(testbed, strategies(), out, config=RunConfig(seed=1), log=lambda _: None)
@@ -473,3 +473,17 @@ def test_quick_settings_must_come_from_the_sweep(testbed, tmp_path, monkeypatch)
     with pytest.raises(StrategyError, match="quick_settings.*not in its sweep"):
         run_detection(testbed, [noise], tmp_path / "out", log=lambda _: None, quick=True)
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_a_stored_config_from_before_an_option_counts_as_how_it_ran(tmp_path):
+    """Probes rows stored before `shared_prefix` existed ran full forwards: they go with shared_prefix=False only,
+    and the refusal names the flag that reuses them."""
+    from poser_interp.evaluation.results import _merge
+
+    cfg = strategy_base.config_dict(make("probes"))
+    old = {"config": {"strategies": {"probes": {k: v for k, v in cfg.items() if k != "shared_prefix"}}}}
+    as_before = {"config": {"strategies": {"probes": {**cfg, "shared_prefix": False}}}}
+    assert _merge(old, as_before, tmp_path)["config"]["strategies"]["probes"]["shared_prefix"] is False
+    with pytest.raises(DataError, match=r"shared_prefix stored \(before the option existed\) False, now True.*"
+                                        r"detect -o probes\.shared_prefix=false"):
+        _merge(old, {"config": {"strategies": {"probes": cfg}}}, tmp_path)

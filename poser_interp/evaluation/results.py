@@ -28,7 +28,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from ..data.jsonio import read_json, write_json_atomic
 from ..errors import DataError
 from ..strategies.base import PromptValues, Setting
-from ..strategies.registry import added_with_default
+from ..strategies.registry import added_with_default, option_flag, ran_as
 from .locking import hold
 
 MANIFEST = "manifest.json"
@@ -248,14 +248,17 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
             continue
         if key in oc and key in nc and oc[key] != nc[key]:
             problems.append(f"{key}: stored {oc[key]!r}, now {nc[key]!r}")
+    flags: list[str] = []
     for name, cfg in nc.get("strategies", {}).items():
         stored = oc.get("strategies", {}).get(name)
         if stored is not None and stored != cfg:
-            diff = {k: (stored.get(k), cfg.get(k)) for k in set(stored) | set(cfg) if stored.get(k) != cfg.get(k)
-                    and not (k not in stored and added_with_default(name, k, cfg[k]))}
+            diff = {k: (stored[k] if k in stored else ran_as(name, k), cfg.get(k)) for k in set(stored) | set(cfg)
+                    if stored.get(k) != cfg.get(k) and not (k not in stored and added_with_default(name, k, cfg[k]))}
             if diff:
-                problems.append(f"strategy {name}: " + ", ".join(f"{k} stored {a!r}, now {b!r}" for k, (a, b) in
-                                                                 sorted(diff.items())))
+                problems.append(f"strategy {name}: " + ", ".join(
+                    f"{k} stored {'(before the option existed) ' if k not in stored else ''}"
+                    f"{'?' if a is MISSING else repr(a)}, now {b!r}" for k, (a, b) in sorted(diff.items())))
+                flags += [option_flag(name, k, a) for k, (a, _) in sorted(diff.items()) if a is not MISSING]
     ot, nt = old.get("testbed", {}), new.get("testbed", {})
     if ot.get("base") != nt.get("base"):
         problems.append(f"testbed base model: stored {ot.get('base')}, now {nt.get('base')}")
@@ -263,9 +266,12 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
         stored = ot.get("models", {}).get(model)
         if stored is not None and stored.get("adapter_sha256") != entry.get("adapter_sha256"):
             problems.append(f"model {model}: adapter hash changed (the testbed was rebuilt)")
+    only_options = all(p.startswith("strategy ") for p in problems)  # then the flags alone are the fix
     if problems:
         raise DataError(f"{root} holds results computed with another configuration: " + "; ".join(problems) +
-                        ". Use a new --out directory, or rerun with the stored options. Nothing was changed.")
+                        ". Use a new --out directory, or rerun with the stored options" +
+                        (f" (`poser-interp detect {' '.join(flags)}`)" if flags and only_options else "") +
+                        ". Nothing was changed.")
     merged = json.loads(json.dumps(dict(old)))
     merged["config"].setdefault("strategies", {}).update(nc.get("strategies", {}))
     merged.setdefault("testbed", {}).setdefault("models", {}).update(nt.get("models", {}))

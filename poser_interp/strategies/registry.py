@@ -97,17 +97,32 @@ def build(name: str, n_layers: int, n_heads: int, **options: Any) -> Any:
     return _entry(name)[0](config_cls.for_model(n_layers, n_heads, **options))
 
 
-def added_with_default(name: str, option: str, value: Any) -> bool:
-    """Whether a stored config of strategy `name` without `option` ran as `value` does: it was written before the
-    option existed, and ran as its default (or as `ran_before` says), so results stored then stay valid."""
+def ran_as(name: str, option: str) -> Any:
+    """How a stored config of strategy `name` written before `option` existed ran: the option's default, or what
+    `ran_before` says (in stored JSON form); MISSING for an unknown strategy or option."""
     if name not in _REGISTRY:
-        return False
+        return MISSING
     config_cls = _entry(name)[1]
     for f in fields(config_cls):
         if f.name == option:
             before = getattr(config_cls, "ran_before", {}).get(option, f.default)
-            return before is not MISSING and json.loads(json.dumps(before)) == value
-    return False
+            return MISSING if before is MISSING else json.loads(json.dumps(before))
+    return MISSING
+
+
+def added_with_default(name: str, option: str, value: Any) -> bool:
+    """Whether a stored config of strategy `name` without `option` ran as `value` does: it was written before the
+    option existed, and ran as its default (or as `ran_before` says), so results stored then stay valid."""
+    before = ran_as(name, option)
+    return before is not MISSING and before == value
+
+
+def option_flag(name: str, option: str, value: Any) -> str:
+    """The `detect -o` flag that sets `option` of strategy `name` to a stored (JSON) value."""
+    def text(v: Any) -> str:
+        return json.dumps(v) if not isinstance(v, str) else v
+    shown = ",".join(text(v) for v in value) if isinstance(value, list | tuple) else text(value)
+    return f"-o {name}.{option}={shown}"
 
 
 def from_config(name: str, config: Mapping[str, Any]) -> Any:
