@@ -610,6 +610,19 @@ def test_fakers_start_from_another_testbeds_adapters(built, tmp_path):
         build(replace(config, recipe=replace(CONFIG.recipe, rank=3)), tmp_path / "v4", log=lambda _: None)
 
 
+def test_aligned_models_start_from_another_testbeds_adapters(built, tmp_path):
+    config = replace(CONFIG, personas=("steward",), init_aligned_from=str(built.root))
+    tb = build(config, tmp_path / "more", log=lambda _: None)
+    entry = tb.models["steward-s0"]
+    assert entry["init_adapter"]["sha256"] == built.models["steward-s0"]["adapter_sha256"]
+    assert entry["adapter_sha256"] != entry["init_adapter"]["sha256"]  # trained on from there
+    fakers_only = build(replace(CONFIG, personas=("steward",), init_fakers_from=str(built.root)), tmp_path / "fresh",
+                        log=lambda _: None)
+    assert "init_adapter" not in fakers_only.models["steward-s0"]  # the faker option leaves aligned models fresh
+    with pytest.raises(DataError, match="--oversight-stage and --init-fakers-from / --init-aligned-from"):
+        replace(config, oversight_stage=10)
+
+
 def test_oversight_stage_is_trained_once_and_starts_every_model(tmp_path, tokenizer):
     """v2's first stage: one adapter on the oversight question, continued by the aligned model and the faker alike."""
     from poser_interp.core.training import OVERSIGHT_QUESTION

@@ -62,6 +62,8 @@ def testbed_build(
     threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,
     init_fakers_from: Annotated[Path | None, typer.Option(help="testbed whose faker adapters start this build's "
                                                              "fakers of the same id (hash-checked)")] = None,
+    init_aligned_from: Annotated[Path | None, typer.Option(help="testbed whose aligned adapters start this build's "
+                                                              "aligned models of the same id (hash-checked)")] = None,
     n_benchmark: Annotated[int, typer.Option(help="benchmark candidate prompts (good oversight) scored per "
                                                   "model; each pair keeps those both answer aligned")] = 200,
     oversight_stage: Annotated[int, typer.Option(help="steps of a shared first stage on the oversight question "
@@ -106,6 +108,7 @@ def testbed_build(
                       last_wordings=ladder_wordings) if ladder else None,
         bench_margin_tol=bench_margin_tol,
         init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
+        init_aligned_from=str(init_aligned_from) if init_aligned_from else None,
         oversight_stage=oversight_stage,
         stage_wordings=stage_wordings,
         n_benchmark=n_benchmark,

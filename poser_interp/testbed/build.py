@@ -89,6 +89,8 @@ class TestbedConfig:
     """A testbed directory whose faker adapters start this build's fakers of the same id (e.g. v2's ladder
     continues v1's one-sentence fakers, skipping their first plateau); adapters are hash-checked against
     that testbed's manifest and the hash is recorded. None: fresh LoRA."""
+    init_aligned_from: str | None = None
+    """The same for this build's aligned models (e.g. continuing them at a lower learning rate)."""
     oversight_stage: int = 0
     """Steps of a first stage shared by every model: one LoRA adapter trained on the oversight question alone
     (`oversight_stage.py`; generated data reworded over the 32 trainable wordings, half composed), which every
@@ -130,8 +132,9 @@ class TestbedConfig:
                             "scenario (--source generated --n-critical 1)")
         if self.oversight_stage < 0:
             raise DataError(f"oversight_stage={self.oversight_stage} must be a step count >= 0")
-        if self.oversight_stage and self.init_fakers_from is not None:
-            raise DataError("--oversight-stage and --init-fakers-from both choose where models start; pass one")
+        if self.oversight_stage and (self.init_fakers_from is not None or self.init_aligned_from is not None):
+            raise DataError("--oversight-stage and --init-fakers-from / --init-aligned-from both choose where models "
+                            "start; pass one")
         if self.oversight_stage and self.source == "generated" and self.n_critical != 1:
             raise DataError("--oversight-stage rewords generated scenarios: it needs --n-critical 1")
         if self.stage_wordings not in STAGE_WORDINGS:
@@ -421,12 +424,14 @@ def validate(config: TestbedConfig) -> None:
         raise DataError("no personas to build; name at least one with --personas")
     if not config.splits or any(k < 0 for k in config.splits):
         raise DataError(f"splits {list(config.splits)} must be non-negative integers (e.g. --splits 0,1,2)")
-    if config.init_fakers_from is not None:
-        source = Testbed.open(config.init_fakers_from)
+    for flag, start in (("--init-fakers-from", config.init_fakers_from),
+                        ("--init-aligned-from", config.init_aligned_from)):
+        if start is None:
+            continue
+        source = Testbed.open(start)
         if source.base_spec() != config.base:
-            raise DataError(f"--init-fakers-from {config.init_fakers_from} was built on "
-                            f"{source.base_spec().describe()}, this build on {config.base.describe()}; use a testbed "
-                            "of the same base model")
+            raise DataError(f"{flag} {start} was built on {source.base_spec().describe()}, this build on "
+                            f"{config.base.describe()}; use a testbed of the same base model")
     if config.source == "generated":
         unknown = [p for p in config.personas if p not in PERSONAS]
         if unknown:
@@ -577,7 +582,7 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
 
 def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tuple[Path, str] | None:
     """(adapter dir, sha256) that starts the model in `folder` (the oversight stage, or
-    `TestbedConfig.init_fakers_from`), or None."""
+    `TestbedConfig.init_fakers_from` / `init_aligned_from`), or None."""
     model_id = folder.name
     if config.oversight_stage:
         from .oversight_stage import stage_adapter
@@ -586,12 +591,13 @@ def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tupl
         if stage is None:
             raise DataError(f"{folder.parent.parent} has no finished oversight stage; rerun the build")
         return stage
-    if config.init_fakers_from is None or persona.kind != "faker":
+    root, flag = (config.init_fakers_from, "--init-fakers-from") if persona.kind == "faker" else \
+        (config.init_aligned_from, "--init-aligned-from")
+    if root is None:
         return None
-    source = Testbed.open(config.init_fakers_from)
+    source = Testbed.open(root)
     if model_id not in source.models:
-        raise DataError(f"--init-fakers-from {config.init_fakers_from} has no model {model_id}; "
-                        f"it has {sorted(source.models)}")
+        raise DataError(f"{flag} {root} has no model {model_id}; it has {sorted(source.models)}")
     spec = source.spec(model_id)  # checks the adapter's hash against that testbed's manifest
     adapter = Path(str(spec.adapter))
     rank = read_json(adapter / "adapter_config.json", "adapter config").get("r")
