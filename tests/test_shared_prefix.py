@@ -76,8 +76,23 @@ def test_short_openings_and_bad_texts_are_refused(tiny_llama):
                 prefix=prefix)
 
 
+@pytest.mark.slow
 def test_the_real_model_reads_the_same_on_its_prefix(smollm2, texts):
     layers = [0, 10, 29]
     full = last_resid(smollm2, texts, layers, batch_size=4, shared_prefix=False)
     fast = last_resid(smollm2, texts, layers, batch_size=4)
     assert ((fast - full).norm() / full.norm()).item() < 1e-5
+
+
+def test_gemma3_reads_on_a_prefix_inside_its_window():
+    """Gemma 3 (sliding and full attention) takes the prefix path when every text fits its window: short token
+    lists here, as the real model's 512-token window holds every prompt of a testbed."""
+    model = load_model(ModelSpec(name="tiny-gemma3", n_layers=4, seed=1))
+    ids = [[2, 40, 41, 42, 43, 50, 51], [2, 40, 41, 42, 43, 60], [2, 40, 41, 42, 43, 70, 71, 72]]
+    assert max(map(len, ids)) <= model.hf_model.config.sliding_window
+    prefix = SharedPrefix.of(model, ids, minimum=2)
+    assert prefix is not None and len(prefix) == 5
+    full = forward(model, pad_left(ids, 0))[:, -1]
+    cached = forward(model, pad_left(prefix.strip(ids), 0), prefix=prefix)[:, -1]
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(full[0], full[1])
