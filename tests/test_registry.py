@@ -81,3 +81,14 @@ def test_a_stored_config_without_a_newer_option_ran_as_that_option_did_before_it
     assert added_with_default("probes", "heldout_fraction", 0.3)
     assert not added_with_default("probes", "heldout_fraction", 0.5)
     assert not added_with_default("no-such-strategy", "shared_prefix", False)
+
+
+def test_the_flags_a_refusal_suggests_parse_back_to_the_stored_values():
+    from poser_interp.strategies.registry import option_flag
+
+    opts = {o.name: o for o in options("steering")}
+    for option, value in [("norm", None), ("concept", "oversight"), ("layers", [4, 10]), ("shared_prefix", False),
+                          ("alphas", [2.0, 8.0])]:
+        flag = option_flag("steering", option, value)
+        assert flag.startswith(f"-o steering.{option}=")
+        assert opts[option].parse(flag.split("=", 1)[1]) == (tuple(value) if isinstance(value, list) else value)

@@ -173,10 +173,11 @@ def test_results_stored_before_an_option_existed_still_resume(testbed, tmp_path)
     for option in ("concept", "probes_dir", "norm"):  # options added after such stores were written
         del manifest["config"]["strategies"]["steering"][option]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="concept stored None, now 'power'"):
+    with pytest.raises(DataError, match=r"concept stored \(before the option existed\) 'oversight', now 'power'.*"
+                                        r"detect -o steering\.concept=oversight"):
         run_detection(testbed, [make("steering", concept="power", **SMALL)], tmp_path, log=lambda _: None,
                       load=load)
-    with pytest.raises(DataError, match="norm stored None, now 90.0"):
+    with pytest.raises(DataError, match=r"norm stored \(before the option existed\) None, now 90.0"):
         run_detection(testbed, [make("steering", norm=90.0, **SMALL)], tmp_path, log=lambda _: None, load=load)
     run_detection(testbed, [make("steering", **SMALL)], tmp_path, log=lambda _: None, load=load)  # nothing to do
 

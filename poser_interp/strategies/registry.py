@@ -120,7 +120,7 @@ def added_with_default(name: str, option: str, value: Any) -> bool:
 def option_flag(name: str, option: str, value: Any) -> str:
     """The `detect -o` flag that sets `option` of strategy `name` to a stored (JSON) value."""
     def text(v: Any) -> str:
-        return json.dumps(v) if not isinstance(v, str) else v
+        return "none" if v is None else v if isinstance(v, str) else json.dumps(v)
     shown = ",".join(text(v) for v in value) if isinstance(value, list | tuple) else text(value)
     return f"-o {name}.{option}={shown}"
 
