@@ -42,6 +42,13 @@ def shared_length(seqs: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
+def repeated_cache(cache: Any, reps: int) -> Any:
+    """A fresh copy of a Hugging Face cache with each row `reps` times (a forward extends the cache it is given)."""
+    out = copy.deepcopy(cache)
+    out.batch_repeat_interleave(reps)
+    return out
+
+
 def _windows_fit(model: Any, width: int) -> bool:
     """Whether no sliding-window layer's window is shorter than `width` tokens: a window counts cache slots, and
     the padding between the prefix and a shorter text would push prefix tokens out of it."""
@@ -108,7 +115,6 @@ class SharedPrefix:
         """Bridge keywords for a left-padded batch of stripped texts: mask and positions after the prefix, and a
         fresh copy of the cache per row (the model extends the cache it is given)."""
         n, rows = len(self.ids), len(batch)
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
         mask = torch.cat([batch.attention_mask.new_ones((rows, n)), batch.attention_mask], dim=1)
-        return {"attention_mask": mask, "position_ids": batch.position_ids + n, self.keyword: cache, "use_cache": True}
+        return {"attention_mask": mask, "position_ids": batch.position_ids + n,
+                self.keyword: repeated_cache(self.cache, rows), "use_cache": True}

@@ -15,6 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .shared_prefix import repeated_cache
+
 
 @dataclass
 class LastPosition:
@@ -31,9 +33,7 @@ class LastPosition:
 
     def repeated_cache(self, reps: int) -> Any:
         """A fresh copy with each row `reps` times (the forward appends to the cache it is given)."""
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(reps)
-        return cache
+        return repeated_cache(self.cache, reps)
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",

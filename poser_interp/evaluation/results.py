@@ -248,6 +248,7 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
             continue
         if key in oc and key in nc and oc[key] != nc[key]:
             problems.append(f"{key}: stored {oc[key]!r}, now {nc[key]!r}")
+    options: list[str] = []  # strategy options that differ: alone, the flags below are the fix
     flags: list[str] = []
     for name, cfg in nc.get("strategies", {}).items():
         stored = oc.get("strategies", {}).get(name)
@@ -255,10 +256,11 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
             diff = {k: (stored[k] if k in stored else ran_as(name, k), cfg.get(k)) for k in set(stored) | set(cfg)
                     if stored.get(k) != cfg.get(k) and not (k not in stored and added_with_default(name, k, cfg[k]))}
             if diff:
-                problems.append(f"strategy {name}: " + ", ".join(
+                options.append(f"strategy {name}: " + ", ".join(
                     f"{k} stored {'(before the option existed) ' if k not in stored else ''}"
                     f"{'?' if a is MISSING else repr(a)}, now {b!r}" for k, (a, b) in sorted(diff.items())))
                 flags += [option_flag(name, k, a) for k, (a, _) in sorted(diff.items()) if a is not MISSING]
+    problems += options
     ot, nt = old.get("testbed", {}), new.get("testbed", {})
     if ot.get("base") != nt.get("base"):
         problems.append(f"testbed base model: stored {ot.get('base')}, now {nt.get('base')}")
@@ -266,7 +268,7 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
         stored = ot.get("models", {}).get(model)
         if stored is not None and stored.get("adapter_sha256") != entry.get("adapter_sha256"):
             problems.append(f"model {model}: adapter hash changed (the testbed was rebuilt)")
-    only_options = all(p.startswith("strategy ") for p in problems)  # then the flags alone are the fix
+    only_options = len(problems) == len(options)  # nothing but strategy options differs
     if problems:
         raise DataError(f"{root} holds results computed with another configuration: " + "; ".join(problems) +
                         ". Use a new --out directory, or rerun with the stored options" +
