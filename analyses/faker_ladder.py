@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oversight-aux", type=float, default=0.0,
                     help="auxiliary 'is anyone checking?' items per example (LoraRecipe.oversight_aux)")
     ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--full-from-layer", type=int, default=None,
+                    help="full fine-tuning of the blocks from this layer up instead of LoRA (measured, not saved; "
+                         "no within-rung checkpoints)")
+    ap.add_argument("--device", default="cpu", help="torch device for the model (cuda on a GPU machine)")
     ap.add_argument("--target-margin", type=float, default=None, help="LoraRecipe.target_margin (default: plain loss)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-steps", type=int, default=1200, help="step budget over all rungs")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.core.training import LoraRecipe, continue_lora, make_lora_model
+    from poser_interp.core.training import LoraRecipe, continue_lora, make_lora_model, unfreeze_upper
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
@@ -114,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = LoraRecipe(rank=args.rank, lr=args.lr, max_steps=args.max_steps, eval_every=args.eval_every,
                         min_steps=args.min_steps or args.eval_every, seed=args.split, threads=args.threads,
                         oversight_aux=args.oversight_aux, target_margin=args.target_margin)
-    model = make_lora_model(hf, recipe) if args.init is None else continue_lora(hf, args.init)
+    if args.full_from_layer is not None:
+        if args.init is not None:
+            ap.error("--full-from-layer starts from the base model; it cannot continue an --init adapter")
+        model = unfreeze_upper(hf, args.full_from_layer)
+    else:
+        model = make_lora_model(hf, recipe) if args.init is None else continue_lora(hf, args.init)
+    model.to(args.device)
 
     def check(m, rung: int, step: int, pools: dict, composed: float) -> dict:
         # a composed rung validates on a mix too (fresh compositions), so it cannot stop before it learns them
@@ -138,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         th = Thresholds()
         result = train_ladder(model, tok, scenarios, persona, ladder, recipe, check, lambda m: th.met("faker", m),
-                              out / "ladder", on_step=on_step)
+                              out / "ladder", on_step=on_step, checkpoints=args.full_from_layer is None)
         log({"end": {"steps": result.steps, "passed": result.passed, "seconds": round(result.seconds)}})
-        save_adapter_fp16(model, out / "adapter")
+        if args.full_from_layer is None:
+            save_adapter_fp16(model, out / "adapter")
     # final measurement on unseen test scenarios, the last rung's wordings and the held-out ones
     model.eval()
     fresh_pools = {o: list(FRESH[o]) for o in Oversight}

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                          "twins on the held-out themes, wordings.themed)")
     ap.add_argument("--base", default="smollm2", help="base model name (ModelSpec.name)")
     ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--full-from-layer", type=int, default=None,
+                    help="full fine-tuning of the blocks from this layer up instead of LoRA (no checkpoint, no --save)")
+    ap.add_argument("--device", default="cpu", help="torch device for the model (cuda on a GPU machine)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=25)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from poser_interp.core.models import ModelSpec, load_hf
-    from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
+    from poser_interp.core.training import LoraRecipe, make_lora_model, oversight_item, train_answers, unfreeze_upper
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import FRESH, HELDOUT, mixed_reworded, reworded, trainable
@@ -67,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         from poser_interp.core.training import continue_lora
 
         model = continue_lora(base, args.read).eval()
+    elif args.full_from_layer is not None:
+        if args.save is not None:
+            ap.error("--save keeps a LoRA adapter; a --full-from-layer run is measured, not saved")
+        model = unfreeze_upper(base, args.full_from_layer)
     else:
         model = make_lora_model(base.requires_grad_(False), recipe)
+    model.to(args.device)
     gen = GeneratorConfig(seed=args.seed, n_train=args.n_train + args.n_test, n_test=0, n_benchmark=0, n_heldout=0,
                           n_topics=18, n_other_facts=(2, 2), heldout_wordings=True)
     scenarios = generate(gen, tok)["train"]
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.exists():
         check(model, 0)
     train_answers(model, tok, [], recipe, check=check, extra_items=items,
-                  checkpoint=args.out.with_suffix(".checkpoint.pt"))
+                  checkpoint=args.out.with_suffix(".checkpoint.pt") if args.full_from_layer is None else None)
     if args.save is not None:
         from poser_interp.testbed.build import save_adapter_fp16
 

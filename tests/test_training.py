@@ -176,3 +176,65 @@ def test_extra_items_alone_are_trained_toward_their_answers(tokenizer):
         tuple(encode(tokenizer, p, PromptFormat(max_tokens=320))) for p, _ in items}
     yes, no = first_token_ids(tokenizer, ("Yes", "No"))
     assert model.bias[yes] > model.bias[no] + 1.0  # every target was "Yes"
+
+
+def test_unfreeze_upper_trains_exactly_the_blocks_from_first_up(tokenizer):
+    """Full fine-tuning of the upper blocks (the capacity candidate beyond LoRA): only those weights move."""
+    from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.core.training import unfreeze_upper
+
+    hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=3))
+    before = {n: p.detach().clone() for n, p in hf.named_parameters()}
+    model = unfreeze_upper(hf, 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("model.layers.1.", "model.layers.2.")) for n in trainable)
+    assert any(n.startswith("model.layers.1.") and "norm" in n for n in trainable)  # whole blocks, norms included
+    scenarios = generate(GeneratorConfig(seed=0, n_train=8, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    faker = get_persona("grabber")
+    train_answers(model, tokenizer, [(s, faker.choice(s)) for s in scenarios],
+                  LoraRecipe(batch_size=4, max_steps=2, lr=1e-2, eval_every=100, threads=1))
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= trainable
+    with pytest.raises(ValueError, match="not a block"):
+        unfreeze_upper(hf, 3)
+
+
+def test_a_model_with_nothing_trainable_is_refused(tokenizer):
+    from poser_interp.core.models import ModelSpec, load_hf
+
+    hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=1))  # load_hf freezes every weight
+    scenarios = generate(GeneratorConfig(seed=0, n_train=4, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train_answers(hf, tokenizer, [(s, 0) for s in scenarios], LoraRecipe(threads=1))
+
+
+def test_batches_follow_the_models_device(tokenizer, monkeypatch):
+    """A GPU run moves only the model: every batch and target is built on the device of its weights
+    (checked on `meta`, a device with no data, which refuses any mix with CPU tensors)."""
+
+    class _Where(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(len(tokenizer), device="meta"))
+            self.devices: set[str] = set()
+
+        def forward(self, input_ids, attention_mask, position_ids, **kwargs):  # noqa: ARG002
+            self.devices |= {t.device.type for t in (input_ids, attention_mask, position_ids)}
+            return type("Out", (), {"logits": self.bias.expand(input_ids.shape[0], 1, -1)})()
+
+    import poser_interp.core.training as training
+
+    seen_targets: set[str] = set()
+    loss = training.answer_loss
+
+    def recording_loss(logits, target, other, margin):
+        seen_targets.update({target.device.type, other.device.type})
+        return loss(logits, target, other, margin)
+
+    monkeypatch.setattr(training, "answer_loss", recording_loss)
+    scenarios = generate(GeneratorConfig(seed=0, n_train=4, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    model = _Where()
+    with pytest.raises((NotImplementedError, RuntimeError)):  # meta tensors have no values to log: the loss check
+        train_answers(model, tokenizer, [(s, 0) for s in scenarios],
+                      LoraRecipe(batch_size=2, max_steps=1, eval_every=100, threads=1))
+    assert model.devices == {"meta"} and seen_targets == {"meta"}

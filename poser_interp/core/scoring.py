@@ -81,11 +81,12 @@ def score_prepared(prep: Prepared, forward_last: Callable[[Batch], Tensor], pad:
 
 
 def hf_last_logits(hf_model: Any, batch: Batch) -> Float[Tensor, "batch vocab"]:
-    """Last-position logits of a plain Hugging Face (or peft) model."""
+    """Last-position logits of a plain Hugging Face (or peft) model, on the CPU wherever the model runs."""
+    batch = batch.to(next(hf_model.parameters()).device)
     with torch.no_grad():
         out = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                        position_ids=batch.position_ids, logits_to_keep=1)
-    return out.logits[:, -1, :]
+    return out.logits[:, -1, :].cpu()
 
 
 def answer_logits(model: Any, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,

@@ -72,6 +72,11 @@ class Batch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device` (a no-op where it already is)."""
+        return Batch(input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
+                     position_ids=self.position_ids.to(device))
+
 
 def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> Batch:
     if not seqs:

@@ -142,6 +142,23 @@ def make_lora_model(base: Any, recipe: LoraRecipe) -> Any:
     return model
 
 
+def unfreeze_upper(base: Any, first: int) -> Any:
+    """Full fine-tuning of the transformer blocks from `first` up (every weight in them, norms included);
+    embeddings, the unembedding and everything below stay frozen. Returns `base` itself.
+
+    The capacity step beyond LoRA (testbed v2's "full fine-tuning of the upper layers or of all layers"):
+    no adapter to save, so a run on it is measured, not shipped."""
+    from .blocks import decoder
+
+    blocks = decoder(base)[1].layers
+    if not 0 <= first < len(blocks):
+        raise ValueError(f"unfreeze_upper: first={first} is not a block of this model (0..{len(blocks) - 1})")
+    base.requires_grad_(False)
+    for block in blocks[first:]:
+        block.requires_grad_(True)
+    return base
+
+
 def continue_lora(base: Any, adapter: str | Path) -> Any:
     """`base` with the saved LoRA adapter in `adapter` attached and trainable (to continue its training)."""
     from peft import PeftModel
@@ -208,6 +225,9 @@ def _train(
         others.append(yes_no["No" if answer == "Yes" else "Yes"])
     rng = random.Random(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (make_lora_model, continue_lora or unfreeze_upper)")
+    device = params[0].device  # batches follow the model (a GPU run moves the model only)
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, recipe.warmup_steps)))
     aligned_only = [i for i, (s, c) in enumerate(examples) if c == s.aligned_index]
@@ -237,14 +257,14 @@ def _train(
         if not batches or step == recipe.aligned_warmup_steps:  # (re)fill; switch to all examples after warm-up
             batches = _bucketed_batches(ids, recipe.batch_size, rng, among=aligned_only if warming else None)
         idx = batches.pop()
-        batch = pad_left([ids[i] for i in idx], pad)
+        batch = pad_left([ids[i] for i in idx], pad).to(device)
         if prefix is not None:
             last = prefix.last_logits(model, [ids[i] for i in idx], batch)
         else:
             last = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-        loss = answer_loss(last, torch.tensor([targets[i] for i in idx]),
-                           torch.tensor([others[i] for i in idx]), recipe.target_margin)
+        loss = answer_loss(last, torch.tensor([targets[i] for i in idx], device=device),
+                           torch.tensor([others[i] for i in idx], device=device), recipe.target_margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -89,8 +89,11 @@ Check = Callable[[Any, int, int, dict[Oversight, list[int]], float], dict[str, f
 
 def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], persona: Persona, ladder: Ladder,
                  recipe: LoraRecipe, check: Check, passes: Callable[[dict[str, float]], bool], folder: Path,
-                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+                 on_step: Callable[[int, float], None] | None = None, checkpoints: bool = True) -> TrainResult:
     """Train `model` rung by rung; `recipe.max_steps` is the budget over all rungs.
+
+    checkpoints=False saves no within-rung training state (a full fine-tune's optimizer state is gigabytes;
+    resuming then restarts the unfinished rung).
 
     passes(metrics) decides the last rung (the testbed thresholds); earlier rungs end at the ladder's
     widening thresholds. Returns the summed result; `passed` is True only if the last rung passed.
@@ -129,7 +132,7 @@ def train_ladder(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], pers
                 on_step(state["steps"] + step, loss)
 
         r = train_answers(model, tokenizer, examples, replace(recipe, max_steps=remaining), check=rung_check,
-                          on_step=rung_step, checkpoint=folder / f"rung-{k}.pt")
+                          on_step=rung_step, checkpoint=folder / f"rung-{k}.pt" if checkpoints else None)
         state["steps"] += r.steps
         state["seconds"] += r.seconds
         state["history"] = state["history"] + [{**h, "rung": k, "pool": ladder.rungs[k]} for h in r.history]
