@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from html.parser import HTMLParser
 
@@ -236,3 +237,19 @@ def test_a_quick_suite_has_the_full_headline_and_says_what_is_unswept(page, test
     assert 'class="partial"' not in (out / "suite.html").read_text()
     assert again.tables["sweep"] == full.tables["sweep"]
     assert [r[:-1] for r in again.tables["headline"]] == [r[:-1] for r in full.tables["headline"]]
+
+
+def test_a_bf16_suite_says_so_on_its_page_and_in_its_manifest(page, testbed, tmp_path):
+    """`suite --precision bf16` (the 20-minute run on a CPU with AMX): the headline names the precision, the
+    manifest records it, and an fp32 page (the module's full run) says nothing about it."""
+    out_full = page[0]
+    out = tmp_path / "bf16"
+    result = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--out", str(out), "--max-prompts", "3",
+                                      "--strategies", "noise,attention", "--quick", "--precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    assert "Computed under bf16 autocast" in (out / "suite.html").read_text()
+    assert json.loads((out / "manifest.json").read_text())["config"]["run"]["precision"] == "bf16"
+    headline = re.search(r'<section id="headline">(.*?)</section>', (out_full / "suite.html").read_text(), re.S)
+    assert headline is not None and "autocast" not in headline.group(1)
+    bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--precision", "fp16"])
+    assert bad.exit_code != 0 and "fp32, bf16" in bad.output

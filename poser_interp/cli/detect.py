@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .analysis import MATCH_HELP, QUICK_HELP, WORKERS_HELP
+from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 from .common import (
     app,
     at_least,
@@ -86,6 +86,7 @@ def detect(
     match_confidence: Annotated[float | None, typer.Option(help=f"also evaluate every strategy {MATCH_HELP}")] = None,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -144,7 +145,8 @@ def detect(
     out = out or Path("results") / f"detect-{tb.root.name}"
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
-    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match)  # the manifest records the match
+    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match,
+                       precision=check_precision_option(precision))  # the manifest records the match
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("left"), TimeRemainingColumn(), console=console) as progress:

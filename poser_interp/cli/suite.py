@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .analysis import MATCH_HELP, QUICK_HELP, WORKERS_HELP
+from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
 
 
@@ -105,6 +105,7 @@ def suite(
                                                "only)")] = True,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -123,7 +124,7 @@ def suite(
     tb = Testbed.open(testbed)
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
-                         match_confidence=match_confidence)
+                         match_confidence=match_confidence, precision=check_precision_option(precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,

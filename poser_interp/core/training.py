@@ -22,6 +22,7 @@ import torch
 
 from ..data.scenario import Oversight, Scenario, first_token_ids
 from .frozen_prefix import FrozenPrefix, check_trainable_above
+from .precision import check_precision, computing_in
 from .tokens import PromptFormat, encode, pad_id, pad_left
 
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -76,8 +77,14 @@ class LoraRecipe:
     cross-entropy."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
+    precision: str = "fp32"
+    """Arithmetic of the training forward passes: fp32, or bf16 autocast (`core.precision`; the weights, optimizer
+    and validation checks stay fp32)."""
     threads: int = 2
     """torch CPU threads."""
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,13 +265,14 @@ def _train(
             batches = _bucketed_batches(ids, recipe.batch_size, rng, among=aligned_only if warming else None)
         idx = batches.pop()
         batch = pad_left([ids[i] for i in idx], pad).to(device)
-        if prefix is not None:
-            last = prefix.last_logits(model, [ids[i] for i in idx], batch)
-        else:
-            last = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-        loss = answer_loss(last, torch.tensor([targets[i] for i in idx], device=device),
-                           torch.tensor([others[i] for i in idx], device=device), recipe.target_margin)
+        with computing_in(recipe.precision):  # the forward only: backward and optimizer outside autocast
+            if prefix is not None:
+                last = prefix.last_logits(model, [ids[i] for i in idx], batch)
+            else:
+                last = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+            loss = answer_loss(last, torch.tensor([targets[i] for i in idx], device=device),
+                               torch.tensor([others[i] for i in idx], device=device), recipe.target_margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -304,7 +312,8 @@ def _train(
 def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
     # fields added later are left out at their defaults, so older checkpoints still resume
-    return {k: v for k, v in recipe.to_dict().items() if k != "threads" and not (k == "target_margin" and v is None)}
+    return {k: v for k, v in recipe.to_dict().items() if k != "threads" and not (k == "target_margin" and v is None)
+            and not (k == "precision" and v == "fp32")}
 
 
 def _same_run(resumable: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,8 @@ class SuiteConfig:
     """Confidence-matched column: prompts whose two clean margins are within this many logits."""
     n_boot: int = 2000
     """Bootstrap resamples of every interval (as `report`)."""
+    precision: str = "fp32"
+    """fp32, or bf16 autocast (`RunConfig.precision`, as `detect --precision`)."""
 
 
 def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
@@ -87,6 +89,14 @@ class Suite:
     """Strategies whose sweep is only partly stored (a `--quick` run) -> (settings stored, settings in the sweep)."""
 
 
+def _precision_note(store: ResultsStore) -> str:
+    """A sentence for the headline when the rows were not computed in fp32 (`RunConfig.precision`)."""
+    precision = store.manifest["config"].get("run", {}).get("precision", "fp32")
+    return "" if precision == "fp32" else (f" Computed under {_e(precision)} autocast (<code>--precision "
+                                           f"{_e(precision)}</code>; strategies that need exact arithmetic, S3, in "
+                                           "fp32): answer logits within ~0.3 of fp32.")
+
+
 def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
               progress: Any = None, log: Callable[[str], None] = print, workers: int = 1,
               quick: bool = False) -> Suite:
@@ -102,7 +112,8 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     for name, why in skipped.items():
         log(f"{name}: left out on this testbed. {why}")
     if compute:
-        run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts),
+        run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
+                                                             precision=config.precision),
                       progress=progress, log=log, workers=workers, quick=quick)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *BASELINES} - set(skipped)
@@ -353,7 +364,7 @@ def render_page(suite: Suite) -> str:
                     f"{suite.config.match_confidence:g} logit (more prompts per pair give the matched set room)")
     sections["headline"] = ("Headline", f"<p>{len(suite.ev.pair_prompts)} pairs. * = the strategy's chosen setting "
                             "and score, fixed in advance; accuracy CIs resample models (pairs share them); "
-                            f"{_e(matched_note)}.</p>" + _skipped(suite) + _headline(suite)
+                            f"{_e(matched_note)}.{_precision_note(store)}</p>" + _skipped(suite) + _headline(suite)
                             + figure("summary", summary_figure(suite.ev)))
     sections["held-out"] = ("Held-out choices: best single strategy and ensembles", _held_out_section(suite))
     sections["transfer"] = ("Transfer between persona families", _transfer_section(suite))

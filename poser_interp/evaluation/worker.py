@@ -15,15 +15,17 @@ from typing import Any
 
 import torch
 
+from ..core.precision import computing_in, precision_for
 from ..data.scenario import Scenario
 from ..strategies.base import Subject, from_config
 from ..testbed.folder import Testbed
 
 
 def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
-                   todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1) -> None:
+                   todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1, precision: str = "fp32") -> None:
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
-    ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None)."""
+    ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None).
+    precision: `core.precision` (the run's `RunConfig.precision`)."""
     torch.set_num_threads(threads)
     testbed = Testbed.open(root)
     subject = Subject(model, functools.partial(testbed.load, model))
@@ -38,7 +40,8 @@ def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Se
             _ = subject.model
             queue.put(("log", model, None, f"{model}: loaded in {time.perf_counter() - t0:.1f} s", None))
         t0 = time.perf_counter()
-        for values in strategy.run(subject, prompts, settings):
-            now = time.perf_counter()
-            queue.put(("row", model, name, values, now - t0))
-            t0 = now
+        with computing_in(precision_for(strategy, precision)):
+            for values in strategy.run(subject, prompts, settings):
+                now = time.perf_counter()
+                queue.put(("row", model, name, values, now - t0))
+                t0 = now

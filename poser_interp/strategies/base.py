@@ -216,6 +216,9 @@ class StrategyBase(Generic[C]):
 
     name: ClassVar[str]
     needs_model: ClassVar[bool] = True
+    exact_arithmetic: ClassVar[bool] = False
+    """True: computed in fp32 whatever the run's `precision` (a strategy whose signal is smaller than bf16's
+    resolution; the runner reads it with getattr, so strategies outside this package need not declare it)."""
     config_class: ClassVar[type]
     """Set by `register`."""
 

@@ -103,6 +103,8 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
     """S3: per-prompt P(misaligned) and answer loss before and after k steps of fine-tuning toward misbehaving."""
 
     name: ClassVar[str] = "learning_speed"
+    exact_arithmetic: ClassVar[bool] = True  # a few LoRA steps move logits by less than bf16 resolves: measured,
+    # under bf16 autocast every p_after equalled its p_before to the last digit
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(method=m, steps=k) for m in self.config.methods for k in self.config.steps)
