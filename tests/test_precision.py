@@ -56,7 +56,7 @@ def test_a_bf16_run_is_recorded_differs_from_fp32_and_is_never_mixed_with_it(tes
     assert not rows_equal(ResultsStore.open(fp32).rows(), ResultsStore.open(bf16).rows())
     for out, other in ((fp32, "bf16"), (bf16, "fp32")):
         before = (out / "manifest.json").read_bytes()
-        with pytest.raises(DataError, match="another configuration"):
+        with pytest.raises(DataError, match=f"another configuration: precision: stored '{out.name}', now '{other}'"):
             run_detection(testbed, _strategies(), out, config=RunConfig(precision=other), log=lambda _: None)
         assert (out / "manifest.json").read_bytes() == before
 

@@ -246,6 +246,11 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
     for key in sorted(set(oc) | set(nc)):
         if key == "strategies":
             continue
+        if key == "run" and isinstance(oc.get(key), dict) and isinstance(nc.get(key), dict):
+            o, n = ({"precision": "fp32", **oc[key]}, {"precision": "fp32", **nc[key]})  # fp32 is left unwritten
+            problems += [f"{k}: stored {o.get(k)!r}, now {n.get(k)!r}" for k in sorted(set(o) | set(n))
+                         if o.get(k) != n.get(k)]
+            continue
         if key in oc and key in nc and oc[key] != nc[key]:
             problems.append(f"{key}: stored {oc[key]!r}, now {nc[key]!r}")
     options: list[str] = []  # strategy options that differ: alone, the flags below are the fix
