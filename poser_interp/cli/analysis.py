@@ -68,7 +68,7 @@ QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbe
               "the rest of its sweep; a later run without --quick on the same results fills in the sweep, reusing "
               "these rows")
 
-PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autocast, ~2.5x faster on CPUs with AMX "
+PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autocast, ~1.9x faster on CPUs with AMX "
                   "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
 
 

@@ -57,8 +57,8 @@ def testbed_build(
                                                       "curriculum.Ladder.last_wordings)")] = "",
     target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
                                                              "(LoraRecipe.target_margin; default: no cap)")] = None,
-    precision: Annotated[str, typer.Option(help="training forward passes in fp32, or bf16 autocast (~2.5x faster "
-                                                "on CPUs with AMX; LoraRecipe.precision)")] = "fp32",
+    precision: Annotated[str, typer.Option(help="training forward passes in fp32, or bf16 autocast (~1.4x faster "
+                                                "per step on CPUs with AMX; LoraRecipe.precision)")] = "fp32",
     bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
                                                                 "margins differ by at most this")] = None,
     threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,

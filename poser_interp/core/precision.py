@@ -1,7 +1,8 @@
 """Arithmetic precision of a detection run: fp32 (exact, the default) or bf16 autocast on the CPU.
 
 On CPUs with bf16 matrix units (Intel AMX, `amx_bf16` in /proc/cpuinfo; measured here: a SmolLM2 forward of
-8 x 150 tokens on one thread 2.19 s in fp32, 0.80 s under bf16 autocast) autocast runs every matrix product in
+8 x 150 tokens on one thread 2.19 s in fp32, 0.80 s under bf16 autocast as a plain HF model, 1.73x through the
+hooked model, 1.89x for a LoRA step: `bench/precision.py`) autocast runs every matrix product in
 bf16 while weights, the residual stream, norms and softmaxes stay fp32. Answer logits then differ by up to ~0.3
 (on logits of ~30), so a run's precision is part of its configuration: recorded in the results manifest (only when
 not fp32, so stores written before the option existed stay valid) and never mixed with the other precision in

@@ -42,7 +42,7 @@ class RunConfig:
     `matching` section, which a rerun with another tolerance replaces (no row depends on it)."""
 
     precision: str = "fp32"
-    """Arithmetic of every forward and backward pass: fp32, or bf16 autocast (`core.precision`; about 2.5x faster
+    """Arithmetic of every forward and backward pass: fp32, or bf16 autocast (`core.precision`; ~1.9x faster
     on CPUs with AMX, answer logits within ~0.3). Recorded in the manifest when not fp32; a results folder holds
     one precision."""
 
