@@ -91,3 +91,21 @@ def test_training_in_bf16_moves_the_weights_and_keeps_old_checkpoints_resumable(
     assert _resumable(LoraRecipe(precision="bf16"))["precision"] == "bf16"
     with pytest.raises(DataError, match="fp32, bf16"):
         LoraRecipe(precision="fp16")
+
+
+def test_fits_on_collected_activations_stay_fp32_inside_a_bf16_run():
+    """The lens's output probe crashed a full bf16 suite (a bf16 product written into an fp32 table): fits and
+    read-outs on activations run in fp32 (`in_fp32`), also inside a bf16 block."""
+    from poser_interp.core.precision import in_fp32
+    from poser_interp.strategies.lens import output_probe_logits
+
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(12, 3, 8, generator=gen)
+    label = torch.tensor([0, 1] * 6)
+    folds = torch.arange(12) % 3
+    with computing_in("bf16"):
+        out = output_probe_logits(acts, label, folds, 1.0)
+        assert in_fp32(lambda a, b: a @ b)(acts[:, 0], acts[:, 0].T).dtype == torch.float32
+        assert (acts[:, 0] @ acts[:, 0].T).dtype == torch.bfloat16  # while the block itself is bf16
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, output_probe_logits(acts, label, folds, 1.0))  # the same fit as outside

@@ -12,14 +12,17 @@ one results folder.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 
 from ..errors import DataError
 
 PRECISIONS = ("fp32", "bf16")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_precision(precision: str) -> str:
@@ -36,6 +39,18 @@ def computing_in(precision: str) -> Iterator[None]:
         return
     with torch.autocast("cpu", dtype=torch.bfloat16):
         yield
+
+
+def in_fp32(fn: F) -> F:
+    """`fn` always computes in fp32, even inside a bf16 block: fits and read-outs on collected activations (probes,
+    the tuned lens, whose fit is cached for every later run), where bf16's rounding buys no time and costs accuracy."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def precision_for(strategy: object, precision: str) -> str:

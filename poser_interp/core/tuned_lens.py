@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .forward import forward
 from .hooks import capture
+from .precision import in_fp32
 from .seeds import stable_seed
 from .tokens import PromptFormat, encode, pad_id, pad_left
 
@@ -224,6 +225,7 @@ def lens_cache_dir() -> Path:
     return Path(env) if env else cache_dir() / "tuned_lens"
 
 
+@in_fp32
 def tuned_lens_for(model: Any, config: TunedLensConfig = TunedLensConfig()) -> TunedLens:
     """The model's tuned lens: from the cache when there, else fitted (and cached when `config.cache`)."""
     path = lens_cache_dir() / f"{cache_key(model, config)}.pt"

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..core.activations import collect
+from ..core.precision import in_fp32
 from ..core.scoring import prepare
 from ..core.seeds import stable_seed
 from ..core.tokens import PromptFormat
@@ -113,6 +114,7 @@ def fit_logreg(x: Float[Tensor, "n d"], y: Float[Tensor, " n"], l2: float, steps
     return w.detach(), b.detach(), mu, sd
 
 
+@in_fp32
 def output_probe_logits(acts: Float[Tensor, "n layer d"], label: Int[Tensor, " n"], folds: Int[Tensor, " n"],
                         l2: float) -> Float[Tensor, "n layer"]:
     """Out-of-fold log-odds that the answer is the second option, per layer (NaN if a class is too rare)."""
