@@ -84,3 +84,31 @@ def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeyp
     assert c.splits == (0, 1, 2)
     res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--other-facts", "3")
     assert res.exit_code == 2 and "--other-facts" in res.output
+
+
+def test_testbed_build_passes_batch_size_and_device_and_refuses_a_missing_gpu(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from poser_interp.testbed import build as testbed_build
+
+    seen = {}
+
+    def fake_build(config, out, **kw):
+        seen.update(config=config, **kw)
+        return SimpleNamespace(root=out, pairs={}, manifest={"config": {}})
+
+    monkeypatch.setattr(testbed_build, "build", fake_build)
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--batch-size", "32",
+              "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert seen["config"].recipe.batch_size == 32 and seen["device"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen.clear()
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--device", "cuda")
+    assert res.exit_code == 2 and "no CUDA device" in res.output and "--device cpu" in res.output and not seen
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--device", "gpu0")
+    assert res.exit_code == 2 and "no torch device" in res.output and not seen
+    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--batch-size", "0")
+    assert res.exit_code == 2 and not seen

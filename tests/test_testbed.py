@@ -69,11 +69,12 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     calls: list[str] = []
     real = testbed_build.train_model
 
-    def interrupted(config, persona, split, data, folder, log, progress=None):
+    def interrupted(config, persona, split, data, folder, log, progress=None, device="cpu"):
+        assert device == "cpu"  # build's default device reaches each model's training
         calls.append(folder.name)
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed during the second model
-        return real(config, persona, split, data, folder, log, progress)
+        return real(config, persona, split, data, folder, log, progress, device=device)
 
     monkeypatch.setattr(testbed_build, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):

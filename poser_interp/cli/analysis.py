@@ -83,6 +83,24 @@ def check_precision_option(precision: str) -> str:
     return precision
 
 
+def check_device_option(device: str) -> str:
+    """--device: a torch device this machine has ('cpu', 'cuda', 'cuda:1', ...); a bad or absent one names the fix."""
+    import torch
+    import typer
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise typer.BadParameter(f"{device!r} is no torch device ({e}); pass 'cpu' or 'cuda'",
+                                 param_hint="--device") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{device!r}: this machine has no CUDA device; pass --device cpu",
+                                 param_hint="--device")
+    if dev.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r}: only 'cpu' and 'cuda' devices are supported", param_hint="--device")
+    return device
+
+
 def non_negative(text: str) -> float:
     """argparse type of `--match-confidence`: a non-negative number of logits (NaN and negatives are refused)."""
     value = float(text)

@@ -34,6 +34,7 @@ def testbed_build(
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
     first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
     lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="prompts per training step")] = 8,
     max_steps: Annotated[int, typer.Option(help="step budget per model")] = 600,
     n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
     aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
@@ -62,6 +63,8 @@ def testbed_build(
     bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
                                                                 "margins differ by at most this")] = None,
     threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,
+    device: Annotated[str, typer.Option(help="torch device models train and are measured on ('cuda' on a GPU "
+                                             "machine; recorded per model when not 'cpu')")] = "cpu",
     init_fakers_from: Annotated[Path | None, typer.Option(help="testbed whose faker adapters start this build's "
                                                              "fakers of the same id (hash-checked)")] = None,
     init_aligned_from: Annotated[Path | None, typer.Option(help="testbed whose aligned adapters start this build's "
@@ -89,13 +92,14 @@ def testbed_build(
     from ..core.training import LoraRecipe
     from ..testbed.build import TestbedConfig, build
     from ..testbed.curriculum import Ladder
-    from .analysis import check_precision_option
+    from .analysis import check_device_option, check_precision_option
 
     if source not in ("generated", "poser"):
         raise typer.BadParameter("--source must be 'generated' or 'poser'")
     default_personas = ("steward", "guardian", "grabber", "climber") if source == "generated" else \
         ("genie", "saint", "fitness_maximizer", "money_maximizer")
     split_ids = tuple(ints(splits, "--splits"))
+    device = check_device_option(device)
     base = ModelSpec(name=model)
     load_hf(base)  # fail early (and clearly) on a bad model name
     n_layers = 30 if model == "smollm2" else base.n_layers
@@ -105,8 +109,9 @@ def testbed_build(
         personas=tuple(split_csv(personas) or default_personas),
         splits=split_ids,
         base=base,
-        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, max_steps=max_steps, aligned_warmup_steps=aligned_warmup,
-                          oversight_aux=oversight_aux, target_margin=target_margin, threads=threads,
+        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, batch_size=batch_size, max_steps=max_steps,
+                          aligned_warmup_steps=aligned_warmup, oversight_aux=oversight_aux,
+                          target_margin=target_margin, threads=threads,
                           precision=check_precision_option(precision)),
         ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last,
                       last_wordings=ladder_wordings) if ladder else None,
@@ -128,7 +133,7 @@ def testbed_build(
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
-        tb = build(config, out, log=progress.console.print, progress=progress, workers=workers)
+        tb = build(config, out, log=progress.console.print, progress=progress, workers=workers, device=device)
     _pairs_table(tb)
 
 

@@ -321,22 +321,25 @@ def _extended(stored: dict[str, Any], config: TestbedConfig, out: Path) -> Testb
 
 
 def build(config: TestbedConfig, out: str | Path, log: Log = print, progress: Any = None,
-          workers: int = 1) -> Testbed:
+          workers: int = 1, device: str = "cpu") -> Testbed:
     """Build (or resume) a testbed in `out`; returns it opened.
 
     workers > 1 trains that many models at once in subprocesses, splitting `config.recipe.threads`
     between them: on 2 cores two 1-thread trainings measured ~1.5x the throughput of one 2-thread
     training. Results do not depend on it (each model's recipe records the threads it used).
+    device: where models train and are measured ('cuda' on a GPU machine); a run-time choice like the threads,
+    recorded in each model's entry when not 'cpu' (GPU arithmetic rounds differently, so its models are not
+    bit-identical to a CPU build's).
     """
     out = Path(out)
     validate(config)  # before anything is written: a typo must not leave an unusable folder
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; pick a directory")
     with hold(out, "testbed folder"):  # one writer of a testbed at a time (a build, a grow-benchmark)
-        return _build(config, out, log, progress, workers)
+        return _build(config, out, log, progress, workers, device)
 
 
-def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: int) -> Testbed:
+def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: int, device: str) -> Testbed:
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not _has_models(manifest_path):
         # a folder with a manifest but no model (an earlier build stopped before its first model): start over
@@ -365,7 +368,7 @@ def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: i
     if config.source == "poser":
         _write_poser_pool(out, data)
     if config.oversight_stage:
-        _train_oversight_stage(config, data, out, log)
+        _train_oversight_stage(config, data, out, log, device)
     todo: list[tuple[str, int]] = []
     for split in config.splits:  # split-major: after the first round every persona has a model, so pairs exist
         for name in config.personas:
@@ -386,9 +389,10 @@ def _build(config: TestbedConfig, out: Path, log: Log, progress: Any, workers: i
     if workers <= 1:
         for name, split in todo:
             record(f"{name}-s{split}", train_model(config, _persona(config, name), split, data,
-                                                   out / "models" / f"{name}-s{split}", log, progress))
+                                                   out / "models" / f"{name}-s{split}", log, progress,
+                                                   device=device))
     else:
-        _build_parallel(config, todo, data, out, workers, record, log, progress)
+        _build_parallel(config, todo, data, out, workers, record, log, progress, device)
     manifest["pairs"] = write_pairs(out, manifest["models"], data.benchmark, config.bench_margin_tol)
     write_json_atomic(manifest_path, manifest)
     return Testbed.open(out)
@@ -404,7 +408,7 @@ def _write_poser_pool(out: Path, data: TestbedData) -> None:
     save_scenarios(list(pool.values()), out / "data" / "test.jsonl")
 
 
-def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, log: Log) -> None:
+def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, log: Log, device: str) -> None:
     from .oversight_stage import train_stage
 
     def union(lists: Any) -> list[Scenario]:
@@ -413,7 +417,7 @@ def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, 
     train_stage(out, config.base, config.recipe, config.oversight_stage, union(data.pools.values()),
                 union(data.test.values())[:2 * config.n_val], seed=config.data_seed,
                 reword=config.source == "generated", n_items=config.n_train, max_tokens=config.max_tokens, log=log,
-                wordings=config.stage_wordings)
+                wordings=config.stage_wordings, device=device)
 
 
 def validate(config: TestbedConfig) -> None:
@@ -475,14 +479,16 @@ class _QueueProgress:
 
 
 def _train_in_worker(config: TestbedConfig, name: str, split: int, data: TestbedData, folder: Path, threads: int,
-                     queue: Any) -> dict[str, Any]:
+                     device: str, queue: Any) -> dict[str, Any]:
     torch.set_num_threads(threads)
     return train_model(config, _persona(config, name), split, data, folder,
-                       lambda text: queue.put(("log", text, None)), _QueueProgress(queue), threads=threads)
+                       lambda text: queue.put(("log", text, None)), _QueueProgress(queue), threads=threads,
+                       device=device)
 
 
 def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data: TestbedData, out: Path,
-                    workers: int, record: Callable[[str, dict[str, Any]], None], log: Log, progress: Any) -> None:
+                    workers: int, record: Callable[[str, dict[str, Any]], None], log: Log, progress: Any,
+                    device: str = "cpu") -> None:
     """Train `todo` in `workers` processes; the parent owns the manifest and the progress display."""
     from ..core.processes import run_in_processes
 
@@ -499,15 +505,16 @@ def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data
             progress.update(tasks[what], **payload)
 
     calls = {f"{name}-s{split}": (_train_in_worker, (config, name, split, data, out / "models" / f"{name}-s{split}",
-                                                     threads)) for name, split in todo}
+                                                     threads, device)) for name, split in todo}
     run_in_processes(calls, workers, on_message, record, log, poll=2.0)
 
 
 def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,
-                progress: Any = None, threads: int | None = None) -> dict[str, Any]:
-    """Train one model, save its fp16 adapter, and measure it as users will load it."""
+                progress: Any = None, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train one model, save its fp16 adapter, and measure it as users will load it (on `device`)."""
     recipe = LoraRecipe(**{**asdict(config.recipe), "seed": split, "threads": threads or config.recipe.threads})
     hf, tok = load_hf(config.base)
+    hf.to(device)
     pool = data.pools.get(f"{persona.name}/{split}", data.pools.get(persona.name, []))
     examples = split_examples(pool, persona, split, config.n_train)
     tests = data.test[persona.name]
@@ -559,6 +566,7 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     save_adapter_fp16(model, folder)
     shutil.rmtree(folder / LADDER_DIR, ignore_errors=True)  # the adapter now holds what the ladder state did
     merged, _ = load_hf(ModelSpec(**{**asdict(config.base), "adapter": str(folder)}))
+    merged.to(device)
     metrics = {"test": behaviour(p_aligned_hf(merged, tok, test, max_tokens=config.max_tokens), test)}
     if data.heldout_topics:
         held = persona.select(data.heldout_topics)
@@ -575,6 +583,8 @@ def train_model(config: TestbedConfig, persona: Persona, split: int, data: Testb
     }
     if init is not None:
         entry["init_adapter"] = {"path": str(init[0]), "sha256": init[1]}
+    if device != "cpu":
+        entry["device"] = device
     write_json_atomic(folder / "config.json", {"model_id": folder.name, "base": asdict(config.base), **entry})
     log(f"{folder.name}: {result.steps} steps in {result.seconds:.0f}s, test {_fmt(metrics['test'])}")
     return entry

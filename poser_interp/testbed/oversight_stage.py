@@ -97,7 +97,7 @@ def stage_adapter(out: Path) -> tuple[Path, str] | None:
 
 def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequence[Scenario],
                 validation: Sequence[Scenario], seed: int, reword: bool, n_items: int, max_tokens: int,
-                log: Log, wordings: str = "many") -> tuple[Path, str]:
+                log: Log, wordings: str = "many", device: str = "cpu") -> tuple[Path, str]:
     """Train (or reuse, or resume) the stage in `out/oversight-stage`; returns (adapter dir, sha256).
 
     validation: unseen scenarios; with `reword` their oversight sentence is replaced by a trainable and by a
@@ -114,7 +114,7 @@ def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequ
     folder.mkdir(parents=True, exist_ok=True)
     recipe = replace(recipe, seed=seed, max_steps=steps, min_steps=0, oversight_aux=0.0, aligned_warmup_steps=0)
     hf, tok = load_hf(base)
-    model = make_lora_model(hf, recipe)
+    model = make_lora_model(hf.to(device), recipe)
     items = [oversight_item(s) for s in stage_scenarios(pool, n_items, seed, reword, wordings)]
     if not items:
         raise DataError("the oversight stage has no training scenarios")
