@@ -14,13 +14,16 @@
 #   OUT=<dir> POSER_DATA_DIR=<dir> bash analyses/gpu_poser.sh [DEADLINE_S]
 # Each build is killed at DEADLINE_S (default 420). Back in $OUT: one <config>.tar.gz per config (models, manifest,
 # stage, build log; no POSER data) and driver.log.
+# Measured (session 21): all four configs at once (16 processes) ran the H200's 139 GiB out (each process's CUDA
+# cache grew to 11-16 GiB); two configs at once (8 processes, ONLY="a|b") held 74 GiB. Run at most two together.
 # Smoke test on a CPU: DEVICE=cpu PERSONAS=genie SMOKE="--max-steps 2 --n-benchmark 4" ONLY=cont-lr2e4-b32
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 POSER=${POSER_DATA_DIR:?set POSER_DATA_DIR to the POSER data root}
 DEADLINE=${1:-420}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} POSER_INTERP_CACHE=${POSER_INTERP_CACHE:-/tmp/poser-cache} \
-       PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false COLUMNS=250
+       PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false COLUMNS=250 \
+       PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 RUNS=${RUNS:-/tmp/poser-runs}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -58,11 +61,13 @@ while [ -n "$(jobs -rp)" ]; do
   t=$(( $(date +%s) - start ))
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader \
     | sed "s/^/[$t s] gpu /"
-  for d in "$RUNS"/*/; do grep -h "validation" "$d/build.log" 2>/dev/null | tail -n 1 | cut -c1-160; done
+  for d in "$RUNS"/*/; do
+    grep -h "validation" "$d/build.log" 2>/dev/null | tail -n 1 | cut -c1-160 | sed "s/^/$(basename "$d"): /"
+  done
 done
 for d in "$RUNS"/*/; do
   name=$(basename "$d")
   echo "== $name"; grep -E "steps in|build_exit|Error|Traceback" "$d/build.log" | cut -c1-300
-  tar -czf "$OUT/$name.tar.gz" -C "$RUNS" --exclude="$name/data" --exclude="$name/pairs" "$name"
+  tar -czf "$OUT/$name.tar.gz" -C "$RUNS" --exclude="$name/data" --exclude="$name/pairs" --exclude="*.pt" "$name"
 done
 echo "total $(( $(date +%s) - start )) s"
