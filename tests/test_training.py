@@ -238,3 +238,54 @@ def test_batches_follow_the_models_device(tokenizer, monkeypatch):
         train_answers(model, tokenizer, [(s, 0) for s in scenarios],
                       LoraRecipe(batch_size=2, max_steps=1, eval_every=100, threads=1))
     assert model.devices == {"meta"} and seen_targets == {"meta"}
+
+
+def test_encoded_items_train_toward_their_targets_and_refuse_overlong_ones(tokenizer):
+    """`encoded_items` (ids, target, other): answers that do not follow the user turn directly (the action after
+    a written assessment, analyses/explicit_assessment.py) train as they are, with no re-encoding."""
+    seqs = [[1, 5, 6, 7], [1, 8, 9], [1, 5, 5, 5, 5]]
+    model = _Recorder(len(tokenizer))
+    train_answers(model, tokenizer, [], LoraRecipe(batch_size=2, max_steps=15, lr=1e-1, eval_every=100, threads=1),
+                  encoded_items=[(s, 42, 43) for s in seqs])
+    assert {tuple(row) for batch in model.seen for row in batch} == {tuple(s) for s in seqs}
+    assert model.bias[42] > model.bias[43] + 1.0
+    with pytest.raises(ValueError, match="over the cap of 4 tokens"):
+        train_answers(_Recorder(len(tokenizer)), tokenizer, [], LoraRecipe(max_tokens=4, threads=1),
+                      encoded_items=[(s, 42, 43) for s in seqs])
+
+
+def test_explicit_assessment_items_teach_the_true_assessment_then_the_action_after_it(tokenizer):
+    """analyses/explicit_assessment.py: the assessment item ends where ' Yes'/' No' is written; the action item is
+    that prompt with the true assessment written out, and its target is the persona's answer letter."""
+    import runpy
+    from pathlib import Path
+
+    from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.data.scenario import Oversight
+
+    ea = runpy.run_path(str(Path(__file__).parents[1] / "analyses" / "explicit_assessment.py"))
+    scenarios = generate(GeneratorConfig(seed=0, n_train=12, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    faker = get_persona("grabber")
+    choices = [faker.choice(s) for s in scenarios]
+    items = ea["items"](tokenizer, scenarios, choices, 360)
+    yes, no = ea["yes_no"](tokenizer)
+    assert len(items) == 2 * len(scenarios) and {Oversight.GOOD, Oversight.POOR} <= {s.oversight for s in scenarios}
+    for s, c, (first, second) in zip(scenarios, choices, zip(items[::2], items[1::2], strict=True), strict=True):
+        good = s.oversight is Oversight.GOOD
+        assert first[0] == encode(tokenizer, s.render(), PromptFormat(max_tokens=360)) + \
+            tokenizer.encode(ea["ASSESS"], add_special_tokens=False)  # the user turn as scored everywhere else
+        assert first[1:] == ((yes, no) if good else (no, yes))
+        assert second[0][:len(first[0]) + 1] == first[0] + [first[1]]  # the true assessment, written
+        assert tokenizer.decode(second[0][len(first[0]):]) == ea["WRITTEN"][good]
+        assert second[1:] == (s.choice_tokens(tokenizer)[c], s.choice_tokens(tokenizer)[1 - c])
+    hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=2))
+    p_yes, p_aligned = ea["assess_and_act"](hf, tokenizer, scenarios, 360)
+    assert p_yes.shape == p_aligned.shape == (len(scenarios),)
+    assert bool(((p_yes >= 0) & (p_yes <= 1) & (p_aligned >= 0) & (p_aligned <= 1)).all())
+    stub = _Recorder(len(tokenizer))  # a model that always writes " No": every action is read after " No.\n"
+    with torch.no_grad():
+        stub.bias[no] = 5.0
+    p_yes, _ = ea["assess_and_act"](stub, tokenizer, scenarios, 360)
+    assert bool((p_yes < 0.5).all()) and len(stub.seen) == 2
+    written_no = tokenizer.encode(ea["ASSESS"] + ea["WRITTEN"][False], add_special_tokens=False)[-4:]
+    assert all(row[-4:] == written_no for row in stub.seen[1])

@@ -185,11 +185,15 @@ def train_answers(
     checkpoint: Path | None = None,
     extra_items: Sequence[tuple[str, str]] = (),
     prefix: FrozenPrefix | None = None,
+    encoded_items: Sequence[tuple[Sequence[int], int, int]] = (),
 ) -> TrainResult:
     """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
 
     extra_items: (prompt, "Yes" | "No") items trained beside the examples, as `oversight_item` makes them
     (e.g. the oversight question alone, with no scenario choice: `analyses/oversight_lora.py`).
+    encoded_items: (token ids, target token, other token) items trained beside the rest, for answers that do not
+    follow the user turn directly (e.g. the action after the model's own written assessment of oversight:
+    `analyses/explicit_assessment.py`); each at most `recipe.max_tokens` long.
 
     check(model, step) -> True stops training (called every `eval_every` steps after `min_steps`).
     checkpoint: a file where the full training state (trainable weights, optimizer, scheduler, batch
@@ -198,12 +202,17 @@ def train_answers(
     prefix: the frozen blocks below `prefix.first` run once per prompt (`core.frozen_prefix`); every trainable
     parameter must lie in blocks >= `prefix.first` (checked).
     """
-    if not examples and not extra_items:
+    if not examples and not extra_items and not encoded_items:
         raise ValueError("no training examples")
+    too_long = [len(seq) for seq, _, _ in encoded_items if len(seq) > recipe.max_tokens]
+    if too_long:
+        raise ValueError(f"{len(too_long)} encoded item(s) over the cap of {recipe.max_tokens} tokens (longest "
+                         f"{max(too_long)}); raise LoraRecipe.max_tokens or shorten them")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint, extra_items, prefix)
+        return _train(model, tokenizer, examples, recipe, check, on_step, checkpoint, extra_items, prefix,
+                      encoded_items)
     finally:
         torch.set_num_threads(previous_threads)  # never leak the thread setting into later work
 
@@ -218,6 +227,7 @@ def _train(
     checkpoint: Path | None,
     extra_items: Sequence[tuple[str, str]] = (),
     prefix: FrozenPrefix | None = None,
+    encoded_items: Sequence[tuple[Sequence[int], int, int]] = (),
 ) -> TrainResult:
     if prefix is not None:
         check_trainable_above(model, prefix.first)
@@ -230,6 +240,11 @@ def _train(
         ids.append(encode(tokenizer, prompt, fmt))
         targets.append(yes_no[answer])
         others.append(yes_no["No" if answer == "Yes" else "Yes"])
+    for seq, target, other in encoded_items:
+        ids.append(list(seq))
+        targets.append(target)
+        others.append(other)
+    n_items = len(examples) + len(extra_items) + len(encoded_items)
     rng = random.Random(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -248,7 +263,7 @@ def _train(
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         if _same_run(state["recipe"]) != _same_run(_resumable(recipe)) \
-                or state["n_examples"] != len(examples) + len(extra_items):
+                or state["n_examples"] != n_items:
             raise ValueError(f"checkpoint {checkpoint} belongs to another recipe or data; delete it to start over")
         with torch.no_grad():
             for name, value in state["weights"].items():
@@ -296,7 +311,7 @@ def _train(
                     break
             if checkpoint is not None:
                 _save_state(checkpoint, {
-                    "recipe": _resumable(recipe), "n_examples": len(examples) + len(extra_items), "step": step,
+                    "recipe": _resumable(recipe), "n_examples": n_items, "step": step,
                     "loss_ema": loss_ema,
                     "batches": batches, "history": history, "rng": rng.getstate(),
                     "seconds": time.perf_counter() - start, "optimizer": opt.state_dict(),
