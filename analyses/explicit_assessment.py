@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.models import ModelSpec, load_hf
     from poser_interp.core.training import LoraRecipe, continue_lora, train_answers
     from poser_interp.data.generator import GeneratorConfig, generate
+    from poser_interp.data.jsonio import jsonl_logger
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import FRESH, HELDOUT, reworded
@@ -177,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
-
-    def log(row: dict) -> None:
-        with log_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+    log = jsonl_logger(log_path)
 
     persona = get_persona(args.persona)
     hf, tok = load_hf(ModelSpec())

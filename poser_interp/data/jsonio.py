@@ -4,7 +4,7 @@ records checked one by one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +41,16 @@ def json_objects(lines: Iterable[str], path: Path, hint: str, hint_objects: bool
             raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}" +
                             (f"; {hint}" if hint_objects else ""))
         yield n, rec
+
+
+def jsonl_logger(path: Path) -> Callable[[dict[str, Any]], None]:
+    """A log function for an analysis run: each row appended to `path` as one JSON line (the run's record, read
+    back to resume or tabulate) and printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(row: dict[str, Any]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    return log
