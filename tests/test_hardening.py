@@ -378,3 +378,17 @@ def test_progress_has_an_overall_task_and_says_when_a_model_loads(testbed, tmp_p
     again = Recorder()
     run_detection(testbed, baselines(), tmp_path, config=RunConfig(max_prompts=3), progress=again, log=lambda _: None)
     assert again.tasks == {}  # nothing left to compute: no bar at all
+
+
+def test_jsonl_logger_appends_one_json_line_per_row_and_makes_the_run_folder(tmp_path, capsys):
+    import json
+
+    from poser_interp.data.jsonio import jsonl_logger
+
+    path = tmp_path / "run" / "log.jsonl"
+    log = jsonl_logger(path)
+    log({"step": 25, "cur": {"good_aligned": 0.5}})
+    jsonl_logger(path)({"end": True})  # a resumed run appends to what is there
+    assert [json.loads(line) for line in path.read_text().splitlines()] == \
+        [{"step": 25, "cur": {"good_aligned": 0.5}}, {"end": True}]
+    assert capsys.readouterr().out.count("\n") == 2
