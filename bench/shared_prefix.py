@@ -1,6 +1,7 @@
 """Benchmark: last-token reads on a shared prefix (`core/shared_prefix.py`) vs full forwards, on the embedded model,
-one thread: S4's concept statements (every layer) and a testbed's prompts (S1's direction read); also checks they
-agree.
+one thread: S4's concept statements (every layer), a testbed's prompts (S1's direction read) and the same prompts'
+answer logits on the plain Hugging Face model (what testbed builds, verify and the oversight stage score); also
+checks they agree.
 
 Run: .venv/bin/python bench/shared_prefix.py [--statements 504] [--prompts 64]
 Target: >= 1.6x on the statements; relative residual difference < 1e-5 on both.
@@ -21,8 +22,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from poser_interp.core.activations import collect, last_resid
-    from poser_interp.core.models import load_model
-    from poser_interp.core.tokens import PromptFormat, encode
+    from poser_interp.core.models import load_hf, load_model
+    from poser_interp.core.scoring import hf_score_prepared, prepare
+    from poser_interp.core.tokens import PromptFormat, encode, pad_id
     from poser_interp.data.concepts import load_contrast_dir
     from poser_interp.data.generator import GeneratorConfig, generate
     from poser_interp.strategies.probes import ProbesConfig
@@ -33,11 +35,15 @@ def main() -> None:
     ids = [encode(model.tokenizer, t, PromptFormat()) for t in statements]
     prompts = [s.render() for s in generate(GeneratorConfig(seed=0, n_train=0, n_test=0, n_benchmark=args.prompts,
                                                             n_heldout=0))["benchmark"]]
+    hf, tok = load_hf("smollm2")
+    prep = prepare(tok, prompts, ("A", "B"), PromptFormat())
     rows = []
     for name, run in [("statements, 30 layers (S4)", lambda shared: collect(model, ids, c.layers, "last",
                                                                              c.batch_size, shared_prefix=shared)[0]),
                       ("prompts, 4 layers (S1 direction)", lambda shared: last_resid(model, prompts, [4, 10, 16, 22],
-                                                                                      shared_prefix=shared))]:
+                                                                                      shared_prefix=shared)),
+                      ("prompts, answer logits (HF: build, verify)",
+                       lambda shared: hf_score_prepared(hf, prep, pad_id(tok), 16, shared_prefix=shared))]:
         t0 = time.perf_counter()
         full = run(False)
         t1 = time.perf_counter()

@@ -96,3 +96,28 @@ def test_gemma3_reads_on_a_prefix_inside_its_window():
     cached = forward(model, pad_left(prefix.strip(ids), 0), prefix=prefix)[:, -1]
     torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(full[0], full[1])
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2", "tiny-gemma3"])
+def test_hf_scoring_on_a_shared_prefix_equals_full_forwards_with_and_without_an_adapter(arch, texts):
+    """`hf_score_prepared` (testbed builds, verify, the oversight stage): plain HF and peft models read the texts'
+    shared opening once; the two answer logits equal full forwards."""
+    from poser_interp.core.models import load_hf
+    from poser_interp.core.scoring import hf_score_prepared, prepare
+    from poser_interp.core.training import LoraRecipe, make_lora_model
+
+    hf, tok = load_hf(ModelSpec(name=arch, n_layers=4, seed=1))
+    prep = prepare(tok, texts, ("A", "B"))
+    # tiny gemma's 8-token sliding window is shorter than the texts: full forwards instead
+    assert (SharedPrefix.of_hf(hf, prep.ids) is None) == (arch == "tiny-gemma3")
+    plain = hf_score_prepared(hf, prep, pad_id(tok), batch_size=3, shared_prefix=False)
+    torch.testing.assert_close(hf_score_prepared(hf, prep, pad_id(tok), batch_size=3), plain, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(plain[0], plain[-1])  # the prompts differ, so the comparison could fail
+    lora = make_lora_model(hf, LoraRecipe(rank=2, seed=3))
+    with torch.no_grad():  # an adapter that changes the answers (LoRA's B starts at zero)
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    full = hf_score_prepared(lora, prep, pad_id(tok), batch_size=3, shared_prefix=False)
+    torch.testing.assert_close(hf_score_prepared(lora, prep, pad_id(tok), batch_size=3), full, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(full, plain, atol=1e-3)

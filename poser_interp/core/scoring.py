@@ -17,6 +17,7 @@ from torch import Tensor
 from ..data.scenario import Scenario, first_token_ids
 from ..errors import DataError
 from .forward import Hook, last_logits, length_batches
+from .shared_prefix import SharedPrefix
 from .tokens import Batch, PromptFormat, encode, pad_id
 
 HookSpec = Sequence[Hook] | Callable[[Batch], Sequence[Hook]]
@@ -80,13 +81,28 @@ def score_prepared(prep: Prepared, forward_last: Callable[[Batch], Tensor], pad:
     return out
 
 
-def hf_last_logits(hf_model: Any, batch: Batch) -> Float[Tensor, "batch vocab"]:
-    """Last-position logits of a plain Hugging Face (or peft) model, on the CPU wherever the model runs."""
+def hf_last_logits(hf_model: Any, batch: Batch, prefix: SharedPrefix | None = None) -> Float[Tensor, "batch vocab"]:
+    """Last-position logits of a plain Hugging Face (or peft) model, on the CPU wherever the model runs.
+
+    prefix: the batch holds texts stripped of this shared opening (`SharedPrefix.of_hf`), whose cache they attend to.
+    """
     batch = batch.to(next(hf_model.parameters()).device)
+    kwargs = prefix.call_kwargs(batch) if prefix is not None else \
+        {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     with torch.no_grad():
-        out = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, logits_to_keep=1)
+        out = hf_model(input_ids=batch.input_ids, logits_to_keep=1, **kwargs)
     return out.logits[:, -1, :].cpu()
+
+
+def hf_score_prepared(hf_model: Any, prep: Prepared, pad: int, batch_size: int = 8,
+                      shared_prefix: bool = True) -> Float[Tensor, "n 2"]:
+    """`score_prepared` for a plain Hugging Face (or peft) model: the prompts' shared opening (a testbed's prompts
+    share ~47 of ~166 tokens) run once and its cache reused by every batch (`SharedPrefix.of_hf`; equal to full
+    forwards up to float rounding, tested). shared_prefix=False runs every prompt whole."""
+    prefix = SharedPrefix.of_hf(hf_model, prep.ids) if shared_prefix else None
+    if prefix is not None:
+        prep = Prepared(ids=prefix.strip(prep.ids), choices=prep.choices)
+    return score_prepared(prep, lambda b: hf_last_logits(hf_model, b, prefix), pad, batch_size)
 
 
 def answer_logits(model: Any, items: Items, choices: Sequence[str] | Sequence[Sequence[str]] | None = None,

@@ -49,10 +49,9 @@ def repeated_cache(cache: Any, reps: int) -> Any:
     return out
 
 
-def _windows_fit(model: Any, width: int) -> bool:
-    """Whether no sliding-window layer's window is shorter than `width` tokens: a window counts cache slots, and
-    the padding between the prefix and a shorter text would push prefix tokens out of it."""
-    config = getattr(model.hf_model, "config", None)
+def _windows_fit(config: Any, width: int) -> bool:
+    """Whether no sliding-window layer's window (of a Hugging Face `config`) is shorter than `width` tokens: a
+    window counts cache slots, and the padding between the prefix and a shorter text would push prefix tokens out."""
     window = getattr(config, "sliding_window", None)
     kinds = getattr(config, "layer_types", None) or ()
     slides = "sliding_attention" in kinds or bool(getattr(config, "use_sliding_window", False))
@@ -89,7 +88,7 @@ class SharedPrefix:
     def of(cls, model: Any, seqs: Sequence[Sequence[int]], minimum: int = MIN_SHARED) -> SharedPrefix | None:
         """The shared opening of `seqs` run through `model` once; None when it is shorter than `minimum`."""
         n = shared_length(seqs)
-        if n < max(minimum, 1) or not _windows_fit(model, max(len(s) for s in seqs)):
+        if n < max(minimum, 1) or not _windows_fit(getattr(model.hf_model, "config", None), max(len(s) for s in seqs)):
             return None
         ids = tuple(seqs[0][:n])
         with torch.no_grad(), cache_keyword(model):
@@ -99,6 +98,24 @@ class SharedPrefix:
                                f"after a {n}-token prefix; read these texts with shared_prefix=False")
         keyword = "cache" if "cache" in inspect.signature(type(model.hf_model).forward).parameters else \
             "past_key_values"  # transformers 5.x renamed it (the old name still works, with a warning per call)
+        return cls(ids, cache, keyword)
+
+    @classmethod
+    def of_hf(cls, hf_model: Any, seqs: Sequence[Sequence[int]], minimum: int = MIN_SHARED) -> SharedPrefix | None:
+        """The same for a plain Hugging Face (or peft) causal LM read without hooks (`scoring.hf_score_prepared`):
+        the cache lives where the model does."""
+        n = shared_length(seqs)
+        base = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
+        if n < max(minimum, 1) or not _windows_fit(getattr(base, "config", None), max(len(s) for s in seqs)):
+            return None
+        ids = tuple(seqs[0][:n])
+        with torch.no_grad():
+            cache = hf_model(input_ids=torch.tensor([ids], device=next(hf_model.parameters()).device),
+                             use_cache=True, logits_to_keep=1).past_key_values
+        if cache is None or cache.get_seq_length() != n:
+            raise RuntimeError(f"the model's KV cache holds {0 if cache is None else cache.get_seq_length()} tokens "
+                               f"after a {n}-token prefix; score these prompts with shared_prefix=False")
+        keyword = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
         return cls(ids, cache, keyword)
 
     def __len__(self) -> int:

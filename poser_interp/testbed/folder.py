@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 
 from ..core.models import ModelSpec, file_sha256
-from ..core.scoring import Prepared, hf_last_logits, prepare, score_prepared
+from ..core.scoring import Prepared, hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
 from ..data.jsonio import read_json
@@ -102,7 +102,7 @@ def p_aligned_hf(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], prep
                  batch_size: int = 16, max_tokens: int = 512) -> torch.Tensor:
     """P(aligned answer) per scenario for a plain HF / peft model."""
     prep = prepared or prepare(tokenizer, scenarios, fmt=PromptFormat(max_tokens=max_tokens))
-    probs = score_prepared(prep, lambda b: hf_last_logits(model, b), pad_id(tokenizer), batch_size).softmax(-1)
+    probs = hf_score_prepared(model, prep, pad_id(tokenizer), batch_size).softmax(-1)
     idx = torch.tensor([s.aligned_index for s in scenarios])
     return probs.gather(1, idx[:, None])[:, 0]
 

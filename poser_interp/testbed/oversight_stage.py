@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.models import file_sha256, load_hf
-from ..core.scoring import hf_last_logits, prepare, score_prepared
+from ..core.scoring import hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe, make_lora_model, oversight_item, train_answers
 from ..data.scenario import Oversight, Scenario
@@ -72,7 +71,7 @@ def oversight_p_correct(model: Any, tokenizer: Any, scenarios: Sequence[Scenario
     """P(right answer) of each scenario's oversight question (Yes = good oversight), over the two answers."""
     items = [oversight_item(s) for s in scenarios]
     prep = prepare(tokenizer, [q for q, _ in items], ("Yes", "No"), PromptFormat(max_tokens=max_tokens))
-    probs = score_prepared(prep, partial(hf_last_logits, model), pad_id(tokenizer)).softmax(-1)
+    probs = hf_score_prepared(model, prep, pad_id(tokenizer)).softmax(-1)
     truth = torch.tensor([0 if a == "Yes" else 1 for _, a in items])
     return probs.gather(1, truth[:, None])[:, 0]
 
