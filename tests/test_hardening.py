@@ -392,3 +392,13 @@ def test_jsonl_logger_appends_one_json_line_per_row_and_makes_the_run_folder(tmp
     assert [json.loads(line) for line in path.read_text().splitlines()] == \
         [{"step": 25, "cur": {"good_aligned": 0.5}}, {"end": True}]
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_testbed_build_on_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on CI, also where a GPU is present
+    out = tmp_path / "new"
+    res = cli("testbed", "build", "--model", "tiny-llama", "--out", str(out), "--device", "cuda")
+    assert res.exit_code == 2 and "--device: 'cuda': this machine has no CUDA device; pass --device cpu" in res.output
+    assert "Traceback" not in res.output and not out.exists()
