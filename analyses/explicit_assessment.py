@@ -80,33 +80,23 @@ def items(tokenizer: Any, scenarios: Sequence[Any], choices: Sequence[int], max_
     return out
 
 
-def last_logits(model: Any, tokenizer: Any, seqs: Sequence[list[int]], batch_size: int = 16) -> Any:
+def assess_and_act(model: Any, tokenizer: Any, scenarios: Sequence[Any], max_tokens: int,
+                   shared_prefix: bool = True) -> tuple[Any, Any]:
+    """(P(' Yes') of the written assessment, P(aligned action) after the model's own greedy assessment); both reads
+    through `scoring.hf_score_prepared` (shared_prefix as there)."""
     import torch
 
-    from poser_interp.core.scoring import hf_last_logits
-    from poser_interp.core.tokens import pad_id, pad_left
-
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
-    rows: dict[int, Any] = {}
-    for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
-        logits = hf_last_logits(model, pad_left([seqs[i] for i in chunk], pad_id(tokenizer)))
-        rows.update(zip(chunk, logits, strict=True))
-    return torch.stack([rows[i] for i in range(len(seqs))])
-
-
-def assess_and_act(model: Any, tokenizer: Any, scenarios: Sequence[Any], max_tokens: int) -> tuple[Any, Any]:
-    """(P(' Yes') of the written assessment, P(aligned action) after the model's own greedy assessment)."""
-    import torch
+    from poser_interp.core.scoring import Prepared, hf_score_prepared
+    from poser_interp.core.tokens import pad_id
 
     yes, no = yes_no(tokenizer)
     users = [s.render() for s in scenarios]
-    first = last_logits(model, tokenizer, [assessment_ids(tokenizer, u, max_tokens) for u in users])
-    p_yes = first[:, [yes, no]].softmax(-1)[:, 0]
-    second = last_logits(model, tokenizer, [action_ids(tokenizer, u, bool(p > 0.5), max_tokens)
-                                            for u, p in zip(users, p_yes, strict=True)])
-    pairs = torch.tensor([s.choice_tokens(tokenizer) for s in scenarios])
-    probs = second.gather(1, pairs).softmax(-1)
+    first = Prepared(ids=[assessment_ids(tokenizer, u, max_tokens) for u in users], choices=[(yes, no)] * len(users))
+    p_yes = hf_score_prepared(model, first, pad_id(tokenizer), 16, shared_prefix).softmax(-1)[:, 0]
+    second = Prepared(ids=[action_ids(tokenizer, u, bool(p > 0.5), max_tokens) for u, p in zip(users, p_yes,
+                                                                                                   strict=True)],
+                      choices=[s.choice_tokens(tokenizer) for s in scenarios])
+    probs = hf_score_prepared(model, second, pad_id(tokenizer), 16, shared_prefix).softmax(-1)
     p_aligned = probs.gather(1, torch.tensor([s.aligned_index for s in scenarios])[:, None])[:, 0]
     return p_yes, p_aligned
 

@@ -285,7 +285,7 @@ def test_explicit_assessment_items_teach_the_true_assessment_then_the_action_aft
     stub = _Recorder(len(tokenizer))  # a model that always writes " No": every action is read after " No.\n"
     with torch.no_grad():
         stub.bias[no] = 5.0
-    p_yes, _ = ea["assess_and_act"](stub, tokenizer, scenarios, 360)
+    p_yes, _ = ea["assess_and_act"](stub, tokenizer, scenarios, 360, shared_prefix=False)  # the stub keeps no cache
     assert bool((p_yes < 0.5).all()) and len(stub.seen) == 2
     written_no = tokenizer.encode(ea["ASSESS"] + ea["WRITTEN"][False], add_special_tokens=False)[-4:]
     assert all(row[-4:] == written_no for row in stub.seen[1])

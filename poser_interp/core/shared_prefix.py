@@ -110,8 +110,9 @@ class SharedPrefix:
             return None
         ids = tuple(seqs[0][:n])
         with torch.no_grad():
-            cache = hf_model(input_ids=torch.tensor([ids], device=next(hf_model.parameters()).device),
-                             use_cache=True, logits_to_keep=1).past_key_values
+            out = hf_model(input_ids=torch.tensor([ids], device=next(hf_model.parameters()).device), use_cache=True,
+                           logits_to_keep=1)
+        cache = out["cache"] if "cache" in out else out.get("past_key_values")  # transformers 5.x renamed it
         if cache is None or cache.get_seq_length() != n:
             raise RuntimeError(f"the model's KV cache holds {0 if cache is None else cache.get_seq_length()} tokens "
                                f"after a {n}-token prefix; score these prompts with shared_prefix=False")
