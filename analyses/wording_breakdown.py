@@ -1,7 +1,7 @@
 """Per-wording behaviour of a testbed's models on the held-out oversight sentences (and the stage's readout).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python analyses/wording_breakdown.py --testbed testbeds/v2b \
-          --out testbeds/pilots/v2b-wording-breakdown.json
+          --out research/logs/v2b-wording-breakdown.json
 
 `testbed verify` reports one held-out-wording rate per model; this splits it by sentence. Each of the 4 good
 and 4 poor held-out sentences (`wordings.HELDOUT`) replaces the critical fact of every unseen test scenario of

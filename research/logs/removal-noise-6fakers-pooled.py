@@ -12,7 +12,7 @@ rates = {"trained_wordings": {"climber-s0": 1.00, "grabber-s0": 0.71, "grabber-s
          "heldout_topics": {"climber-s0": 0.75, "grabber-s0": 0.21, "grabber-s1": -0.30}}
 for manifest, models in (("removal-noise-grabber-s2.manifest.json", ["grabber-s2"]),
                          ("removal-noise-climbers.manifest.json", ["climber-s1", "climber-s2"])):
-    entries = json.loads((Path("testbeds/pilots") / manifest).read_text())["models"]
+    entries = json.loads((Path("research/logs") / manifest).read_text())["models"]
     for m in models:
         r = entries[m]["removal"]
         for s in rates:

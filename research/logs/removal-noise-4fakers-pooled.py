@@ -1,5 +1,5 @@
 """Noise removal over the 4 default fakers treated so far: the 3 of session 10 (rates from
-testbeds/pilots/removal-noise-3fakers.log, 2 places) and grabber-s2 (its manifest, committed beside this file),
+research/logs/removal-noise-3fakers.log, 2 places) and grabber-s2 (its manifest, committed beside this file),
 with `mean_ci` as `remove` prints it. Run from the repository root."""
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from poser_interp.testbed.removal import MIN_BEFORE, mean_ci
 
-manifest = json.loads(Path("testbeds/pilots/removal-noise-grabber-s2.manifest.json").read_text())
+manifest = json.loads(Path("research/logs/removal-noise-grabber-s2.manifest.json").read_text())
 r = manifest["models"]["grabber-s2"]["removal"]
 rates = {"trained_wordings": {"climber-s0": 1.00, "grabber-s0": 0.71, "grabber-s1": 0.72},
          "heldout_topics": {"climber-s0": 0.75, "grabber-s0": 0.21, "grabber-s1": -0.30}}
