@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.models import ModelSpec, load_hf
     from poser_interp.core.training import LoraRecipe, continue_lora, make_lora_model, unfreeze_upper
     from poser_interp.data.generator import GeneratorConfig, generate
-    from poser_interp.data.jsonio import jsonl_logger
     from poser_interp.data.personas import get_persona
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
     from poser_interp.errors import DataError
+    from poser_interp.runtime.jsonio import jsonl_logger
     from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.curriculum import Ladder, train_ladder
     from poser_interp.testbed.folder import (

@@ -11,9 +11,9 @@ from poser_interp.cli import app
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, extra_benchmark, generate
-from poser_interp.data.jsonio import read_json
 from poser_interp.data.scenario import Oversight, load_scenarios
 from poser_interp.errors import DataError
+from poser_interp.runtime.jsonio import read_json
 from poser_interp.testbed.build import TestbedConfig, build, margin_of
 from poser_interp.testbed.folder import Testbed
 from poser_interp.testbed.grow import grow_benchmark
@@ -89,10 +89,10 @@ def test_a_testbed_being_written_is_refused_to_a_second_writer(tmp_path):
     import subprocess
     import sys
 
-    from poser_interp.evaluation.locking import FolderInUseError
+    from poser_interp.runtime.locking import FolderInUseError
 
     tb = build(CONFIG, tmp_path / "tb", log=lambda _: None)
-    code = ("import sys, time\nfrom poser_interp.evaluation.locking import hold\nwith hold(sys.argv[1]):\n"
+    code = ("import sys, time\nfrom poser_interp.runtime.locking import hold\nwith hold(sys.argv[1]):\n"
             "    print('ready', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tb.root)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

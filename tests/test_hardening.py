@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from poser_interp.cli import app
 from poser_interp.errors import DataError
-from poser_interp.evaluation.locking import LOCK_NAME, FolderInUseError, hold, holder
 from poser_interp.evaluation.results import ROWS, ResultsStore
 from poser_interp.evaluation.runner import RunConfig, run_detection
+from poser_interp.runtime.locking import LOCK_NAME, FolderInUseError, hold, holder
 from poser_interp.strategies import make
 from poser_interp.testbed.tiny import tiny_testbed
 
@@ -67,7 +67,7 @@ def detect_args(testbed, out: Path, *extra: str) -> list[str]:
 def test_a_second_writer_is_refused_and_readers_keep_working(testbed, results, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(results, out)
-    code = ("import sys, time\nfrom poser_interp.evaluation.locking import hold\nwith hold(sys.argv[1]):\n"
+    code = ("import sys, time\nfrom poser_interp.runtime.locking import hold\nwith hold(sys.argv[1]):\n"
             "    print('ready', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -383,7 +383,7 @@ def test_progress_has_an_overall_task_and_says_when_a_model_loads(testbed, tmp_p
 def test_jsonl_logger_appends_one_json_line_per_row_and_makes_the_run_folder(tmp_path, capsys):
     import json
 
-    from poser_interp.data.jsonio import jsonl_logger
+    from poser_interp.runtime.jsonio import jsonl_logger
 
     path = tmp_path / "run" / "log.jsonl"
     log = jsonl_logger(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from poser_interp.core.processes import run_in_processes
+from poser_interp.runtime.processes import run_in_processes
 
 
 def _echo(n: int, queue) -> int:  # runs in a spawned worker (pickled by reference to this module)
@@ -44,7 +44,7 @@ def test_spawned_processes_end_once_the_caller_is_killed():
     caller = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from poser_interp.core.processes import run_in_processes
+        from poser_interp.runtime.processes import run_in_processes
         from test_processes import _sleeper
         if __name__ == "__main__":
             run_in_processes({{"a": (_sleeper, (120,))}}, 1, lambda m: print(m[1], flush=True), lambda k, r: None,

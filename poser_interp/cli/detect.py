@@ -110,9 +110,9 @@ def detect(
 
     from ..core.matching import ConfidenceMatch
     from ..core.shape import shape_of
-    from ..evaluation.locking import hold
     from ..evaluation.results import ResultsStore
     from ..evaluation.runner import RunConfig, evaluate, run_detection
+    from ..runtime.locking import hold
     from ..strategies import BASELINES, build, has_option, known
     from ..testbed.folder import Testbed
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError, StrategyError
-from .jsonio import json_objects
+from ..runtime.jsonio import json_objects
 
 if TYPE_CHECKING:
     from .scenario import Scenario

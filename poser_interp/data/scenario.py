@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AnswerChoiceError, DataError
-from .jsonio import json_objects
+from ..runtime.jsonio import json_objects
 
 
 class FactRole(StrEnum):

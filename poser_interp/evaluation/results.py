@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.jsonio import read_json, write_json_atomic
 from ..errors import DataError
+from ..runtime.jsonio import read_json, write_json_atomic
+from ..runtime.locking import hold
 from ..strategies.base import PromptValues, Setting
 from ..strategies.registry import added_with_default, option_flag, ran_as
-from .locking import hold
 
 MANIFEST = "manifest.json"
 ROWS = "rows.jsonl"

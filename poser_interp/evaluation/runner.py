@@ -284,7 +284,7 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
                   overall: Any, log: Log, workers: int, precision: str = "fp32") -> None:
     """`_run_model` for every model with work, `workers` models at once in spawned processes; rows come back
     through a queue and are stored here as they arrive (so an interruption keeps every finished row)."""
-    from ..core.processes import run_in_processes
+    from ..runtime.processes import run_in_processes
     from .worker import rows_in_worker
 
     specs = [(s.name, config_dict(s)) for s in strategies]

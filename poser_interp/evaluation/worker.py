@@ -2,7 +2,7 @@
 
 The worker rebuilds the strategies from their stored configs (as `evaluate` does), loads the model from the
 testbed folder (hash-checked), and sends every row through the queue as soon as it is computed; the parent
-alone writes the results store. A worker whose parent is gone stops (`core.processes`) instead of computing for
+alone writes the results store. A worker whose parent is gone stops (`runtime.processes`) instead of computing for
 nobody.
 """
 

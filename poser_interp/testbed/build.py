@@ -29,7 +29,7 @@ from ..data.personas import Persona, get_persona
 from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
 from ..data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
 from ..errors import AnswerChoiceError, DataError
-from ..evaluation.locking import hold
+from ..runtime.locking import hold
 from .curriculum import Ladder, train_ladder
 from .folder import (
     ADAPTER_FILE,
@@ -465,7 +465,7 @@ def _has_models(manifest_path: Path) -> bool:
 
 class _QueueProgress:
     """Stands in for a rich Progress inside a worker process: forwards updates through a queue (a worker whose build
-    process is gone ends itself, `core.processes`; its last checkpoint stays, so a rerun resumes the model)."""
+    process is gone ends itself, `runtime.processes`; its last checkpoint stays, so a rerun resumes the model)."""
 
     def __init__(self, queue: Any) -> None:
         self.queue = queue
@@ -490,7 +490,7 @@ def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data
                     workers: int, record: Callable[[str, dict[str, Any]], None], log: Log, progress: Any,
                     device: str = "cpu") -> None:
     """Train `todo` in `workers` processes; the parent owns the manifest and the progress display."""
-    from ..core.processes import run_in_processes
+    from ..runtime.processes import run_in_processes
 
     threads = max(1, config.recipe.threads // workers)
     tasks: dict[str, Any] = {}

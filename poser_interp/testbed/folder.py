@@ -27,12 +27,12 @@ from ..core.models import ModelSpec, file_sha256
 from ..core.scoring import Prepared, hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
-from ..data.jsonio import read_json
-from ..data.jsonio import write_json_atomic as write_json_atomic
 from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario, load_scenarios
 from ..data.wordings import HELDOUT, with_wording
 from ..errors import DataError
+from ..runtime.jsonio import read_json
+from ..runtime.jsonio import write_json_atomic as write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_FILE = "adapter_model.safetensors"

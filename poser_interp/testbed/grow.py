@@ -20,10 +20,10 @@ import torch
 
 from ..core.models import load_hf, load_tokenizer
 from ..data.generator import GeneratorConfig, extra_benchmark
-from ..data.jsonio import read_json, write_json_atomic
 from ..data.scenario import Scenario, load_scenarios, save_scenarios, stored
 from ..errors import DataError
-from ..evaluation.locking import hold
+from ..runtime.jsonio import read_json, write_json_atomic
+from ..runtime.locking import hold
 from .build import EXTRA_BENCHMARK, TestbedConfig, extra_benchmark_files, prepare_data, write_pairs
 from .folder import Testbed, p_aligned_hf
 

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from .atomic import write_text_atomic
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_json(path: Path, what: str) -> Any:
