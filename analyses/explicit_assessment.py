@@ -160,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.data.scenario import Oversight
     from poser_interp.data.wordings import FRESH, HELDOUT, reworded
     from poser_interp.runtime.jsonio import jsonl_logger
-    from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.curriculum import Ladder
-    from poser_interp.testbed.folder import Thresholds, behaviour, split_examples
+    from poser_interp.testbed.folder import Thresholds, behaviour, save_adapter_fp16, split_examples
 
     torch.set_num_threads(args.threads)
     out: Path = args.out

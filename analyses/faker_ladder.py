@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
     from poser_interp.errors import DataError
     from poser_interp.runtime.jsonio import jsonl_logger
-    from poser_interp.testbed.build import save_adapter_fp16
     from poser_interp.testbed.curriculum import Ladder, train_ladder
     from poser_interp.testbed.folder import (
         Thresholds,
@@ -81,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         heldout_wording_rates,
         p_aligned_hf,
         p_faker_answer,
+        save_adapter_fp16,
         split_examples,
     )
 

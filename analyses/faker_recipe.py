@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from poser_interp.core.models import ModelSpec, load_hf
     from poser_interp.core.training import LoraRecipe, make_lora_model, train_answers
     from poser_interp.data.personas import get_persona
-    from poser_interp.data.scenario import load_scenarios
+    from poser_interp.data.scenario_files import load_scenarios
     from poser_interp.testbed.folder import REPO_ROOT, Thresholds, behaviour, p_aligned_hf, split_examples
 
     data = args.data or REPO_ROOT / "testbeds" / "default" / "data"

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     train_answers(model, tok, [], recipe, check=check, extra_items=items,
                   checkpoint=args.out.with_suffix(".checkpoint.pt") if args.full_from_layer is None else None)
     if args.save is not None:
-        from poser_interp.testbed.build import save_adapter_fp16
+        from poser_interp.testbed.folder import save_adapter_fp16
 
         save_adapter_fp16(model, args.save)
         print(f"adapter: {args.save}", flush=True)

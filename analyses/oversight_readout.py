@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from poser_interp.core.models import ModelSpec, load_hf
     from poser_interp.core.tokens import PromptFormat, encode, pad_id, pad_left
-    from poser_interp.data.scenario import Oversight, load_scenarios
+    from poser_interp.data.scenario import Oversight
+    from poser_interp.data.scenario_files import load_scenarios
     from poser_interp.strategies.lens import fit_logreg
     from poser_interp.testbed.folder import REPO_ROOT, Testbed
 

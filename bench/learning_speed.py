@@ -23,7 +23,7 @@ def main() -> None:
     from poser_interp.core.frozen_prefix import FrozenPrefix
     from poser_interp.core.models import load_model
     from poser_interp.data.generator import GeneratorConfig, generate
-    from poser_interp.data.scenario import save_scenarios
+    from poser_interp.data.scenario_files import save_scenarios
     from poser_interp.strategies import Subject, build
 
     data = generate(GeneratorConfig(seed=0, n_train=0, n_test=64, n_benchmark=args.prompts, n_heldout=0))

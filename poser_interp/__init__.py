@@ -18,8 +18,8 @@ from .data.scenario import Fact as Fact
 from .data.scenario import FactRole as FactRole
 from .data.scenario import Oversight as Oversight
 from .data.scenario import Scenario as Scenario
-from .data.scenario import load_scenarios as load_scenarios
-from .data.scenario import save_scenarios as save_scenarios
+from .data.scenario_files import load_scenarios as load_scenarios
+from .data.scenario_files import save_scenarios as save_scenarios
 from .errors import AdapterMismatchError as AdapterMismatchError
 from .errors import AnswerChoiceError as AnswerChoiceError
 from .errors import BackendError as BackendError

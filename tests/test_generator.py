@@ -19,8 +19,9 @@ from poser_interp.data.generator import (
     save_splits,
     with_motive,
 )
-from poser_interp.data.scenario import FactRole, Oversight, load_scenarios
+from poser_interp.data.scenario import FactRole, Oversight
 from poser_interp.data.scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, TOPICS
+from poser_interp.data.scenario_files import load_scenarios
 from poser_interp.errors import DataError
 
 SMALL = GeneratorConfig(seed=0, n_train=200, n_test=100, n_benchmark=100, n_heldout=60)

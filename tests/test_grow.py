@@ -11,7 +11,8 @@ from poser_interp.cli import app
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
 from poser_interp.data.generator import GeneratorConfig, extra_benchmark, generate
-from poser_interp.data.scenario import Oversight, load_scenarios
+from poser_interp.data.scenario import Oversight
+from poser_interp.data.scenario_files import load_scenarios
 from poser_interp.errors import DataError
 from poser_interp.runtime.jsonio import read_json
 from poser_interp.testbed.build import TestbedConfig, build, margin_of

@@ -13,7 +13,7 @@ import torch
 from poser_interp.core.models import ModelSpec, load_model
 from poser_interp.core.scoring import answer_logits
 from poser_interp.data.generator import GeneratorConfig, generate
-from poser_interp.data.scenario import save_scenarios
+from poser_interp.data.scenario_files import save_scenarios
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection
 from poser_interp.strategies import StrategyError, Subject, make

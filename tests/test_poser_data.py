@@ -16,7 +16,8 @@ from poser_interp.data.poser_data import (
     load_poser_file,
     require_poser_dir,
 )
-from poser_interp.data.scenario import AnswerFormat, FactRole, Oversight, load_scenarios
+from poser_interp.data.scenario import AnswerFormat, FactRole, Oversight
+from poser_interp.data.scenario_files import load_scenarios
 from poser_interp.errors import DataError
 
 

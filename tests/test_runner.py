@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from poser_interp.cli import app
 from poser_interp.core.matching import ConfidenceMatch
-from poser_interp.data.scenario import load_scenarios, save_scenarios, stored
+from poser_interp.data.scenario_files import load_scenarios, save_scenarios, stored
 from poser_interp.errors import DataError
 from poser_interp.evaluation.results import ROWS, ResultsStore, ResumeWarning, rows_equal
 from poser_interp.evaluation.runner import RunConfig, evaluate, run_detection

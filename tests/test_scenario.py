@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from poser_interp.data.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, load_scenarios, save_scenarios
+from poser_interp.data.scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario
+from poser_interp.data.scenario_files import load_scenarios, save_scenarios
 from poser_interp.errors import AnswerChoiceError, DataError
 
 

@@ -18,7 +18,8 @@ from poser_interp.core.models import ModelSpec
 from poser_interp.core.pools import data_source, scenario_pool
 from poser_interp.core.scoring import answer_logits, p_and_margin
 from poser_interp.data.generator import GeneratorConfig, generate
-from poser_interp.data.scenario import FactRole, Oversight, save_scenarios
+from poser_interp.data.scenario import FactRole, Oversight
+from poser_interp.data.scenario_files import save_scenarios
 from poser_interp.errors import DataError, LayerError
 from poser_interp.evaluation.results import ROWS, ResultsStore, rows_equal
 from poser_interp.evaluation.runner import run_detection

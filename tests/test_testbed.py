@@ -11,7 +11,8 @@ import pytest
 
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
-from poser_interp.data.scenario import FactRole, load_scenarios, save_scenarios
+from poser_interp.data.scenario import FactRole
+from poser_interp.data.scenario_files import load_scenarios, save_scenarios
 from poser_interp.errors import DataError, StrategyError
 from poser_interp.testbed import build as testbed_build
 from poser_interp.testbed.build import TestbedConfig, build

@@ -95,7 +95,7 @@ def score(
 def _load_scenarios(path: Path, faker: bool | None, strict: bool) -> tuple[list[Any], str]:
     """The scenarios of a file, and a line on the POSER records skipped (empty when none was)."""
     from ..data.poser_data import load_poser_file
-    from ..data.scenario import load_scenarios
+    from ..data.scenario_files import load_scenarios
 
     if not _is_json_list(path):
         if faker is not None:

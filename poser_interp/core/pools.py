@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.scenario import FactRole, Oversight, Scenario, load_scenarios
+from ..data.scenario import FactRole, Oversight, Scenario
+from ..data.scenario_files import load_scenarios
 from ..errors import DataError, StrategyError
 from .seeds import stable_seed
 from .tokens import PromptFormat, encode

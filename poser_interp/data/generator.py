@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AnswerChoiceError, DataError
-from .scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, first_token_ids, save_scenarios
+from .scenario import AnswerFormat, Fact, FactRole, Oversight, Scenario, first_token_ids
 from .scenario_bank import GOOD_OVERSIGHT, IRRELEVANT, MOTIVES, POOR_OVERSIGHT, TOPICS, Topic
+from .scenario_files import save_scenarios
 from .wordings import trainable
 
 SPLITS: tuple[str, ...] = ("train", "test", "benchmark", "test_heldout_topics")

@@ -26,7 +26,8 @@ from ..core.training import LoraRecipe, continue_lora, make_lora_model, train_an
 from ..core.versions import versions
 from ..data.generator import GeneratorConfig, generate, save_splits
 from ..data.personas import Persona, get_persona
-from ..data.scenario import Oversight, Scenario, load_scenarios, save_scenarios
+from ..data.scenario import Oversight, Scenario
+from ..data.scenario_files import load_scenarios, save_scenarios
 from ..data.wordings import FRESH, HELDOUT, mixed_reworded, reworded
 from ..errors import AnswerChoiceError, DataError
 from ..runtime.locking import hold
@@ -42,10 +43,11 @@ from .folder import (
     p_aligned_hf,
     p_faker_answer,
     read_json,
+    save_adapter_fp16,
     split_examples,
     write_json_atomic,
 )
-from .oversight_stage import STAGE_WORDINGS, oversight_p_correct
+from .oversight_stage import STAGE_WORDINGS, oversight_p_correct, stage_adapter, train_stage
 
 Log = Callable[[str], None]
 LADDER_DIR = "ladder"
@@ -409,8 +411,6 @@ def _write_poser_pool(out: Path, data: TestbedData) -> None:
 
 
 def _train_oversight_stage(config: TestbedConfig, data: TestbedData, out: Path, log: Log, device: str) -> None:
-    from .oversight_stage import train_stage
-
     def union(lists: Any) -> list[Scenario]:
         return list({s.id: s for ss in lists for s in ss}.values())
 
@@ -595,8 +595,6 @@ def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tupl
     `TestbedConfig.init_fakers_from` / `init_aligned_from`), or None."""
     model_id = folder.name
     if config.oversight_stage:
-        from .oversight_stage import stage_adapter
-
         stage = stage_adapter(folder.parent.parent)
         if stage is None:
             raise DataError(f"{folder.parent.parent} has no finished oversight stage; rerun the build")
@@ -614,20 +612,6 @@ def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tupl
     if rank != config.recipe.rank:
         raise DataError(f"{adapter} has LoRA rank {rank}, the recipe {config.recipe.rank}; pass --rank {rank}")
     return adapter, source.models[model_id]["adapter_sha256"]
-
-
-def save_adapter_fp16(model: Any, folder: Path) -> None:
-    """Save a peft adapter with fp16 weights (half the size; loading casts back to fp32)."""
-    from safetensors.torch import load_file, save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    path = folder / ADAPTER_FILE
-    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()}
-    save_file(tensors, path, metadata={"format": "pt"})
-    readme = folder / "README.md"
-    if readme.exists():
-        readme.unlink()
 
 
 def margin_of(p_aligned: float) -> float:

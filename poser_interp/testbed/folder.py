@@ -28,7 +28,8 @@ from ..core.scoring import Prepared, hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
 from ..data.personas import Persona
-from ..data.scenario import Oversight, Scenario, load_scenarios
+from ..data.scenario import Oversight, Scenario
+from ..data.scenario_files import load_scenarios
 from ..data.wordings import HELDOUT, with_wording
 from ..errors import DataError
 from ..runtime.jsonio import read_json
@@ -213,3 +214,17 @@ TestbedSource = Literal["generated", "poser"]
 
 def recipe_dict(recipe: LoraRecipe) -> dict[str, Any]:
     return asdict(recipe)
+
+
+def save_adapter_fp16(model: Any, folder: Path) -> None:
+    """Save a peft adapter with fp16 weights (half the size; loading casts back to fp32)."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    path = folder / ADAPTER_FILE
+    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+    readme = folder / "README.md"
+    if readme.exists():
+        readme.unlink()

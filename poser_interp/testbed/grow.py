@@ -20,7 +20,8 @@ import torch
 
 from ..core.models import load_hf, load_tokenizer
 from ..data.generator import GeneratorConfig, extra_benchmark
-from ..data.scenario import Scenario, load_scenarios, save_scenarios, stored
+from ..data.scenario import Scenario
+from ..data.scenario_files import load_scenarios, save_scenarios, stored
 from ..errors import DataError
 from ..runtime.jsonio import read_json, write_json_atomic
 from ..runtime.locking import hold

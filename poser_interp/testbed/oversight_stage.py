@@ -34,7 +34,8 @@ from ..core.training import LoraRecipe, make_lora_model, oversight_item, train_a
 from ..data.scenario import Oversight, Scenario
 from ..data.wordings import HELDOUT, extra, inferential, minimal, mixed_reworded, reworded, themed, trainable
 from ..errors import DataError
-from .folder import ADAPTER_FILE, heldout_wording_rates, read_json, write_json_atomic
+from ..runtime.jsonio import read_json, write_json_atomic
+from .folder import ADAPTER_FILE, heldout_wording_rates, save_adapter_fp16
 
 Log = Callable[[str], None]
 STAGE_DIR = "oversight-stage"
@@ -107,8 +108,6 @@ def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequ
     if done is not None:
         log(f"oversight stage: done already ({done[0]}), reused")
         return done
-    from .build import save_adapter_fp16
-
     folder = out / STAGE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     recipe = replace(recipe, seed=seed, max_steps=steps, min_steps=0, oversight_aux=0.0, aligned_warmup_steps=0)
