@@ -11,7 +11,6 @@ import torch
 from poser_interp.core.nnsight_backend import NNsightModel
 from poser_interp.core.scoring import answer_probs, p_misaligned, prepare
 from poser_interp.core.tokens import pad_id
-from poser_interp.core.views import LastPosition
 from poser_interp.data.generator import GeneratorConfig, generate
 from poser_interp.errors import LayerError
 from poser_interp.strategies import (
@@ -29,6 +28,7 @@ from poser_interp.strategies import (
     noise_values,
 )
 from poser_interp.strategies.noise import default_layers, noise_directions, noise_tensor
+from poser_interp.strategies.noise_views import LastPosition
 
 CFG = NoiseConfig(layers=(0, 2), scales=(0.5, 3.0), samples=2, primary_layer=2, primary_scale=3.0, batch_size=3,
                   max_rows=5)

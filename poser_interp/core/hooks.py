@@ -1,8 +1,8 @@
 """Hook functions: interventions (add a vector, add a tensor) and captures (store what passes a hook point).
 
 Each factory returns a TL hook function; `forward.forward` decides when it is active (for one call only). The
-same interventions are available on the nnsight backend (`NNsightModel`, `engines.NNsightEngine`), and tests
-check both give equal numbers.
+same interventions are available on the nnsight backend (`NNsightModel`, `strategies.noise_engines.NNsightEngine`),
+and tests check both give equal numbers.
 """
 
 from __future__ import annotations

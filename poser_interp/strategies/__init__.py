@@ -5,8 +5,6 @@ the only way in); `make` takes exact options; `known()` lists the names and `opt
 Importing this package registers every built-in strategy.
 """
 
-from ..core.engines import BridgeEngine as BridgeEngine
-from ..core.engines import NNsightEngine as NNsightEngine
 from .base import PromptValues as PromptValues
 from .base import Score as Score
 from .base import Setting as Setting
@@ -20,6 +18,8 @@ from .baselines import RandomConfig as RandomConfig
 from .noise import NoiseConfig as NoiseConfig
 from .noise import NoiseStrategy as NoiseStrategy
 from .noise import noise_values as noise_values
+from .noise_engines import BridgeEngine as BridgeEngine
+from .noise_engines import NNsightEngine as NNsightEngine
 from .registry import BASELINES as BASELINES
 from .registry import build as build
 from .registry import from_config as from_config

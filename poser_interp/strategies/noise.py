@@ -30,7 +30,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core.engines import BridgeEngine, NoiseEngine, take_rows
 from ..core.matching import ConfidenceMatch
 from ..core.scoring import margin, prepare
 from ..core.tokens import Batch, PromptFormat, pad_id
@@ -51,6 +50,7 @@ from .base import (
     register,
     stable_seed,
 )
+from .noise_engines import BridgeEngine, NoiseEngine, take_rows
 
 
 def default_layers(n_layers: int) -> tuple[int, ...]:

@@ -16,12 +16,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.forward import forward, last_logits
+from ..core.hooks import add_tensor, capture
+from ..core.nnsight_backend import decoder_blocks, saved_value, trace_inputs
+from ..core.tokens import Batch
 from ..errors import BackendError, LayerError
-from .forward import forward, last_logits
-from .hooks import add_tensor, capture
-from .nnsight_backend import decoder_blocks, saved_value, trace_inputs
-from .tokens import Batch
-from .views import LastPosition, suffix_view
+from .noise_views import LastPosition, suffix_view
 
 
 class NoiseEngine(Protocol):

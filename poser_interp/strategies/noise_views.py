@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .shared_prefix import repeated_cache
+from ..core.shared_prefix import repeated_cache
 
 
 @dataclass
