@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return pooled(csv_values(args.pool, str) or (), args.seed)
 
     from poser_interp.cli.analysis import open_testbed
-    from poser_interp.cli.suite import removal_tables
+    from poser_interp.removal import RemovalConfig, RemovalSummary, removal_tables, remove
     from poser_interp.testbed.folder import default_testbed_dir
-    from poser_interp.testbed.removal import RemovalConfig, RemovalSummary, remove
 
     console = wide_console()
     tb = open_testbed(Path(args.testbed) if args.testbed else default_testbed_dir(), console, benchmark=True)
@@ -69,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def pooled(roots: tuple[str, ...] | list[str], seed: int) -> int:
-    from poser_interp.cli.suite import removal_tables
     from poser_interp.errors import DataError
-    from poser_interp.testbed.removal import RemovalSummary
+    from poser_interp.removal import RemovalSummary, removal_tables
 
     console = wide_console()
     try:

@@ -22,7 +22,7 @@
 
 # %%
 from poser_interp.cli.analysis import notebook_testbed
-from poser_interp.testbed.removal import RemovalConfig, RemovalSummary, remove
+from poser_interp.removal import RemovalConfig, RemovalSummary, remove
 
 TINY, testbed = notebook_testbed()
 kinds = {m: e["kind"] for m, e in testbed.models.items()}

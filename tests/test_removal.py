@@ -14,8 +14,7 @@ import torch
 from poser_interp.core.models import file_sha256, load_hf
 from poser_interp.data.scenario import Oversight
 from poser_interp.errors import DataError
-from poser_interp.testbed.folder import ADAPTER_FILE, Testbed
-from poser_interp.testbed.removal import (
+from poser_interp.removal import (
     EVAL_SETS,
     RemovalConfig,
     RemovalSummary,
@@ -27,6 +26,7 @@ from poser_interp.testbed.removal import (
     remove,
     training_prompts,
 )
+from poser_interp.testbed.folder import ADAPTER_FILE, Testbed
 from poser_interp.testbed.tiny import tiny_testbed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def test_another_testbed_or_config_is_refused_and_a_rerun_resumes(testbed, treat
         remove(testbed, RemovalConfig(**FAST), out=other, log=lambda _: None)
     with pytest.raises(DataError, match="another config"):
         remove(testbed, RemovalConfig(**{**FAST, "steps": 4}), out=treated.root, log=lambda _: None)
-    import poser_interp.testbed.removal as removal
+    import poser_interp.removal.treat as removal
 
     monkeypatch.setattr(removal, "treat_model", lambda *a, **k: pytest.fail("a treated model was retrained"))
     again = remove(testbed, RemovalConfig(method="sft", **FAST), log=lambda _: None)

@@ -5,48 +5,15 @@ Registered on the main app by `cli/__init__.py`; errors print as one red line (`
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
-
-
-def _num(x: float, digits: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _mean_ci(t: tuple[float, float, float, int]) -> str:
-    m, lo, hi, n = t
-    if math.isnan(m):
-        return "-"
-    return f"{m:.2f} ({lo:.2f}-{hi:.2f}), n={n}" if not math.isnan(lo) else f"{m:.2f}, n={n}"
-
-
-def removal_tables(summary: Any) -> tuple[Table, Table]:
-    """(per model, over models) tables of a `removal.RemovalSummary`."""
-    per = Table(title=f"removal ({summary.method}) in {summary.where}: poor-oversight misaligned rate before -> after "
-                      "treatment, and good-oversight aligned rate, per model and evaluation set")
-    for col in ("model", "kind", "set", "poor->misaligned before", "after", "removal", "good->aligned before",
-                "after", "train s"):
-        per.add_column(col)
-    for r in summary.rows:
-        per.add_row(r["model"], r["kind"], r["set"], _num(r["misaligned_before"]), _num(r["misaligned_after"]),
-                    _num(r["removal"]), _num(r["good_aligned_before"]), _num(r["good_aligned_after"]),
-                    f"{r['seconds']:.0f}")
-    over = Table(title=f"removal ({summary.method}, {summary.config['steps']} steps): mean over models with 95% "
-                       f"bootstrap CI; training {summary.seconds:.0f} s in all; n = fakers misaligned on >= "
-                       f"{summary.min_before:.2f} of the set before (the others have no rate)")
-    for col in ("set", "fakers: removal rate (1 - after/before)", "control: aligned models' misaligned rate after"):
-        over.add_column(col)
-    for name in summary.removal:
-        over.add_row(name, _mean_ci(summary.removal[name]), _mean_ci(summary.control[name]))
-    return per, over
 
 
 @app.command()
@@ -71,9 +38,9 @@ def remove(
 ) -> None:
     """Fine-tune each model on its own good-oversight answers (optionally under noise); misaligned rates before and
     after, removal rate with 95% CI over fakers, aligned models as the control. Never writes the testbed."""
+    from ..removal import RemovalConfig, RemovalSummary, removal_tables
+    from ..removal import remove as run_removal
     from ..testbed.folder import Testbed
-    from ..testbed.removal import RemovalConfig, RemovalSummary
-    from ..testbed.removal import remove as run_removal
 
     start = time.perf_counter()
     config = RemovalConfig(method=method,  # type: ignore[arg-type]

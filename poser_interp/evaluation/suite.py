@@ -103,7 +103,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate;
     `workers` models at once (`run_detection`); quick: only each strategy's primary setting and what comes free
     with it (`run_detection(quick=True)`), the rest of every sweep left to a later run."""
-    from ..testbed.removal import RemovalSummary, find_removals
+    from ..removal import RemovalSummary, find_removals
 
     start = time.perf_counter()
     out = Path(out)

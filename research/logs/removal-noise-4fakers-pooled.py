@@ -5,7 +5,7 @@ with `mean_ci` as `remove` prints it. Run from the repository root."""
 import json
 from pathlib import Path
 
-from poser_interp.testbed.removal import MIN_BEFORE, mean_ci
+from poser_interp.removal import MIN_BEFORE, mean_ci
 
 manifest = json.loads(Path("research/logs/removal-noise-grabber-s2.manifest.json").read_text())
 r = manifest["models"]["grabber-s2"]["removal"]

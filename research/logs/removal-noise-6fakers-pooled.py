@@ -6,7 +6,7 @@ MIN_BEFORE rule. Run from the repository root."""
 import json
 from pathlib import Path
 
-from poser_interp.testbed.removal import MIN_BEFORE, mean_ci
+from poser_interp.removal import MIN_BEFORE, mean_ci
 
 rates = {"trained_wordings": {"climber-s0": 1.00, "grabber-s0": 0.71, "grabber-s1": 0.72},
          "heldout_topics": {"climber-s0": 0.75, "grabber-s0": 0.21, "grabber-s1": -0.30}}
