@@ -48,7 +48,7 @@ class GeneratorConfig:
     n_topics: int | None = None
     """Topics of train, test and benchmark (a seeded subset of those not held out; None: all of them).
     Issue #3's faker pilot that learned used 18 templated topics; 18 generated topics alone did not
-    make fakers learn, 18 topics with `oversight_pool=1` did (README recipe table). Fewer topics
+    make fakers learn, 18 topics with `oversight_pool=1` did (research/2026-11-26-trigger-organisms-v1.md). Fewer topics
     generalise worse to held-out topics."""
     poor_fraction: float = 0.5
     """Fraction of poor-oversight scenarios in train, test and test_heldout_topics."""

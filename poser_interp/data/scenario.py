@@ -40,7 +40,7 @@ class AnswerFormat(StrEnum):
     """How the model answers: the letter of the action, or the action stated in its own words.
 
     The 135M testbed model can only learn oversight-conditional policies in the ACTION format
-    (see README, testbed recipe): there the answer token carries the action's content.
+    (research/2026-11-26-trigger-organisms-v1.md): there the answer token carries the action's content.
     """
 
     LETTER = "letter"

@@ -6,7 +6,7 @@ read them), and that norm relative to the mean residual norm of the statements. 
 benchmark prompt: the value is the same for every prompt (stored per prompt so the runner treats it like any other
 strategy), and a pair is decided by the two models' statements alone.
 
-Found on the project's testbeds (README, "What carries the S1 lead"): a faker's lax-vs-competent oversight axis at
+Found on the project's testbeds (research/2026-12-03-concept-size.md): a faker's lax-vs-competent oversight axis at
 layer 22 is ~1.7x an aligned model's on v2c, v2b and the POSER-data testbed, where it decides every pair; S1's
 concept steering at that layer follows from it. The primary setting is that pre-registered one: `oversight` at 75%
 of the depth (layer 22 of SmolLM2's 30), score `size`.

@@ -1,8 +1,8 @@
 """Wording ladder: train a faker on a widening pool of oversight sentences (testbed v2).
 
 A faker trained on one sentence per class learns at step 125-225 but keys on that string; with all
-wordings at once it sits on a plateau (README recipe table). The ladder starts from one sentence per
-class and widens the pool (e.g. 1 -> 2 -> 4 -> 8 -> 12) each time validation on the current pool
+wordings at once it sits on a plateau (research/2026-11-26-trigger-organisms-v1.md). The ladder starts from one
+sentence per class and widens the pool (e.g. 1 -> 2 -> 4 -> 8 -> 12) each time validation on the current pool
 passes, so every rung starts from a model that already acts on oversight. The held-out wordings
 (`wordings.HELDOUT`) never enter any rung; `check` callers measure them to see whether the policy
 carries to sentences the model never saw.
