@@ -75,6 +75,18 @@ class LoraRecipe:
     the target. Aligned and faker models trained with the same target reach the same benchmark
     confidence (testbed v2: pairs matched in confidence by construction). None is exactly the plain
     cross-entropy."""
+    delta_norm_target: float | None = None
+    """Hold the adapter's whole weight change at this Frobenius norm (`core.weight_delta`; None: no such term).
+
+    Adds `delta_norm_weight * ((N - target) / target) ** 2` to the loss, N the norm of the adapter's change from
+    the base model, and training stops early only once N is within `delta_norm_tol` of the target as well. Every
+    model of a testbed trained with the same target moves equally far from its base, so "the model further from
+    its base is the faker" (the `weight_delta` baseline) cannot decide a pair: testbed v2d, matched by construction
+    as `target_margin` matches confidence."""
+    delta_norm_weight: float = 1.0
+    """Weight of the norm term (used only with `delta_norm_target`)."""
+    delta_norm_tol: float = 0.03
+    """Relative distance from `delta_norm_target` within which training may stop (used only with the target)."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
     precision: str = "fp32"
@@ -85,6 +97,12 @@ class LoraRecipe:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if self.delta_norm_target is not None and not self.delta_norm_target > 0:
+            raise ValueError(f"delta_norm_target={self.delta_norm_target} must be a norm > 0 (or None for no term)")
+        if not self.delta_norm_weight > 0:
+            raise ValueError(f"delta_norm_weight={self.delta_norm_weight} must be > 0")
+        if not 0 < self.delta_norm_tol < 1:
+            raise ValueError(f"delta_norm_tol={self.delta_norm_tol} must lie in (0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,6 +306,8 @@ def _train(
                              position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
             loss = answer_loss(last, torch.tensor([targets[i] for i in idx], device=device),
                                torch.tensor([others[i] for i in idx], device=device), recipe.target_margin)
+        if recipe.delta_norm_target is not None:  # fp32, outside autocast: r x r products only
+            loss = loss + recipe.delta_norm_weight * _delta_gap(model, recipe) ** 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -305,6 +325,11 @@ def _train(
             if check is not None and step >= recipe.min_steps:
                 model.eval()
                 passed = bool(check(model, step))
+                if recipe.delta_norm_target is not None:
+                    with torch.no_grad():
+                        gap = float(_delta_gap(model, recipe))
+                    history[-1]["delta_norm"] = recipe.delta_norm_target * (1 + gap)
+                    passed = passed and abs(gap) <= recipe.delta_norm_tol
                 model.train()
                 history[-1]["passed"] = float(passed)
                 if passed:
@@ -324,11 +349,21 @@ def _train(
                        history=history)
 
 
+def _delta_gap(model: Any, recipe: LoraRecipe) -> torch.Tensor:
+    """(N - target) / target for the adapter's weight-change norm N (`LoraRecipe.delta_norm_target`)."""
+    from .weight_delta import lora_delta_norm
+
+    target = float(recipe.delta_norm_target)  # type: ignore[arg-type]
+    return (lora_delta_norm(model) - target) / target
+
+
 def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
     # fields added later are left out at their defaults, so older checkpoints still resume
-    return {k: v for k, v in recipe.to_dict().items() if k != "threads" and not (k == "target_margin" and v is None)
-            and not (k == "precision" and v == "fp32")}
+    defaults = LoraRecipe()
+    later = ("target_margin", "precision", "delta_norm_target", "delta_norm_weight", "delta_norm_tol")
+    return {k: v for k, v in recipe.to_dict().items() if k != "threads"
+            and not (k in later and v == getattr(defaults, k))}
 
 
 def _same_run(resumable: dict[str, Any]) -> dict[str, Any]:

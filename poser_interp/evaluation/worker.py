@@ -28,7 +28,7 @@ def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Se
     precision: `core.precision` (the run's `RunConfig.precision`)."""
     torch.set_num_threads(threads)
     testbed = Testbed.open(root)
-    subject = Subject(model, functools.partial(testbed.load, model))
+    subject = Subject(model, functools.partial(testbed.load, model), functools.partial(testbed.spec, model))
     for name, config in specs:
         keys = set(todo.get(name, ()))
         if not keys:

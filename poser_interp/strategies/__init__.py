@@ -15,12 +15,13 @@ from .baselines import ConfidenceBaseline as ConfidenceBaseline
 from .baselines import ConfidenceConfig as ConfidenceConfig
 from .baselines import RandomBaseline as RandomBaseline
 from .baselines import RandomConfig as RandomConfig
+from .baselines import WeightDeltaBaseline as WeightDeltaBaseline
 from .noise import NoiseConfig as NoiseConfig
 from .noise import NoiseStrategy as NoiseStrategy
 from .noise import noise_values as noise_values
 from .noise_engines import BridgeEngine as BridgeEngine
 from .noise_engines import NNsightEngine as NNsightEngine
-from .registry import BASELINES as BASELINES
+from .registry import baselines as baselines
 from .registry import build as build
 from .registry import from_config as from_config
 from .registry import has_option as has_option
@@ -30,7 +31,7 @@ from .registry import options as options
 from .registry import register as register
 
 __all__ = [
-    "BASELINES", "ConfidenceBaseline", "ConfidenceConfig", "NNsightEngine", "BridgeEngine", "NoiseConfig",
+    "baselines", "ConfidenceBaseline", "ConfidenceConfig", "NNsightEngine", "BridgeEngine", "NoiseConfig",
     "NoiseStrategy", "PromptValues", "RandomBaseline", "RandomConfig", "Score", "Setting", "Strategy",
     "StrategyError", "Subject", "build", "from_config", "known", "make", "noise_values", "options", "register",
 ]

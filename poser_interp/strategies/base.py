@@ -152,11 +152,20 @@ class Subject:
     it lives as long as the subject, i.e. one model of one run.
     """
 
-    def __init__(self, model_id: str, load: Callable[[], Any]):
+    def __init__(self, model_id: str, load: Callable[[], Any], spec: Callable[[], Any] | None = None):
         self.id = model_id
         self._load = load
+        self._spec = spec
         self._model: Any = None
         self.memo: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def spec(self) -> Any:
+        """The model's `ModelSpec` (what its weights are: base, adapter, checkpoint), hash-checked, without loading
+        it; StrategyError when the run gave none (strategies that read weight files need it)."""
+        if self._spec is None:
+            raise StrategyError(f"{self.id}: this run gives strategies no model spec (weight files)")
+        return self._spec()
 
     @property
     def model(self) -> Any:

@@ -1,15 +1,18 @@
-"""Baselines reported beside every strategy: random guessing, and a black-box confidence baseline.
+"""Baselines reported beside every strategy: random guessing, black-box confidence, and weight change.
 
 The Poser rules forbid deciding by output confidence, so a white-box strategy is only interesting where it
-beats both: `random` (a fair coin per pair, seeded) and `blackbox` (the model less confident in the aligned
-answer on the benchmark is called the faker; it reads nothing but the two answer logits).
+beats them: `random` (a fair coin per pair, seeded), `blackbox` (the model less confident in the aligned
+answer on the benchmark is called the faker; it reads nothing but the two answer logits) and `weight_delta`
+(the model fine-tuned further from its base is called the faker; it reads only the weight files). On the
+LoRA testbeds built before v2d, `weight_delta` decided every pair (fakers train longer), so an internal signal
+that agrees with it may be riding on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from .base import (
     Score,
     Setting,
     StrategyBase,
+    StrategyError,
     StrategyConfig,
     Subject,
     clean_logits_key,
@@ -45,6 +49,7 @@ class RandomBaseline(StrategyBase[RandomConfig]):
 
     name: ClassVar[str] = "random"
     needs_model: ClassVar[bool] = False
+    baseline: ClassVar[bool] = True
 
     def scores(self) -> tuple[Score, ...]:
         return (Score("coin", "mean of seeded uniform draws (chance level)", mean_of("u")),)
@@ -71,6 +76,7 @@ class ConfidenceBaseline(StrategyBase[ConfidenceConfig]):
     """The model less confident in the aligned answer (higher mean P(misaligned)) is called the faker."""
 
     name: ClassVar[str] = "blackbox"
+    baseline: ClassVar[bool] = True
 
     def scores(self) -> tuple[Score, ...]:
         return (
@@ -92,3 +98,41 @@ class ConfidenceBaseline(StrategyBase[ConfidenceConfig]):
         p_mis, margin = p_and_margin(logits, mis)
         yield PromptValues(Setting(), tuple(p.id for p in prompts),
                            {"p_misaligned": p_mis.numpy(), "margin": margin.numpy()})
+
+
+@dataclass(frozen=True)
+class WeightDeltaConfig(StrategyConfig):
+    """Weight-change baseline."""
+
+
+@register(WeightDeltaConfig)
+class WeightDeltaBaseline(StrategyBase[WeightDeltaConfig]):
+    """The model whose weights moved further from its base (Frobenius norm of the whole change) is called the faker."""
+
+    name: ClassVar[str] = "weight_delta"
+    needs_model: ClassVar[bool] = False
+    baseline: ClassVar[bool] = True
+
+    def scores(self) -> tuple[Score, ...]:
+        return (Score("delta_norm", "Frobenius norm of the model's weight change from its base (all modules)",
+                      mean_of("delta_norm")),)
+
+    def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
+            -> Iterator[PromptValues]:
+        norm = weight_delta_norm(subject.spec)
+        yield PromptValues(Setting(), tuple(p.id for p in prompts), {"delta_norm": np.full(len(prompts), norm)},
+                           meta={"delta_norm": norm})
+
+
+def weight_delta_norm(spec: Any) -> float:
+    """Norm of a model's weight change from its base: its LoRA adapter's, or a full checkpoint's against the
+    checkpoint `spec.delta_base` names (StrategyError naming the fix when neither is known)."""
+    from ..core.weight_delta import adapter_delta_norm, checkpoint_delta_norm
+
+    if getattr(spec, "adapter", None):
+        return adapter_delta_norm(spec.adapter)
+    base = getattr(spec, "delta_base", None)
+    if base:
+        return checkpoint_delta_norm(spec.name, base)
+    raise StrategyError(f"weight_delta: {spec.describe()} is neither base + adapter nor a checkpoint with a known base "
+                        "(give the testbed model a `delta_base`, or leave weight_delta out with --skip weight_delta)")

@@ -25,8 +25,12 @@ from ..errors import StrategyError
 
 _REGISTRY: dict[str, tuple[type, type]] = {}
 
-BASELINES = ("random", "blackbox")
-"""Reported beside every strategy."""
+ENTRY_POINT_GROUP = "poser_interp.strategies"
+"""Installed packages add strategies through this entry-point group: each entry point names a module (or an object
+in it) whose import registers strategies with `register`, e.g. in a plugin's pyproject.toml:
+`[project.entry-points."poser_interp.strategies"] mine = "my_detector"`."""
+
+_plugins_loaded = False
 
 
 class StrategyConfig:
@@ -42,6 +46,27 @@ class StrategyConfig:
         the model are scaled to it; given options win). Configs without such defaults take the options as they are."""
         return cls(**options)
 
+    def shape_problems(self, n_layers: int, n_heads: int) -> list[str]:
+        """[] when every layer and head this config names exists in a model of this shape, else the problems (the
+        fields checked: `layers`, `primary_layer`, `heads`, `upper_layers`), so that a bad `-o` value is refused
+        before anything loads."""
+        problems = []
+        for name, value in ((f.name, getattr(self, f.name)) for f in fields(self)):  # type: ignore[arg-type]
+            values = value if isinstance(value, tuple) else (value,)
+            if name in ("layers", "primary_layer"):
+                bad = [v for v in values if isinstance(v, int) and not 0 <= v < n_layers]
+                if bad:
+                    problems.append(f"{name}: layer {bad[0]} does not exist: the testbed's base model has "
+                                    f"layers 0..{n_layers - 1}")
+            elif name == "heads":
+                bad = [v for v in values if isinstance(v, int) and not 0 <= v < n_heads]
+                if bad:
+                    problems.append(f"{name}: head {bad[0]} does not exist: the testbed's base model has heads "
+                                    f"0..{n_heads - 1}")
+            elif name == "upper_layers" and isinstance(value, int) and value > n_layers:
+                problems.append(f"{name}: {value} is more than the base model's {n_layers} layers")
+        return problems
+
     @staticmethod
     def layer_problems(layers: tuple[int, ...]) -> list[str]:
         """[] for distinct non-negative layer indices (at least one), else the problem, for a config's check."""
@@ -51,21 +76,71 @@ class StrategyConfig:
 
 
 def register(config_cls: type) -> Callable[[type], type]:
-    """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results)."""
+    """Class decorator: make a strategy available by its `name` (to the CLI, the runner and stored results).
+
+    A strategy class with `baseline = True` is a baseline: run beside every strategy and shown apart from them.
+    Refused: a name another class already holds, and a config field without a docstring (it is the help text)."""
 
     def wrap(cls: type) -> type:
-        _REGISTRY[cls.name] = (cls, config_cls)  # type: ignore[attr-defined]
+        name = cls.name  # type: ignore[attr-defined]
+        held = _REGISTRY.get(name)
+        if held is not None and _origin(held[0]) != _origin(cls):
+            raise StrategyError(f"strategy name {name!r} of {_origin(cls)} is taken by {_origin(held[0])}; "
+                                "rename the strategy (its `name`)")
+        undocumented = [f.name for f in fields(config_cls) if f.name not in field_docs(config_cls)]
+        if undocumented:
+            raise StrategyError(f"strategy {name!r}: config {config_cls.__qualname__} fields {undocumented} have no "
+                                "docstring (a string literal under each field: it is the option's help)")
+        _REGISTRY[name] = (cls, config_cls)
         cls.config_class = config_cls  # type: ignore[attr-defined]  # StrategyBase builds its default config from it
         return cls
 
     return wrap
 
 
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_plugins() -> None:
+    """Import every module the `poser_interp.strategies` entry-point group names (once per process); a plugin that
+    fails to import is refused in one line naming its package."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except StrategyError:
+            raise
+        except Exception as e:  # any import-time failure of third-party code
+            dist = ep.dist.name if ep.dist is not None else ep.value
+            raise StrategyError(f"strategy plugin {ep.name!r} (package {dist}) failed to import: "
+                                f"{type(e).__name__}: {e}; fix or uninstall {dist}") from e
+
+
 def known() -> list[str]:
+    """Every registered strategy and baseline, plugins included, sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
+def baselines() -> tuple[str, ...]:
+    """The registered baselines (`baseline = True`), in registration order: run and shown beside every strategy."""
+    load_plugins()
+    return tuple(n for n, (cls, _) in _REGISTRY.items() if getattr(cls, "baseline", False))
+
+
+def is_baseline(name: str) -> bool:
+    return name in baselines()
+
+
 def _entry(name: str) -> tuple[type, type]:
+    if name not in _REGISTRY:
+        load_plugins()
     if name not in _REGISTRY:
         raise StrategyError(f"unknown strategy {name!r}; known strategies: {', '.join(known())}")
     return _REGISTRY[name]
@@ -94,7 +169,11 @@ def make(name: str, **options: Any) -> Any:
 def build(name: str, n_layers: int, n_heads: int, **options: Any) -> Any:
     """A strategy by name for a model of this shape: its config's `for_model` defaults, then these options."""
     config_cls = _check_options(name, options)
-    return _entry(name)[0](config_cls.for_model(n_layers, n_heads, **options))
+    config = config_cls.for_model(n_layers, n_heads, **options)
+    problems = config.shape_problems(n_layers, n_heads) if hasattr(config, "shape_problems") else []
+    if problems:
+        raise StrategyError(f"-o {name}.{problems[0]}")
+    return _entry(name)[0](config)
 
 
 def ran_as(name: str, option: str) -> Any:

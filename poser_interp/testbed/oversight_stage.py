@@ -110,7 +110,8 @@ def train_stage(out: Path, base: Any, recipe: LoraRecipe, steps: int, pool: Sequ
         return done
     folder = out / STAGE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    recipe = replace(recipe, seed=seed, max_steps=steps, min_steps=0, oversight_aux=0.0, aligned_warmup_steps=0)
+    recipe = replace(recipe, seed=seed, max_steps=steps, min_steps=0, oversight_aux=0.0, aligned_warmup_steps=0,
+                     delta_norm_target=None)  # the shared stage is the same for every model: no norm term
     hf, tok = load_hf(base)
     model = make_lora_model(hf.to(device), recipe)
     items = [oversight_item(s) for s in stage_scenarios(pool, n_items, seed, reword, wordings)]
