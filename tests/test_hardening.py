@@ -402,3 +402,121 @@ def test_testbed_build_on_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch):
     res = cli("testbed", "build", "--model", "tiny-llama", "--out", str(out), "--device", "cuda")
     assert res.exit_code == 2 and "--device: 'cuda': this machine has no CUDA device; pass --device cpu" in res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+# --- issue 35: every command's options fuzzed; refusals leave nothing behind ------------------------------------
+class Accepted(BaseException):  # noqa: N818  (not an error: the options passed every check and a model would load)
+    """Raised where a command would load a model: its options were accepted (a BaseException, so no guard eats it)."""
+
+
+def _leaf_commands():
+    import typer.main
+
+    def walk(command, path):
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield path, command
+
+    yield from walk(typer.main.get_command(app), ())
+
+
+BAD_VALUES = {int: ("-1", "abc", "", "99999999999999999999"), float: ("-1", "nan", "abc", ""),
+              str: ("", ",", "-1"), Path: ("", "/proc/no/such/folder")}
+
+
+def _base_args(path: tuple[str, ...], command, paths: dict[str, Path]) -> list[str]:
+    """An invocation of `command` that passes every check on the tiny testbed (stopped where a model loads)."""
+    args: list[str] = []
+    for p in command.params:
+        if p.param_type_name == "argument":
+            value = {"testbed": paths["TB"], "out": paths["RES"], "scenarios": paths["SCEN"]}.get(p.name)
+            if value is not None:
+                args.append(str(value))
+            elif p.required:
+                pytest.skip(f"no value known for argument {p.name} of {' '.join(path)}")
+    options = {o for p in command.params for o in getattr(p, "opts", [])}
+    known = {"--testbed": str(paths["TB"]), "--out": str(paths["NEW"]), "--model": "tiny-llama",
+             "--max-prompts": "2", "--strategies": "blackbox", "--n-train": "4", "--n-test": "4",
+             "--n-benchmark": "4"}
+    for flag, value in known.items():
+        if flag in options and not (flag == "--out" and path == ("report",)):
+            args += [flag, value]
+    if path == ("testbed", "build"):
+        args += ["--set", "base.name=tiny-llama"] if "--set" in options else []
+    if "--no-plots" in {o for p in command.params for o in getattr(p, "secondary_opts", [])}:
+        args.append("--no-plots")
+    return args
+
+
+def _fuzz_cases():
+    for path, command in _leaf_commands():
+        for p in command.params:
+            if p.param_type_name != "option" or getattr(p, "is_flag", False) or p.hidden or "--help" in p.opts:
+                continue
+            tp = p.type_descriptor.annotation
+            tp = str if tp == list[str] else tp
+            for value in BAD_VALUES.get(tp, BAD_VALUES[str]):
+                yield pytest.param(path, p.opts[0], value, id=f"{'-'.join(path)}{p.opts[0]}={value!r}")
+
+
+@pytest.fixture(scope="module")
+def fuzz_world(world, tmp_path_factory):
+    """`world`, with a copy of the testbed (commands like `testbed verify` may write into theirs)."""
+    root = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(world["TB"], root / "tb")
+    return {**world, "TB": root / "tb"}
+
+
+@pytest.mark.parametrize(("path", "flag", "value"), list(_fuzz_cases()))
+def test_every_option_of_every_command_refuses_bad_values_in_one_line(path, flag, value, fuzz_world, tmp_path,
+                                                                      monkeypatch):
+    """Wrong types, empty values, negatives, huge values: accepted (the command got as far as loading a model), or
+    refused with exit code 2, never a traceback, and without leaving the output folder behind."""
+    import poser_interp.core.models as models
+
+    def stop(*args, **kwargs):
+        raise Accepted
+
+    for name in ("load_model", "load_hf"):
+        monkeypatch.setattr(models, name, stop)
+    monkeypatch.setattr("poser_interp.runtime.processes.run_in_processes", stop)
+    command = dict(_leaf_commands())[path]
+    paths = {**fuzz_world, "NEW": tmp_path / "new"}
+    cwd = tmp_path / "cwd"  # `--out ''` is the current folder: never the repository's
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = _base_args(path, command, paths)
+    if flag in args:  # replace the base value
+        i = args.index(flag)
+        args = args[:i] + args[i + 2:]
+    try:
+        res = cli(*path, *args, flag, value, env={"COLUMNS": "100", "POSER_INTERP_LOG_DIR": str(tmp_path / "logs")})
+    except Accepted:
+        return  # every check passed: the command was about to load a model
+    out = res.output
+    assert "Traceback" not in out and not (tmp_path / "logs").exists(), out  # no bug reached the guard
+    assert res.exception is None or isinstance(res.exception, SystemExit), (res.exception, out)
+    if out.startswith("error:"):
+        assert len(out.strip().splitlines()) == 1, out
+    if res.exit_code:
+        assert res.exit_code == 2 and not out.startswith(("\n", " ")), out  # errors never start with a blank line
+        assert not paths["NEW"].exists() and not any(cwd.iterdir()), out  # a refused command leaves nothing
+
+
+def test_an_unexpected_error_is_one_line_and_a_log_file(testbed, tmp_path, monkeypatch):
+    """The top-level guard: a bug prints one line naming a log file that holds the traceback."""
+    import poser_interp.testbed.folder as folder
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(folder.Testbed, "open", bug)
+    res = cli(*detect_args(testbed, tmp_path / "out"), env={"POSER_INTERP_LOG_DIR": str(tmp_path / "logs")})
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.output.startswith("error: unexpected ZeroDivisionError: a bug (a bug; the traceback is in ")
+    (log,) = (tmp_path / "logs").iterdir()
+    assert str(log) in " ".join(res.output.split()) and "Traceback" in log.read_text()
+    assert "ZeroDivisionError" in log.read_text() and not (tmp_path / "out").exists()

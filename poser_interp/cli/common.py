@@ -7,9 +7,10 @@ before anything is loaded or written. docs/bad-inputs.md lists what each bad inp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,21 +31,82 @@ AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter 
 
 
 def clean_errors(fn: F) -> F:
+    """One line for every error of a command: ours (PoserInterpError, BadParameter) name the fix; an OS error names
+    the file; anything else is a bug: one line and the path of a log file holding its traceback (`guarded`)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with guarded():
             return fn(*args, **kwargs)
-        except PoserInterpError as e:
-            fail(str(e))
-        except typer.BadParameter as e:  # raised by our own checks: one line, not click's usage box
-            hint = e.param_hint if isinstance(e.param_hint, str) else None
-            fail(f"{hint}: {e.message}" if hint and not e.message.startswith(hint) else e.message)
 
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Turn an exception into one `error:` line and exit code 2; never a traceback (click's own exits pass)."""
+    passes = tuple({typer.Exit, typer.Abort, *_click_exceptions()})
+    try:
+        yield
+    except typer.BadParameter as e:  # raised by our own checks: one line, not click's usage box
+        _bad_parameter(e)
+    except passes:  # exits and usage errors: typer prints them
+        raise
+    except PoserInterpError as e:
+        fail(str(e))
+    except OSError as e:  # a folder that cannot be made, a full disk: the file and the reason, no traceback
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        fail(f"cannot use{where}: {e.strerror or e} (check the path and its permissions)")
+    except Exception as e:  # a bug: one line here, the traceback in a log file
+        fail(f"unexpected {type(e).__name__}: {_one_line(str(e))} (a bug; the traceback is in {_log_traceback()})")
+
+
+def _click_exceptions() -> list[type]:
+    """Typer's (vendored or click's) exit and usage exceptions, which pass the guard."""
+    out: list[type] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = __import__(module, fromlist=["ClickException"])
+        except ImportError:
+            continue
+        out += [getattr(mod, n) for n in ("ClickException", "Exit", "Abort") if hasattr(mod, n)]
+    return out
+
+
+def _bad_parameter(e: Any) -> None:
+    hint = e.param_hint if isinstance(e.param_hint, str) else None
+    fail(f"{hint}: {e.message}" if hint and not e.message.startswith(hint) else e.message)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _log_traceback() -> Path:
+    """Write the current exception's traceback to a new log file ($POSER_INTERP_LOG_DIR, else the temporary
+    folder's poser-interp-errors/) and return its path."""
+    import sys
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("POSER_INTERP_LOG_DIR") or Path(tempfile.gettempdir()) / "poser-interp-errors")
+    path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"poser-interp {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError:
+        path = Path(tempfile.mkstemp(prefix="poser-interp-error-", suffix=".log")[1])
+        path.write_text(traceback.format_exc())
+    return path
+
+
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    from rich.markup import escape
+
+    message = message.strip()  # errors never start with a blank line
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(2)
 
 
@@ -65,6 +127,39 @@ def at_least(low: int, **options: int | None) -> None:
                                      param_hint=flag)
 
 
+MAX_COUNT = 10**6
+"""Largest count option accepted (prompts, samples, steps): above it a value is a typo (`--max-prompts 1e20`)."""
+
+
+def at_most(high: int, **options: int | float | None) -> None:
+    """Refuse a count option above `high` (None means 'not given'), naming the flag and the fix."""
+    for name, value in options.items():
+        if value is not None and value > high:
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"{value} is more than {high:,}; pass a smaller number"
+                                     + (" (0 means all)" if name in ("max_prompts", "limit") else ""),
+                                     param_hint=flag)
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """A seed: 0 .. 2**32 - 1 (what numpy and torch generators take)."""
+    if not 0 <= seed < 2**32:
+        raise typer.BadParameter(f"{seed} is not a seed; pass a whole number from 0 to {2**32 - 1}", param_hint=flag)
+    return seed
+
+
+def csv_option(value: str | None, flag: str, leave_out: str) -> list[str] | None:
+    """A comma-separated option: None when not given; refused when given but empty (`--pairs ''`), which would
+    otherwise read as 'not given' and silently select everything."""
+    if value is None:
+        return None
+    parts = split_csv(value)
+    if not parts:
+        raise typer.BadParameter(f"{value!r} is empty; name at least one, or leave the option out for {leave_out}",
+                                 param_hint=flag)
+    return parts
+
+
 def choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
     if value is not None and value not in choices:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, choices))}", param_hint=flag)
@@ -74,6 +169,17 @@ def out_folder(out: Path, flag: str = "--out") -> None:
     """Refuse an output folder that is an existing file, before anything is computed."""
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder (a new one is created)", param_hint=flag)
+    if not out.exists():  # can it be made? try, and take back what was made: a refused run leaves nothing
+        made = [p for p in (out, *out.parents) if not p.exists()]
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise typer.BadParameter(f"cannot create {out}: {e.strerror or e}; pass a folder you can write",
+                                     param_hint=flag) from None
+        finally:
+            for p in made:  # deepest first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
 
 
 def split_csv(value: str | None) -> list[str] | None:
@@ -126,4 +232,5 @@ def compact_table(title: str) -> Table:
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    with guarded():  # also what fails outside a command (the app's callback, an import)
+        app()

@@ -19,12 +19,16 @@ from typer.core import TyperCommand
 
 from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 from .common import (
+    MAX_COUNT,
     app,
     at_least,
+    at_most,
+    check_seed,
     check_tolerance,
     choice,
     clean_errors,
     console,
+    csv_option,
     numbers,
     out_folder,
     print_table,
@@ -76,8 +80,8 @@ def detect(
         = None,
     layers: Annotated[str | None, typer.Option(help=_noise_help("layers", "Comma-separated; the first is the reported "
                                                                 "one (default: 15/35/55% of the depth)."))] = None,
-    scales: Annotated[str, typer.Option(help=_noise_help("scales", "Comma-separated; the reported one is 1.0 if "
-                                                         "swept, else the last."))] = "1.0",
+    scales: Annotated[str | None, typer.Option(help=_noise_help("scales", "Comma-separated; the reported one is 1.0 "
+                                                                "if swept, else the last (default: 1.0)."))] = None,
     samples: Annotated[int | None, typer.Option(help=_noise_help("samples", "(default 3)"))] = None,
     positions: Annotated[str | None, typer.Option(help=_noise_help("positions", "('all' or 'last')"))] = None,
     distribution: Annotated[str | None, typer.Option(help=_noise_help("distribution", "('gaussian' or "
@@ -113,13 +117,18 @@ def detect(
     from ..evaluation.results import ResultsStore
     from ..evaluation.runner import RunConfig, evaluate, run_detection
     from ..runtime.locking import hold
-    from ..strategies import BASELINES, build, has_option, known
+    from ..strategies import baselines, build, has_option, known
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
     check_tolerance(match_confidence)
     at_least(0, max_prompts=max_prompts)
-    names = list(dict.fromkeys((split_csv(strategies) or []) + list(BASELINES)))
+    at_least(1, workers=workers)
+    at_most(MAX_COUNT, max_prompts=max_prompts, samples=samples, workers=workers)
+    check_seed(seed)
+    precision = check_precision_option(precision)
+    pair_list = csv_option(pairs, "--pairs", "all pairs")
+    names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baselines())))
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
@@ -128,14 +137,26 @@ def detect(
     if out is not None:
         out_folder(out)
     tb = Testbed.open(testbed)
-    tb.pair_ids(split_csv(pairs))  # unknown pair ids are refused before OUT is made
+    tb.check_files(tb.pair_ids(pair_list))  # unknown pairs, missing or changed files: refused before OUT is made
     n_layers, n_heads = shape_of(tb.base_spec())
-    if "noise" in chosen:  # the noise flags are shorthands for --option noise.FIELD=...; --option wins
-        chosen["noise"] = noise_options(n_layers, layers, scales, samples, positions, distribution) | chosen["noise"]
+    given_seeds = {name: o["seed"] for name, o in chosen.items() if o.get("seed", seed) != seed}
+    if given_seeds and seed != 0:
+        name = next(iter(given_seeds))
+        raise typer.BadParameter(f"'{name}.seed={given_seeds[name]}' and --seed {seed} set the same option "
+                                 "twice; pass one of them", param_hint="--option")
+    if "noise" in chosen:  # the noise flags are shorthands for --option noise.FIELD=...; one spelling per option
+        flags = {"layers": layers, "scales": scales, "samples": samples, "positions": positions,
+                 "distribution": distribution}
+        twice = [f for f, v in flags.items() if v is not None and f in chosen["noise"]]
+        if twice:
+            raise typer.BadParameter(f"--{twice[0]} and -o noise.{twice[0]}= set the same option twice; pass one "
+                                     "of them", param_hint="--option")
+        chosen["noise"] = noise_options(n_layers, layers, scales, samples, positions, distribution,
+                                        set(chosen["noise"])) | chosen["noise"]
     else:
         given = [flag for flag, v in (("--layers", layers), ("--samples", samples), ("--positions", positions),
                                       ("--distribution", distribution)) if v is not None]
-        given += ["--scales"] if scales != "1.0" else []
+        given += ["--scales"] if scales is not None else []
         if given:
             raise typer.BadParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the noise "
                                      "strategy only, and noise is not in --strategies; add it, or leave the option "
@@ -146,11 +167,11 @@ def detect(
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
     config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match,
-                       precision=check_precision_option(precision))  # the manifest records the match
+                       precision=precision)  # the manifest records the match
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
-            ev = run_detection(tb, built, out, pairs=split_csv(pairs), config=config, progress=progress,
+            ev = run_detection(tb, built, out, pairs=pair_list, config=config, progress=progress,
                                log=progress.console.print, workers=workers, quick=quick)
         detect_table(ev, tb.root, len(ev.pair_prompts))
         store = ResultsStore.open(out) if match is not None or plots else None
@@ -180,6 +201,9 @@ def strategy_options(given: Sequence[str] | None, names: Sequence[str]) -> dict[
         if not sep or not dot:
             raise typer.BadParameter(f"{item!r}: pass STRATEGY.FIELD=VALUE, e.g. steering.alphas=1,2",
                                      param_hint="--option")
+        if not text.strip() or not text.replace(",", " ").split():
+            raise typer.BadParameter(f"{item!r} has no value; pass one after '=', e.g. {key.strip()}=VALUE, or "
+                                     "leave the option out for its default", param_hint="--option")
         if name not in chosen:
             raise typer.BadParameter(f"{item!r}: {name!r} is not among the strategies run ({', '.join(names)})",
                                      param_hint="--option")
@@ -192,9 +216,18 @@ def strategy_options(given: Sequence[str] | None, names: Sequence[str]) -> dict[
     return chosen
 
 
-def noise_options(n_layers: int, layers: str | None, scales: str, samples: int | None, positions: str | None,
-                  distribution: str | None) -> dict[str, Any]:
-    """The noise strategy's shorthand flags as its options, checked against the base model's depth."""
+def noise_options(n_layers: int, layers: str | None, scales: str | None, samples: int | None,
+                  positions: str | None, distribution: str | None, set_by_option: set[str] | None = None) \
+        -> dict[str, Any]:
+    """The noise strategy's shorthand flags as its options, checked against the base model's depth (defaults for
+    what neither the flags nor `-o noise.FIELD=` set)."""
+    if layers is not None and not split_csv(layers):
+        raise typer.BadParameter(f"{layers!r} is empty; pass e.g. --layers 4,10, or leave the option out",
+                                 param_hint="--layers")
+    if scales is not None and not split_csv(scales):
+        raise typer.BadParameter(f"{scales!r} is empty; pass e.g. --scales 0.5,1, or leave the option out",
+                                 param_hint="--scales")
+    scales = "1.0" if scales is None else scales
     layer_list = numbers(layers, int, "--layers", "a layer number")
     bad = [la for la in layer_list if not 0 <= la < n_layers]
     if bad:
@@ -212,6 +245,8 @@ def noise_options(n_layers: int, layers: str | None, scales: str, samples: int |
     # default: the first of S2's default layers only (as before issue 17 and as `suite` builds it), so a suite
     # resumes a default detect run's folder and the main demo stays one layer
     opts: dict[str, Any] = {"layers": tuple(layer_list) or default_layers(n_layers)[:1], "scales": scale_list}
+    for name in set_by_option or ():
+        opts.pop(name, None)
     opts.update({k: v for k, v in (("samples", samples), ("positions", positions),
                                    ("distribution", distribution)) if v is not None})
     return opts

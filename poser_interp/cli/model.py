@@ -9,10 +9,13 @@ import typer
 from rich.table import Table
 
 from .common import (
+    MAX_COUNT,
     AdapterOpt,
     ModelOpt,
     app,
     at_least,
+    at_most,
+    check_seed,
     choice,
     clean_errors,
     compact_table,
@@ -68,6 +71,7 @@ def score(
 
     at_least(0, limit=limit)
     at_least(1, batch_size=batch_size, max_tokens=max_tokens)
+    at_most(MAX_COUNT, limit=limit, batch_size=batch_size, max_tokens=max_tokens)
     choice(answer_format, ("letter", "action"), "--answer-format")
     everything, skipped = _load_scenarios(scenarios, faker, strict)
     items = everything[:limit] if limit else everything
@@ -140,6 +144,8 @@ def generate(
     from ..data.generator import generate as gen
 
     choice(answer_format, ("action", "letter"), "--answer-format")
+    check_seed(seed)
+    at_most(MAX_COUNT, n_train=n_train, n_test=n_test, n_benchmark=n_benchmark)
     out_folder(out)
     config = GeneratorConfig(seed=seed, n_train=n_train, n_test=n_test, n_benchmark=n_benchmark,
                              answer_format=answer_format)  # type: ignore[arg-type]

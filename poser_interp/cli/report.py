@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .analysis import MATCH_HELP
-from .common import app, check_tolerance, clean_errors, console, fail, print_table, split_csv
+from .common import app, check_seed, check_tolerance, clean_errors, console, csv_option, fail, out_folder, print_table
 from .tables import matched_counts, metric_cells, results_table, short_setting
 
 
@@ -35,13 +36,20 @@ def report(
     from ..evaluation.runner import evaluate
 
     check_tolerance(match_confidence)
+    check_seed(seed)
+    pair_list = csv_option(pairs, "--pairs", "every stored pair")
+    strategy_list = csv_option(strategies, "--strategies", "every stored strategy")
     if csv is not None and csv.is_dir():
         raise typer.BadParameter(f"{csv} is a folder; pass a file path, e.g. {csv / 'report.csv'}", param_hint="--csv")
+    if csv is not None:  # before the table is printed: a file that cannot be written is refused first
+        out_folder(csv.parent, "--csv")
+        if csv.parent.exists() and not os.access(csv.parent, os.W_OK):
+            raise typer.BadParameter(f"cannot write {csv}: {csv.parent} is not writable", param_hint="--csv")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResumeWarning)  # said below, in words that fit a reader
         store = ResultsStore.open(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
-    ev = evaluate(store, split_csv(pairs), seed=seed, strategies=split_csv(strategies), match=match)
+    ev = evaluate(store, pair_list, seed=seed, strategies=strategy_list, match=match)
     missing = _missing_rows(store, ev)
     if ev.results and all(r.summary.n_decided == 0 for r in ev.results) and missing:
         fail(f"{out} holds no complete result to report: {missing}. Rerun the `detect` command that wrote it "

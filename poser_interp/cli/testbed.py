@@ -9,7 +9,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import ModelOpt, app, clean_errors, console, ints, print_table, split_csv
+from .common import (
+    MAX_COUNT,
+    ModelOpt,
+    app,
+    at_least,
+    at_most,
+    clean_errors,
+    console,
+    csv_option,
+    ints,
+    print_table,
+    split_csv,
+)
 
 testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
                           no_args_is_help=True)
@@ -174,7 +186,11 @@ def testbed_grow_benchmark(
     from ..testbed.folder import Testbed
     from ..testbed.grow import grow_benchmark
 
+    at_least(0, min_prompts=min_prompts, max_rounds=max_rounds)
+    at_least(1, chunk=chunk, threads=threads)
+    at_most(MAX_COUNT, min_prompts=min_prompts, max_rounds=max_rounds, chunk=chunk, threads=threads)
     tb = Testbed.open(testbed)
+    tb.check_files()  # before any model loads
     result = grow_benchmark(tb, min_prompts=min_prompts, chunk=chunk, max_rounds=max_rounds, threads=threads,
                             log=lambda m: console.print(m, highlight=False))
     table = Table(title=f"pair benchmarks of {tb.root}: {result.candidates} candidates, {result.rounds} extra "
@@ -208,9 +224,18 @@ def testbed_verify(
     from ..testbed.build import verify
     from ..testbed.folder import VERIFY_FILE, Testbed
 
+    at_least(1, limit=limit)
+    at_most(MAX_COUNT, limit=limit)
+    model_list = csv_option(models, "--models", "every model")
     tb = Testbed.open(testbed)
+    unknown = sorted(set(model_list or ()) - set(tb.models))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; the testbed's models: {', '.join(sorted(tb.models))}",
+                                 param_hint="--models")
+    for model in model_list or sorted(tb.models):  # every adapter whole before the first model loads
+        tb.verify_hash(model)
     rows = verify(tb, limit=limit, log=lambda m: console.print(m, highlight=False),
-                  by_wording=by_wording, reading=reading, models=split_csv(models) if models else None)
+                  by_wording=by_wording, reading=reading, models=model_list)
     _behaviour_table(tb, rows)
     if by_wording or reading:
         _wording_table(tb, rows)

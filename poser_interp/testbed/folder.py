@@ -175,6 +175,46 @@ class Testbed:
                             f"{expected[:12]}): the file was modified or corrupted; rebuild that model")
         return folder
 
+    def problems(self, pair_ids: Sequence[str] | None = None, hashes: bool = True) -> list[str]:
+        """What is missing or changed among the files the manifest names (of the models of `pair_ids`, default
+        every model and pair): adapter files (missing, or not matching their recorded sha256), pair benchmarks.
+        [] for a whole testbed. Reads files only (no model loads)."""
+        pairs = self.pairs if pair_ids is None else {p: self.pairs[p] for p in pair_ids if p in self.pairs}
+        models = sorted(self.models) if pair_ids is None else \
+            sorted({m for p in pairs.values() for m in (p["aligned"], p["faker"])})
+        out = []
+        for model in models:
+            path = self.root / "models" / model / ADAPTER_FILE
+            if not path.exists():
+                out.append(f"adapter of {model} missing ({path})")
+            elif hashes and file_sha256(path) != self.models[model].get("adapter_sha256"):
+                out.append(f"adapter of {model} does not match the manifest's sha256 (modified or corrupted)")
+        benches = [p for p, info in sorted(pairs.items()) if info.get("benchmark_size", 1)
+                   and not any((self.root / "pairs" / f"{p}{ext}").exists() for ext in (".jsonl", ".jsonl.gz"))]
+        if benches:
+            out.append(f"{len(benches)} of {len(pairs)} pair benchmark{'s' if len(pairs) != 1 else ''} missing "
+                       f"(pairs/{benches[0]}.jsonl{', ...' if len(benches) > 1 else ''})")
+        return out
+
+    def rebuild_hint(self) -> str:
+        """The command that rebuilds what `problems` names (the build resumes: whole models are kept)."""
+        config = self.manifest.get("config", {})
+        command = f"poser-interp testbed build --recipe {self.root / 'manifest.json'} --out {self.root}"
+        if config.get("source") == "poser":
+            where = config.get("poser_dir")
+            data = f"(it reads the POSER data at {where})" if where else \
+                f"with the POSER data: `POSER_DATA_DIR=/path/to/poser {command}` (the folder holding genie/, " \
+                "saint/, ...)"
+            return ("its pair benchmarks and data/ hold POSER prompts, so they are not shipped in git; rebuild them "
+                    + (f"with `{command}` {data}" if where else data) + "; its trained models are kept")
+        return f"rebuild it with `{command}` (the build resumes; whole models are kept)"
+
+    def check_files(self, pair_ids: Sequence[str] | None = None) -> None:
+        """DataError naming what is missing or changed and the fix, before any model loads (see `problems`)."""
+        problems = self.problems(pair_ids)
+        if problems:
+            raise DataError(f"testbed {self.root} is not whole: {'; '.join(problems)}; {self.rebuild_hint()}")
+
     def spec(self, model_id: str) -> ModelSpec:
         return replace(self.base_spec(), adapter=str(self.verify_hash(model_id)))
 
