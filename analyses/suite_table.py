@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from poser_interp.evaluation.suite import BASELINES, SuiteConfig, run_suite
+from poser_interp.suite import SuiteConfig, run_suite
+from poser_interp.suite.run import BASELINES
 from poser_interp.testbed.folder import Testbed
 
 LABEL = {"attention": "S6 attention", "noise": "S2 noise", "learning_speed": "S3 learning speed",

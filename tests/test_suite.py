@@ -14,7 +14,7 @@ from poser_interp.cli import app
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
 from poser_interp.evaluation.results import ROWS
-from poser_interp.evaluation.suite import SECTIONS, STRATEGIES, build_strategies
+from poser_interp.suite import SECTIONS, STRATEGIES, build_strategies
 from poser_interp.testbed.build import TestbedConfig, build
 
 FIGURES = {"summary", "noise_layers", "noise_dose_response", "probes_layers", "lens_logit_layers", "lens_tuned_layers",

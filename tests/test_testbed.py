@@ -244,7 +244,7 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
     with pytest.raises(StrategyError, match="Leave attention out"):
         run_detection(tb, [make("noise"), make("attention")], tmp_path / "r", load=no_load, log=lambda _: None)
     # the suite leaves out what cannot run there, says so on its page, and runs the rest
-    from poser_interp.evaluation.suite import SuiteConfig, render_page, run_suite
+    from poser_interp.suite import SuiteConfig, render_page, run_suite
 
     lines: list[str] = []
     suite = run_suite(tb, tmp_path / "s", SuiteConfig(strategies=("attention",), max_prompts=4), log=lines.append)
@@ -468,7 +468,7 @@ def test_verify_by_wording_on_the_tiny_testbed(built, monkeypatch):
 
 def test_verify_keeps_its_rows_in_the_testbed_and_the_suite_page_shows_them(built, tmp_path):
 
-    from poser_interp.evaluation.suite import _behaviour_rows
+    from poser_interp.suite.page import _behaviour_rows
     from poser_interp.testbed.folder import Testbed
 
     root = tmp_path / "tb"

@@ -13,20 +13,7 @@ import typer
 from rich.table import Table
 
 from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
-from .common import (
-    MAX_COUNT,
-    app,
-    at_least,
-    at_most,
-    check_seed,
-    check_tolerance,
-    clean_errors,
-    console,
-    csv_option,
-    numbers,
-    out_folder,
-    print_table,
-)
+from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
 
 
 @app.command()
@@ -51,37 +38,16 @@ def remove(
 ) -> None:
     """Fine-tune each model on its own good-oversight answers (optionally under noise); misaligned rates before and
     after, removal rate with 95% CI over fakers, aligned models as the control. Never writes the testbed."""
-    from ..core.shape import shape_of
     from ..removal import RemovalConfig, RemovalSummary, removal_tables
     from ..removal import remove as run_removal
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
-    check_seed(seed)
-    at_least(1, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
-    at_most(MAX_COUNT, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
-    if layers is not None and not numbers(layers, int, "--layers", "a layer number"):
-        raise typer.BadParameter(f"{layers!r} is empty; pass e.g. --layers 4, or leave the option out",
-                                 param_hint="--layers")
-    layer_list = numbers(layers, int, "--layers", "a layer number")
-    model_list = csv_option(models, "--models", "every model")
     config = RemovalConfig(method=method,  # type: ignore[arg-type]
                            steps=steps, lr=lr, n_train=n_train, scale=scale, seed=seed, n_eval=n_eval, threads=threads,
-                           layers=tuple(layer_list) or None)
-    if out is not None:
-        out_folder(out)
+                           layers=tuple(int(x) for x in split_csv(layers) or []) or None)
     tb = Testbed.open(testbed)
-    n_layers = shape_of(tb.base_spec())[0]
-    bad = [la for la in layer_list if not 0 <= la < n_layers]
-    if bad:
-        raise typer.BadParameter(f"layer {bad[0]} does not exist: the testbed's base model has layers "
-                                 f"0..{n_layers - 1}", param_hint="--layers")
-    unknown = sorted(set(model_list or ()) - set(tb.models))
-    if unknown:
-        raise typer.BadParameter(f"unknown model(s) {unknown}; the testbed's models: {', '.join(sorted(tb.models))}",
-                                 param_hint="--models")
-    tb.check_files()
-    treated = run_removal(tb, config, out, models=model_list, log=console.print)
+    treated = run_removal(tb, config, out, models=split_csv(models) or None, log=console.print)
     per, over = removal_tables(RemovalSummary.load(treated.root, seed=seed))
     print_table(per)
     print_table(over)
@@ -111,25 +77,18 @@ def suite(
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..evaluation.suite import SuiteConfig, run_suite, write_page
     from ..strategies import known
+    from ..suite import SuiteConfig, run_suite, write_page
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
-    names = tuple(csv_option(strategies, "--strategies", "the default") or [])
+    names = tuple(split_csv(strategies) or [])
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
                                  param_hint="--strategies")
     check_tolerance(match_confidence)
-    check_seed(seed)
-    at_least(0, max_prompts=max_prompts)
-    at_least(1, workers=workers)
-    at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
-    if out is not None:
-        out_folder(out)
     tb = Testbed.open(testbed)
-    tb.check_files()  # missing or changed files: refused before OUT is made
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
                          match_confidence=match_confidence, precision=check_precision_option(precision))

@@ -1,12 +1,8 @@
-"""The suite: every strategy, both baselines and the held-out ensemble on one testbed, reported on one HTML page.
-
-`run_suite` computes what the results directory lacks (through the runner, so a rerun or an earlier `detect`
-with the same options is reused row by row), evaluates every stored setting on all prompts and on
-confidence-matched prompts, fits the held-out choices (`ensemble`), and `render_page` writes one
-self-contained page (plotly's JavaScript embedded once, nothing fetched): the testbed's behaviour, the headline
-table, the held-out choices, the persona-family transfer, per-layer / per-head figures of each strategy, removal
-results beside the testbed when there are any, and the run's config and versions. Every number in its tables
-is formatted as `poser-interp report` prints it, from the same `evaluate`.
+"""The suite's page: one self-contained HTML page drawn from a `Suite` (plotly's JavaScript embedded once, nothing
+fetched): the testbed's behaviour, the headline table, the held-out choices, the persona-family transfer,
+per-layer / per-head figures of each strategy, removal results beside the testbed when there are any, and the
+run's config and versions. Every number in its tables is formatted as `poser-interp report` prints it, from the
+same `evaluate`.
 """
 
 from __future__ import annotations
@@ -15,78 +11,25 @@ import html
 import json
 import math
 import platform
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..core.matching import ConfidenceMatch
-from ..core.shape import shape_of
-from ..testbed.folder import Testbed
-from .ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
-from .results import ResultsStore
-from .runner import Evaluation, Result, RunConfig, applicable, evaluate, run_detection
+import plotly
 
-STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
-"""Every detection strategy, in the order of the page."""
-BASELINES = ("blackbox", "random")
+from ..evaluation.results import ResultsStore
+from ..evaluation.runner import Result
+from ..runtime.atomic import write_text_atomic
+from ..testbed.folder import Testbed
+from ..viz.attention_plots import setting_heatmap, setting_lines
+from ..viz.lens_plots import lens_curves, probe_layer_figure
+from ..viz.plots import dose_response_figure, layer_figure, summary_figure
+from .run import BASELINES, Suite
+
 SECTIONS = ("testbed", "headline", "held-out", "transfer", "figures", "removal", "sweep", "config")
 """Section ids of the page, in order."""
-
-
-@dataclass(frozen=True)
-class SuiteConfig:
-    """Options of a suite run (the detection ones as `poser-interp detect` takes them, so its results are reused)."""
-
-    strategies: tuple[str, ...] = STRATEGIES
-    """Strategies to run beside the two baselines."""
-    seed: int = 0
-    """Seed of every strategy that draws and of the bootstrap (as `detect --seed`)."""
-    max_prompts: int | None = 24
-    """Benchmark prompts per pair (None: all), as `detect --max-prompts` (default 24)."""
-    match_confidence: float = 1.0
-    """Confidence-matched column: prompts whose two clean margins are within this many logits."""
-    n_boot: int = 2000
-    """Bootstrap resamples of every interval (as `report`)."""
-    precision: str = "fp32"
-    """fp32, or bf16 autocast (`RunConfig.precision`, as `detect --precision`)."""
-
-
-def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
-    """Strategies with `poser-interp detect`'s defaults for this testbed's base model (same configs, so a suite
-    resumes a detect run's results directory and the reverse), followed by the two baselines."""
-    from ..strategies import build, has_option
-    from ..strategies.noise import default_layers
-
-    n_layers, n_heads = shape_of(testbed.base_spec())
-    detect_defaults = {"noise": {"layers": default_layers(n_layers)[:1], "scales": (1.0,)}}
-    return [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}),
-                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *BASELINES])]
-
-
-@dataclass
-class Suite:
-    """Everything the page shows, computed from the store (and the testbed's manifest)."""
-
-    testbed: Testbed
-    out: Path
-    config: SuiteConfig
-    store: ResultsStore
-    ev: Evaluation
-    matched: Evaluation | None
-    held: list[HeldOutResult]
-    held_matched: list[HeldOutResult]
-    folds: list[Any]
-    transfers: list[Transfer]
-    seconds: float
-    removals: list[Any] = field(default_factory=list)
-    treated_detection: dict[str, Evaluation] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    """Strategies left out because they have nothing to measure on this testbed's prompts -> why."""
-    partial: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Strategies whose sweep is only partly stored (a `--quick` run) -> (settings stored, settings in the sweep)."""
 
 
 def _precision_note(store: ResultsStore) -> str:
@@ -97,60 +40,9 @@ def _precision_note(store: ResultsStore) -> str:
                                            "fp32): answer logits within ~0.3 of fp32.")
 
 
-def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
-              progress: Any = None, log: Callable[[str], None] = print, workers: int = 1,
-              quick: bool = False) -> Suite:
-    """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate;
-    `workers` models at once (`run_detection`); quick: only each strategy's primary setting and what comes free
-    with it (`run_detection(quick=True)`), the rest of every sweep left to a later run."""
-    from ..removal import RemovalSummary, find_removals
-
-    start = time.perf_counter()
-    out = Path(out)
-    runnable, skipped = applicable(testbed, build_strategies(testbed, config.strategies, config.seed),
-                                   config.max_prompts)
-    for name, why in skipped.items():
-        log(f"{name}: left out on this testbed. {why}")
-    if compute:
-        run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
-                                                             precision=config.precision),
-                      progress=progress, log=log, workers=workers, quick=quick)
-    store = ResultsStore.open(out)
-    wanted = {*config.strategies, *BASELINES} - set(skipped)
-    names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
-    ev = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names)
-    partial = {}
-    for strategy in runnable:
-        stored, sweep = len({r.setting.key for r in ev.find(strategy.name)}), len(strategy.settings())
-        if strategy.name in names and stored < sweep:
-            partial[strategy.name] = (stored, sweep)
-    pairs = store.manifest["pairs"]
-    persona, family = model_groups(testbed.models)
-    match = ConfidenceMatch(tol=config.match_confidence)
-    matched: Evaluation | None = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names,
-                                          match=match)
-    if matched is not None and not any(matched.pair_prompts.values()):
-        matched = None
-    folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
-    held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
-    transfers = transfer(ev, pairs, family, [n for n in names if n not in BASELINES] + ["blackbox"])
-    removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
-    treated = {}
-    for r in removals:
-        folder = out.parent / f"detect-{r.root.name}"
-        if (folder / "manifest.json").exists():
-            treated[r.method] = evaluate(ResultsStore.open(folder), seed=config.seed, n_boot=config.n_boot)
-    return Suite(testbed, out, config, store, ev, matched, held, held_matched, folds, transfers,
-                 time.perf_counter() - start, removals, treated, skipped, partial)
-
-
 # --- figures ------------------------------------------------------------------------------------------------
 def strategy_figures(suite: Suite, name: str) -> dict[str, Any]:
     """Per-layer (and per-head) figures of one strategy's sweep, drawn from the stored results."""
-    from ..viz.attention_plots import setting_heatmap, setting_lines
-    from ..viz.lens_plots import lens_curves, probe_layer_figure
-    from ..viz.plots import dose_response_figure, layer_figure
-
     ev, store = suite.ev, suite.store
     if name == "noise":
         return {"noise_layers": layer_figure(ev, "noise"), "noise_dose_response": dose_response_figure(store)}
@@ -333,10 +225,6 @@ th{background:#f3f3f3}section{margin-bottom:2.5em}h2{border-bottom:2px solid #44
 
 def render_page(suite: Suite) -> str:
     """The whole page as one HTML string (plotly's JavaScript embedded in the first figure)."""
-    import plotly
-
-    from ..viz.plots import summary_figure
-
     state = {"first": True}
 
     def figure(name: str, fig: Any) -> str:
@@ -392,7 +280,4 @@ def write_page(suite: Suite, path: str | Path) -> Path:
     """Write the page (atomically: a reader never sees half a page)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render_page(suite), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render_page(suite), encoding="utf-8")
