@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from poser_interp.cli.analysis import (
+from poser_interp.analysis import (
     add_config_args,
     add_run_args,
     add_testbed_args,
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.cli.analysis import open_testbed
+    from poser_interp.analysis import open_testbed
     from poser_interp.core.shape import shape_of
     from poser_interp.evaluation.results import ResultsStore
     from poser_interp.strategies import Setting, build

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from poser_interp.cli.analysis import (
+from poser_interp.analysis import (
     add_config_args,
     add_run_args,
     add_testbed_args,

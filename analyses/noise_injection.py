@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from poser_interp.cli.analysis import (
+from poser_interp.analysis import (
     add_config_args,
     add_match_arg,
     add_run_args,

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from poser_interp.cli.analysis import csv_values, wide_console, write_and_report_figures
+from poser_interp.analysis import csv_values, wide_console, write_and_report_figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool:
         return pooled(csv_values(args.pool, str) or (), args.seed)
 
-    from poser_interp.cli.analysis import open_testbed
+    from poser_interp.analysis import open_testbed
     from poser_interp.removal import RemovalConfig, RemovalSummary, removal_tables, remove
     from poser_interp.testbed.folder import default_testbed_dir
 

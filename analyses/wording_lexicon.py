@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from poser_interp.cli.analysis import wide_console
+    from poser_interp.analysis import wide_console
 
     console = wide_console()
     out = lexicon(args.wordings)

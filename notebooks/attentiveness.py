@@ -24,10 +24,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from poser_interp.cli.analysis import notebook_testbed
-from poser_interp.core.tokens import pad_left
-from poser_interp.evaluation.results import ResultsStore
-from poser_interp.evaluation.runner import RunConfig, run_detection
+from poser_interp import ResultsStore, RunConfig, notebook_testbed, pad_left, run_detection
 from poser_interp.strategies import build, make
 from poser_interp.strategies.attention import critical_tokens, saliency
 from poser_interp.viz.attention_plots import kind_difference_heatmap, setting_heatmap, setting_lines

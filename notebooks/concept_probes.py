@@ -26,8 +26,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from poser_interp.cli.analysis import first_pair, notebook_testbed
-from poser_interp.data.concepts import load_contrast_dir
+from poser_interp import first_pair, load_contrast_dir, notebook_testbed
 from poser_interp.strategies import Subject, build
 
 # tiny: an existing tiny testbed with pairs is used as it is; otherwise the standard one is built (or resumed)

@@ -25,8 +25,7 @@
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.cli.analysis import first_pair, notebook_testbed
-from poser_interp.core.tuned_lens import TunedLensConfig
+from poser_interp import TunedLensConfig, first_pair, notebook_testbed
 from poser_interp.strategies import Subject
 from poser_interp.strategies.lens import LensConfig, LensStrategy
 from poser_interp.viz.lens_plots import heatmap_figure, kl_figure_from

@@ -22,10 +22,7 @@
 import tempfile
 from pathlib import Path
 
-from poser_interp.cli.analysis import notebook_testbed
-from poser_interp.core.shape import shape_of
-from poser_interp.evaluation.results import ResultsStore
-from poser_interp.evaluation.runner import RunConfig, run_detection
+from poser_interp import ResultsStore, RunConfig, notebook_testbed, run_detection, shape_of
 from poser_interp.strategies import build, make
 from poser_interp.viz.attention_plots import model_curves, setting_heatmap
 

@@ -22,7 +22,7 @@
 import numpy as np
 import plotly.graph_objects as go
 
-from poser_interp.cli.analysis import first_pair, notebook_testbed
+from poser_interp import first_pair, notebook_testbed
 from poser_interp.strategies import BridgeEngine, NoiseConfig, NoiseStrategy, noise_values
 from poser_interp.strategies.noise import rel_margin_drop
 

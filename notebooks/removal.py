@@ -21,7 +21,7 @@
 # models do not fake: the numbers only show the plumbing.
 
 # %%
-from poser_interp.cli.analysis import notebook_testbed
+from poser_interp import notebook_testbed
 from poser_interp.removal import RemovalConfig, RemovalSummary, remove
 
 TINY, testbed = notebook_testbed()

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
+from ..analysis import MATCH_HELP
 from .common import (
     MAX_COUNT,
     app,
@@ -34,6 +34,7 @@ from .common import (
     print_table,
     split_csv,
 )
+from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 from .tables import detect_table, matched_counts
 
 

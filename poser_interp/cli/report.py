@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .analysis import MATCH_HELP
+from ..analysis import MATCH_HELP
 from .common import app, check_seed, check_tolerance, clean_errors, console, csv_option, fail, out_folder, print_table
 from .tables import matched_counts, metric_cells, results_table, short_setting
 

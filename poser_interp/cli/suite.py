@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .analysis import MATCH_HELP, PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
+from ..analysis import MATCH_HELP
 from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
+from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 
 
 @app.command()

@@ -104,7 +104,7 @@ def testbed_build(
     from ..core.training import LoraRecipe
     from ..testbed.build import TestbedConfig, build
     from ..testbed.curriculum import Ladder
-    from .analysis import check_device_option, check_precision_option
+    from .options import check_device_option, check_precision_option
 
     if source not in ("generated", "poser"):
         raise typer.BadParameter("--source must be 'generated' or 'poser'")

@@ -103,7 +103,7 @@ def make_plan(testbed: Testbed, pair_ids: Sequence[str] | None = None, max_promp
 def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunConfig, plan: Plan) -> dict[str, Any]:
     from importlib.metadata import version
 
-    from .. import __version__
+    from .._version import __version__
     from ..core.versions import versions
     from .results import FORMAT
 

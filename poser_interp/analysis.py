@@ -1,4 +1,4 @@
-"""Plumbing shared by the scripted analyses (`analyses/*.py`) and the notebooks (`notebooks/*.py`).
+"""Plumbing for scripted analyses (`analyses/*.py`) and notebooks (`notebooks/*.py`): a documented submodule.
 
 Every analysis script takes the same testbed and run options, runs its strategy next to the random and
 black-box baselines under a progress bar, prints the chosen results and writes its figures; every notebook
@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     from rich.console import Console
 
-    from ..data.scenario import Scenario
-    from ..evaluation.runner import Evaluation
-    from ..strategies.base import Strategy
-    from ..testbed.folder import Testbed
+    from .data.scenario import Scenario
+    from .evaluation.runner import Evaluation
+    from .strategies.base import Strategy
+    from .testbed.folder import Testbed
 
 T = TypeVar("T")
 
@@ -62,45 +62,6 @@ MATCH_HELP = ("on confidence-matched prompts only: those where the pair's two cl
               "this many logits (a pair with fewer than 3 is undecided; from the stored results, nothing is "
               "recomputed)")
 """The one meaning of `--match-confidence` (detect, report, suite and the analysis scripts): `core.matching`."""
-WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
-                "do not depend on it")
-QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbers) and what comes free with it, not "
-              "the rest of its sweep; a later run without --quick on the same results fills in the sweep, reusing "
-              "these rows")
-
-PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autocast, ~1.9x faster on CPUs with AMX "
-                  "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
-
-
-def check_precision_option(precision: str) -> str:
-    """--precision, checked as the CLI's other options are (a bad value names the choices)."""
-    import typer
-
-    from ..core.precision import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision")
-    return precision
-
-
-def check_device_option(device: str) -> str:
-    """--device: a torch device this machine has ('cpu', 'cuda', 'cuda:1', ...); a bad or absent one names the fix."""
-    import torch
-    import typer
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise typer.BadParameter(f"{device!r} is no torch device ({e}); pass 'cpu' or 'cuda'",
-                                 param_hint="--device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(f"{device!r}: this machine has no CUDA device; pass --device cpu",
-                                 param_hint="--device")
-    if dev.type not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}: only 'cpu' and 'cuda' devices are supported", param_hint="--device")
-    return device
-
-
 def non_negative(text: str) -> float:
     """argparse type of `--match-confidence`: a non-negative number of logits (NaN and negatives are refused)."""
     value = float(text)
@@ -118,7 +79,7 @@ def add_match_arg(parser: argparse.ArgumentParser, what: str) -> None:
 def add_config_args(parser: argparse.ArgumentParser, strategy: str, names: Sequence[str]) -> None:
     """One `--field-name` option per named config field of `strategy`: parsed by the field's type, its help the
     field's docstring. Not given, the option is left to the strategy (`build` scales it to the model)."""
-    from ..strategies import options
+    from .strategies import options
 
     by_name = {o.name: o for o in options(strategy)}
     for name in names:
@@ -133,7 +94,7 @@ def config_args(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any
 
 
 def _argparse_type(option: Any) -> Callable[[str], Any]:
-    from ..errors import StrategyError
+    from .errors import StrategyError
 
     def parse(text: str) -> Any:
         try:
@@ -157,7 +118,7 @@ def open_testbed(root: Path, console: Console, *, benchmark: bool = False) -> Te
 
     benchmark: also require a pair with benchmark prompts (S1, S3, S6 and removal); else any pair (S2, S4, S5).
     """
-    from ..testbed.folder import Testbed
+    from .testbed.folder import Testbed
 
     if not (root / "manifest.json").exists():
         console.print(f"[red]no testbed at {root}[/]: build it with `poser-interp testbed build --out {root}`, or pass "
@@ -192,8 +153,8 @@ def detect_with_baselines(testbed: Testbed, strategy: Strategy, out: Path, pairs
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..evaluation.runner import RunConfig, run_detection
-    from ..strategies import make
+    from .evaluation.runner import RunConfig, run_detection
+    from .strategies import make
 
     strategies = [strategy, make("random", seed=seed), make("blackbox")]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -231,7 +192,7 @@ def write_and_report_figures(figs: Mapping[str, go.Figure], out: Path, console: 
     results_line: a separate closing line `results: OUT; wall time ...`; when False the wall time ends the
     figures line instead (the S4 and S5 scripts' format).
     """
-    from ..viz.plots import write_figures
+    from .viz.plots import write_figures
 
     paths, note = write_figures(figs, out / "figures")
     where = f"figures in {out / 'figures'} ({len([p for p in paths if p.suffix == '.html'])} HTML; {note})"
@@ -252,8 +213,8 @@ def tiny_testbed_dir() -> Path:
 
 def reuse_tiny_testbed(where: Path) -> Testbed:
     """The tiny testbed in `where` as it is if it has pairs; otherwise the standard one, built (or resumed) there."""
-    from ..testbed.folder import Testbed
-    from ..testbed.tiny import tiny_testbed
+    from .testbed.folder import Testbed
+    from .testbed.tiny import tiny_testbed
 
     tb = Testbed.open(where) if (where / "manifest.json").exists() else None
     return tb if tb is not None and tb.pairs else tiny_testbed(where)
@@ -265,8 +226,8 @@ def notebook_testbed() -> tuple[bool, Testbed]:
     The default testbed if it has a pair with benchmark prompts (a build in progress may not); otherwise, or
     with POSER_INTERP_NOTEBOOK_TINY=1, the tiny testbed in `tiny_testbed_dir()` (reused if it is there).
     """
-    from ..errors import DataError
-    from ..testbed.folder import Testbed
+    from .errors import DataError
+    from .testbed.folder import Testbed
 
     if os.environ.get("POSER_INTERP_NOTEBOOK_TINY") != "1":
         try:
@@ -280,7 +241,7 @@ def notebook_testbed() -> tuple[bool, Testbed]:
 
 def first_pair(testbed: Testbed, n_prompts: int) -> tuple[str, dict[str, Any], list[Scenario]]:
     """(id, manifest entry, first `n_prompts` benchmark prompts in order) of the first pair that has prompts."""
-    from ..evaluation.runner import prompt_order
+    from .evaluation.runner import prompt_order
 
     pair_id = next(p for p in testbed.pair_ids() if testbed.pairs[p]["benchmark_size"])
     prompts = sorted(testbed.benchmark(pair_id), key=lambda s: prompt_order(s.id))[:n_prompts]

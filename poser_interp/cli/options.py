@@ -1,0 +1,46 @@
+"""Options the command groups share: help texts and checks of values typer cannot check by their type alone.
+
+The analysis scripts' argparse options are in `poser_interp.analysis` (which owns `MATCH_HELP`).
+"""
+
+from __future__ import annotations
+
+WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
+                "do not depend on it")
+QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbers) and what comes free with it, not "
+              "the rest of its sweep; a later run without --quick on the same results fills in the sweep, reusing "
+              "these rows")
+
+PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autocast, ~1.9x faster on CPUs with AMX "
+                  "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
+
+
+def check_precision_option(precision: str) -> str:
+    """--precision, checked as the CLI's other options are (a bad value names the choices)."""
+    import typer
+
+    from ..core.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    return precision
+
+
+def check_device_option(device: str) -> str:
+    """--device: a torch device this machine has ('cpu', 'cuda', 'cuda:1', ...); a bad or absent one names the fix."""
+    import torch
+    import typer
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise typer.BadParameter(f"{device!r} is no torch device ({e}); pass 'cpu' or 'cuda'",
+                                 param_hint="--device") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{device!r}: this machine has no CUDA device; pass --device cpu",
+                                 param_hint="--device")
+    if dev.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r}: only 'cpu' and 'cuda' devices are supported", param_hint="--device")
+    return device
+
+
