@@ -520,3 +520,43 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(testbed, tmp_path, monke
     (log,) = (tmp_path / "logs").iterdir()
     assert str(log) in " ".join(res.output.split()) and "Traceback" in log.read_text()
     assert "ZeroDivisionError" in log.read_text() and not (tmp_path / "out").exists()
+
+
+# --- issue 35: a run restricted by --pairs reads those pairs' prompts only -------------------------------------
+def test_a_one_pair_run_reads_the_pairs_prompts_only_and_its_metrics_agree(testbed, results, tmp_path, monkeypatch):
+    from poser_interp.strategies import build
+    import math
+
+    from poser_interp.strategies.base import from_config
+
+    pair = sorted(testbed.pairs)[0]
+    aligned, faker = testbed.pairs[pair]["aligned"], testbed.pairs[pair]["faker"]
+    noise = build("noise", 2, 4, layers=(1,), scales=(1.0,), samples=1)
+    out = tmp_path / "one"
+    ev = run_detection(testbed, [noise, *baselines()], out, pairs=[pair], config=RunConfig(max_prompts=6),
+                       log=lambda _: None)
+    store = ResultsStore.open(out)
+    ids = set(store.manifest["pairs"][pair]["prompt_ids"])
+    assert {p for r in store.rows() for p in r.values.prompt_ids} == ids  # no prompt of another pair computed
+    assert {r.model for r in store.rows()} == {aligned, faker}
+    scores = {(name, s.name): s for name in ev.strategies()
+              for s in from_config(name, store.manifest["config"]["strategies"][name]).scores()}
+    compared = 0
+    for r in ev.results:
+        if scores[(r.strategy, r.score)].pair is not None:  # a pair-level score: no per-model score to compare
+            continue
+        a, f = r.pair_scores[pair]
+        assert (a, f) == (r.model_scores[aligned], r.model_scores[faker]) or math.isnan(a)  # the same prompts
+        m = r.summary
+        if m.n_decided and not math.isnan(m.auroc):
+            assert m.accuracy == m.auroc, (r.strategy, r.score, m)  # one pair, two models: they cannot contradict
+            compared += 1
+    assert compared >= 3
+
+    # a run over fewer pairs reuses rows stored by a run over more (every value is per prompt): nothing computed
+    full = tmp_path / "full"
+    shutil.copytree(results, full)
+    appended = []
+    monkeypatch.setattr(ResultsStore, "append", lambda self, row: appended.append(row))
+    run_detection(testbed, baselines(), full, pairs=[pair], config=RunConfig(max_prompts=4), log=lambda _: None)
+    assert appended == []

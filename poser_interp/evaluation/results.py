@@ -61,7 +61,8 @@ class Row:
     seconds: float = 0.0
     """Compute time of this row (not part of the numbers: `rows_equal` ignores it)."""
     supersedes: bool = False
-    """This row replaces a stored row of the same key computed on other prompts (the testbed grew since)."""
+    """This row replaces a stored row of the same key computed on fewer prompts (a run over fewer pairs, or the
+    testbed grew since)."""
 
     @property
     def key(self) -> RowKey:

@@ -65,7 +65,8 @@ class Plan:
     pairs: dict[str, dict[str, Any]]
     """pair id -> {"aligned", "faker", "prompt_ids"}."""
     prompts: dict[str, list[Scenario]]
-    """model id -> its prompts: the union over all testbed pairs it is in."""
+    """model id -> its prompts: the union over the selected pairs it is in (a run restricted by `--pairs` computes
+    no prompt of a pair it leaves out)."""
 
     def every(self) -> list[Scenario]:
         """Every prompt some model is run on, once."""
@@ -92,7 +93,7 @@ def make_plan(testbed: Testbed, pair_ids: Sequence[str] | None = None, max_promp
     models = sorted({testbed.pairs[p][k] for p in selected for k in ("aligned", "faker")})
     prompts: dict[str, list[Scenario]] = {}
     for model in models:
-        union = {s.id: s for pid, info in testbed.pairs.items() if model in (info["aligned"], info["faker"])
+        union = {s.id: s for pid in selected if model in (testbed.pairs[pid]["aligned"], testbed.pairs[pid]["faker"])
                  for s in per_pair[pid]}
         prompts[model] = sorted(union.values(), key=lambda s: prompt_order(s.id))
     pairs = {p: {"aligned": testbed.pairs[p]["aligned"], "faker": testbed.pairs[p]["faker"],
@@ -205,8 +206,8 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
 
 def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict[str, tuple[Setting, ...]]) \
         -> dict[str, list[Setting]]:
-    """Strategy name -> its wanted settings (the sweep, or a quick run's) not yet stored for this model on exactly
-    these prompts."""
+    """Strategy name -> its wanted settings (the sweep, or a quick run's) not yet stored for this model on these
+    prompts (a row stored on more prompts, by a run over more pairs, serves: every value is per prompt)."""
     ids = tuple(p.id for p in prompts)
     return {name: [st for st in sts if not _current(store, (model, name, st.key), ids)] for name, sts in wanted.items()}
 
@@ -240,13 +241,13 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
 def _log_stale(store: ResultsStore, model: str, todo: dict[str, list[Setting]], n_prompts: int, log: Log) -> None:
     stale = sum((model, name, st.key) in store for name, sts in todo.items() for st in sts)
     if stale:
-        log(f"{model}: {stale} stored rows were computed on other prompts than its {n_prompts} now (the testbed "
-            "grew); they are recomputed and superseded")
+        log(f"{model}: {stale} stored rows lack some of its {n_prompts} prompts now (an earlier run restricted by "
+            "--pairs, or the testbed grew); they are recomputed on all of them and superseded")
 
 
 def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[str, ...]) -> bool:
-    """Whether a row is stored for this key, computed on exactly these prompts."""
-    return key in store and store.row(key).values.prompt_ids == prompt_ids
+    """Whether a row is stored for this key, computed on these prompts (and maybe more: a run over more pairs)."""
+    return key in store and set(prompt_ids) <= set(store.row(key).values.prompt_ids)
 
 
 def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts: Sequence[Scenario],
@@ -386,10 +387,10 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
     kinds = {m: e["kind"] for m, e in store.manifest["testbed"]["models"].items()}
     models = sorted({pairs[p][k] for p in pair_ids for k in ("aligned", "faker")})
     prompt_ids = {p: matched_prompts(store, pairs[p], match) if match else pairs[p]["prompt_ids"] for p in pair_ids}
-    model_prompts: dict[str, list[str]] | None = None
-    if match:
-        model_prompts = {m: list(dict.fromkeys(i for p in pair_ids if m in (pairs[p]["aligned"], pairs[p]["faker"])
-                                               for i in prompt_ids[p])) for m in models}
+    # each model is scored (for the AUROC) on the union of its evaluated pairs' prompts, never on prompts of pairs
+    # left out: on a one-pair run both metrics read exactly the pair's prompts, so they cannot contradict
+    model_prompts = {m: list(dict.fromkeys(i for p in pair_ids if m in (pairs[p]["aligned"], pairs[p]["faker"])
+                                           for i in prompt_ids[p])) for m in models}
     results = []
     configs = store.manifest["config"]["strategies"]
     for name in strategies if strategies is not None else list(configs):
@@ -410,8 +411,7 @@ def evaluate(store: ResultsStore, pair_ids: Sequence[str] | None = None, seed: i
                         pair_scores[p] = score.decide(rows[a].values.subset(ids), rows[f].values.subset(ids))
                     else:
                         pair_scores[p] = (float("nan"), float("nan"))
-                model_scores = {m: _model_score(score, rows.get(m), None if model_prompts is None
-                                                else model_prompts[m]) for m in models}
+                model_scores = {m: _model_score(score, rows.get(m), model_prompts[m]) for m in models}
                 summary = summarize(pair_ids, [pair_scores[p][0] for p in pair_ids],
                                     [pair_scores[p][1] for p in pair_ids], models, [model_scores[m] for m in models],
                                     [kinds[m] == "faker" for m in models], n_boot=n_boot, seed=seed,
