@@ -13,7 +13,20 @@ import typer
 from rich.table import Table
 
 from ..analysis import MATCH_HELP
-from .common import app, check_tolerance, clean_errors, console, print_table, split_csv
+from .common import (
+    MAX_COUNT,
+    app,
+    at_least,
+    at_most,
+    check_seed,
+    check_tolerance,
+    clean_errors,
+    console,
+    csv_option,
+    numbers,
+    out_folder,
+    print_table,
+)
 from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
 
 
@@ -39,16 +52,37 @@ def remove(
 ) -> None:
     """Fine-tune each model on its own good-oversight answers (optionally under noise); misaligned rates before and
     after, removal rate with 95% CI over fakers, aligned models as the control. Never writes the testbed."""
+    from ..core.shape import shape_of
     from ..removal import RemovalConfig, RemovalSummary, removal_tables
     from ..removal import remove as run_removal
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
+    check_seed(seed)
+    at_least(1, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
+    at_most(MAX_COUNT, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
+    if layers is not None and not numbers(layers, int, "--layers", "a layer number"):
+        raise typer.BadParameter(f"{layers!r} is empty; pass e.g. --layers 4, or leave the option out",
+                                 param_hint="--layers")
+    layer_list = numbers(layers, int, "--layers", "a layer number")
+    model_list = csv_option(models, "--models", "every model")
     config = RemovalConfig(method=method,  # type: ignore[arg-type]
                            steps=steps, lr=lr, n_train=n_train, scale=scale, seed=seed, n_eval=n_eval, threads=threads,
-                           layers=tuple(int(x) for x in split_csv(layers) or []) or None)
+                           layers=tuple(layer_list) or None)
+    if out is not None:
+        out_folder(out)
     tb = Testbed.open(testbed)
-    treated = run_removal(tb, config, out, models=split_csv(models) or None, log=console.print)
+    n_layers = shape_of(tb.base_spec())[0]
+    bad = [la for la in layer_list if not 0 <= la < n_layers]
+    if bad:
+        raise typer.BadParameter(f"layer {bad[0]} does not exist: the testbed's base model has layers "
+                                 f"0..{n_layers - 1}", param_hint="--layers")
+    unknown = sorted(set(model_list or ()) - set(tb.models))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; the testbed's models: {', '.join(sorted(tb.models))}",
+                                 param_hint="--models")
+    tb.check_files()
+    treated = run_removal(tb, config, out, models=model_list, log=console.print)
     per, over = removal_tables(RemovalSummary.load(treated.root, seed=seed))
     print_table(per)
     print_table(over)
@@ -66,6 +100,8 @@ def suite(
     page: Annotated[Path | None, typer.Option(help="the HTML page (default: OUT/suite.html)")] = None,
     strategies: Annotated[str, typer.Option(help="comma-separated strategies; the baselines always run")]
         = "noise,probes,lens,attention,steering,learning_speed",
+    pairs: Annotated[str | None, typer.Option(help="comma-separated pair ids 'aligned__faker' (default: all), as "
+                                                   "`detect`")] = None,
     seed: Annotated[int, typer.Option(help="seed of every strategy that draws and of the bootstrap")] = 0,
     max_prompts: Annotated[int, typer.Option(help="benchmark prompts per pair (0 = all), as `detect`")] = 24,
     match_confidence: Annotated[float, typer.Option(help=f"the confidence-matched column: {MATCH_HELP}")] = 1.0,
@@ -83,16 +119,30 @@ def suite(
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
-    names = tuple(split_csv(strategies) or [])
+    names = tuple(csv_option(strategies, "--strategies", "the default") or [])
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
                                  param_hint="--strategies")
     check_tolerance(match_confidence)
+    check_seed(seed)
+    at_least(0, max_prompts=max_prompts)
+    at_least(1, workers=workers)
+    at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
+    precision = check_precision_option(precision)
+    pair_list = csv_option(pairs, "--pairs", "all pairs")
+    for path, flag in ((out, "--out"), (page, "--page")):
+        if path is not None and flag == "--out":
+            out_folder(path)
+        elif path is not None and path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder; pass a file path, e.g. {path / 'suite.html'}",
+                                     param_hint=flag)
     tb = Testbed.open(testbed)
+    tb.check_files(tb.pair_ids(pair_list))  # unknown pairs, missing or changed files: refused before OUT is made
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
-                         match_confidence=match_confidence, precision=check_precision_option(precision))
+                         match_confidence=match_confidence, precision=precision,
+                         pairs=tuple(pair_list) if pair_list else None)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,

@@ -45,6 +45,8 @@ class SuiteConfig:
     """Bootstrap resamples of every interval (as `report`)."""
     precision: str = "fp32"
     """fp32, or bf16 autocast (`RunConfig.precision`, as `detect --precision`)."""
+    pairs: tuple[str, ...] | None = None
+    """Pairs to compute and report (None: all; as `detect --pairs`): the smallest suite is one pair's."""
 
 
 def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
@@ -93,13 +95,13 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     for name, why in skipped.items():
         log(f"{name}: left out on this testbed. {why}")
     if compute:
-        run_detection(testbed, runnable, out, config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
-                                                             precision=config.precision),
+        run_detection(testbed, runnable, out, pairs=config.pairs,
+                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision),
                       progress=progress, log=log, workers=workers, quick=quick)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *BASELINES} - set(skipped)
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
-    ev = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names)
+    ev = evaluate(store, config.pairs, seed=config.seed, n_boot=config.n_boot, strategies=names)
     partial = {}
     for strategy in runnable:
         stored, sweep = len({r.setting.key for r in ev.find(strategy.name)}), len(strategy.settings())
@@ -108,13 +110,13 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     pairs = store.manifest["pairs"]
     persona, family = model_groups(testbed.models)
     match = ConfidenceMatch(tol=config.match_confidence)
-    matched: Evaluation | None = evaluate(store, seed=config.seed, n_boot=config.n_boot, strategies=names,
-                                          match=match)
+    matched: Evaluation | None = evaluate(store, config.pairs, seed=config.seed, n_boot=config.n_boot,
+                                          strategies=names, match=match)
     if matched is not None and not any(matched.pair_prompts.values()):
         matched = None
     folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
     held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
-    transfers = transfer(ev, pairs, family, [n for n in names if n not in BASELINES] + ["blackbox"])
+    transfers = transfer(ev, pairs, family, [n for n in names if n not in baselines()] + ["blackbox"])
     removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
     treated = {}
     for r in removals:
