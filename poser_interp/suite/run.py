@@ -116,7 +116,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         matched = None
     folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
     held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
-    transfers = transfer(ev, pairs, family, [n for n in names if n not in baselines()] + ["blackbox"])
+    transfers = transfer(ev, pairs, family, [n for n in names if n not in BASELINES] + ["blackbox"])
     removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
     treated = {}
     for r in removals:
