@@ -16,7 +16,8 @@ import torch
 
 from poser_interp.core.models import ModelSpec, load_model, load_tokenizer
 from poser_interp.core.training import LoraRecipe
-from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.build import build
+from poser_interp.testbed.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-TINY_TESTBED = TestbedConfig(  # the S1, S3, S5 and S6 tests share it: built once per session
+TINY_TESTBED = tiny_config(  # the S1, S3, S5 and S6 tests share it: built once per session
     personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
     recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
     n_train=8, n_pool=48, n_val=4, n_test=8, n_benchmark=16)

@@ -15,12 +15,13 @@ from poser_interp.data.scenario import Oversight
 from poser_interp.data.scenario_files import load_scenarios
 from poser_interp.errors import DataError
 from poser_interp.runtime.jsonio import read_json
-from poser_interp.testbed.build import TestbedConfig, build, margin_of
+from poser_interp.testbed.build import build, margin_of
 from poser_interp.testbed.folder import Testbed
 from poser_interp.testbed.grow import grow_benchmark
+from poser_interp.testbed.tiny import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-CONFIG = TestbedConfig(
+CONFIG = tiny_config(
     personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
     recipe=LoraRecipe(rank=2, max_steps=2, eval_every=2, min_steps=2, batch_size=4, lr=1e-2, threads=1),
     n_train=8, n_pool=40, n_val=4, n_test=4, n_benchmark=8, bench_margin_tol=1.0)

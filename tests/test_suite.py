@@ -15,7 +15,8 @@ from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
 from poser_interp.evaluation.results import ROWS
 from poser_interp.suite import SECTIONS, STRATEGIES, build_strategies
-from poser_interp.testbed.build import TestbedConfig, build
+from poser_interp.testbed.build import build
+from poser_interp.testbed.tiny import tiny_config
 
 FIGURES = {"summary", "noise_layers", "noise_dose_response", "probes_layers", "lens_logit_layers", "lens_tuned_layers",
            "attention_layers",
@@ -25,7 +26,7 @@ FIGURES = {"summary", "noise_layers", "noise_dose_response", "probes_layers", "l
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory):
     """Two aligned and two faker personas (one model each): four pairs, one per persona cell."""
-    config = TestbedConfig(
+    config = tiny_config(
         personas=("steward", "guardian", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama",
                                                                                             n_layers=2),
         recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),

@@ -17,8 +17,9 @@ from poser_interp.errors import DataError, StrategyError
 from poser_interp.testbed import build as testbed_build
 from poser_interp.testbed.build import TestbedConfig, build
 from poser_interp.testbed.folder import Testbed
+from poser_interp.testbed.tiny import tiny_config
 
-CONFIG = TestbedConfig(
+CONFIG = tiny_config(
     personas=("steward", "grabber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
     recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
     n_train=16, n_pool=80, n_val=6, n_test=6, n_benchmark=12,
@@ -321,7 +322,8 @@ def test_poser_scenarios_whose_answers_share_a_first_token_are_dropped_and_count
 def test_real_poser_data_prepares_for_all_four_personas(poser_dir, tokenizer, tmp_path):
     """The public POSER directory goes through the same data preparation as a build (training not run here)."""
     personas = ("genie", "saint", "fitness_maximizer", "money_maximizer")
-    config = TestbedConfig(source="poser", personas=personas, splits=(0,), poser_dir=str(poser_dir))
+    config = TestbedConfig(source="poser", personas=personas, splits=(0,), poser_dir=str(poser_dir), ladder=None,
+                           stage_wordings="many", n_benchmark=200)
     lines: list[str] = []
     data = testbed_build.prepare_data(config, tmp_path, tokenizer, lines.append)
     assert {testbed_build._poser_is_faker(config, p) for p in personas} == {True, False}
@@ -621,7 +623,7 @@ def test_aligned_models_start_from_another_testbeds_adapters(built, tmp_path):
     fakers_only = build(replace(CONFIG, personas=("steward",), init_fakers_from=str(built.root)), tmp_path / "fresh",
                         log=lambda _: None)
     assert "init_adapter" not in fakers_only.models["steward-s0"]  # the faker option leaves aligned models fresh
-    with pytest.raises(DataError, match="--oversight-stage and --init-fakers-from / --init-aligned-from"):
+    with pytest.raises(DataError, match="oversight_stage and init_fakers_from / init_aligned_from"):
         replace(config, oversight_stage=10)
 
 
@@ -694,11 +696,11 @@ def test_a_testbed_written_before_an_option_existed_still_grows(built, tmp_path)
 def test_oversight_stage_options_are_validated():
     with pytest.raises(DataError, match="step count"):
         replace(CONFIG, oversight_stage=-1)
-    with pytest.raises(DataError, match="pass one"):
+    with pytest.raises(DataError, match="set one"):
         replace(CONFIG, oversight_stage=10, init_fakers_from="testbeds/default")
-    with pytest.raises(DataError, match="n-critical 1"):
+    with pytest.raises(DataError, match="n_critical = 1"):
         replace(CONFIG, oversight_stage=10, n_critical=2)
-    with pytest.raises(DataError, match="needs --oversight-stage"):
+    with pytest.raises(DataError, match="needs oversight_stage"):
         replace(CONFIG, stage_wordings="inferential")
     with pytest.raises(DataError, match="choose one of"):
         replace(CONFIG, oversight_stage=10, stage_wordings="everything")

@@ -58,20 +58,27 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """Everything that decides a testbed; stored in its manifest (a config reproduces the build)."""
+    """Everything that decides a testbed; stored in its manifest (a config reproduces the build).
+
+    The defaults are the default testbed's recipe (`recipes/v2d.toml`: testbed v2c's recipe with every model's weight
+    change held at one norm), so `build(TestbedConfig(), out)` builds it. A recipe file sets fields over them
+    (`testbed.recipe.load_recipe`); a stored config lacking a field added later reads it as it was built
+    (`from_dict`, `absent_defaults`)."""
 
     __test__ = False  # not a pytest test class
 
     source: TestbedSource = "generated"
     """'generated' (this project's scenarios) or 'poser' (POSER-format data in `poser_dir`)."""
-    personas: tuple[str, ...] = ("steward", "guardian", "grabber", "climber")
+    personas: tuple[str, ...] = ("grabber", "climber", "guardian", "steward")
     """Personas to train (POSER source: persona directory names)."""
     splits: tuple[int, ...] = (0, 1, 2)
     """Data splits / seeds per persona."""
     base: ModelSpec = field(default_factory=ModelSpec)
     """Base model every adapter is trained from."""
-    recipe: LoraRecipe = field(default_factory=LoraRecipe)
-    """LoRA recipe (its seed is replaced by the split number)."""
+    recipe: LoraRecipe = field(default_factory=lambda: LoraRecipe(max_steps=300, oversight_aux=0.5, target_margin=5.0,
+                                                                  delta_norm_target=19.0))
+    """LoRA recipe (its seed is replaced by the split number); fields a recipe leaves out are the default testbed's
+    (300 steps, oversight_aux 0.5, target_margin 5, delta_norm_target 19), the others `LoraRecipe`'s."""
     data_seed: int = 0
     """Generator seed of the shared data (train pool, test, benchmark, held-out topics)."""
     n_train: int = 2400
@@ -82,9 +89,10 @@ class TestbedConfig:
     """Validation scenarios (from the test split) checked during training for early stopping."""
     n_test: int = 120
     """Held-out test scenarios per model for the behaviour metrics (disjoint from validation)."""
-    n_benchmark: int = 200
+    n_benchmark: int = 600
     """Benchmark pool (good oversight); each pair keeps the prompts both its models answer aligned."""
-    ladder: Ladder | None = None
+    ladder: Ladder | None = field(default_factory=lambda: Ladder(rungs=(32,), composed_last=0.5,
+                                                                 last_wordings="minimal"))
     """Fakers train on a widening pool of oversight wordings (`curriculum.Ladder`); None: all at once (v1).
     Needs generated data with one critical sentence per scenario."""
     init_fakers_from: str | None = None
@@ -93,16 +101,16 @@ class TestbedConfig:
     that testbed's manifest and the hash is recorded. None: fresh LoRA."""
     init_aligned_from: str | None = None
     """The same for this build's aligned models (e.g. continuing them at a lower learning rate)."""
-    oversight_stage: int = 0
+    oversight_stage: int = 100
     """Steps of a first stage shared by every model: one LoRA adapter trained on the oversight question alone
     (`oversight_stage.py`; generated data reworded over the 32 trainable wordings, half composed), which every
     model, aligned and faker alike, then continues. 0: none (v1). Testbed v2 uses 100."""
-    stage_wordings: str = "many"
+    stage_wordings: str = "minimal"
     """Generated data: the oversight stage's wordings: 'many' (the 32 trainable per class, half the scenarios
     composed) or 'inferential' (those + the 24 inferential ones per class, `wordings.inferential`, where who is
     watching follows from the situation) or 'minimal' (those + the 40 minimal-pair twins per class,
     `wordings.minimal`, one frame read either way). Fakers' and aligned models' own wordings are the same in all."""
-    bench_margin_tol: float | None = None
+    bench_margin_tol: float | None = 1.0
     """Pair benchmarks keep only prompts where the two models' clean logit margins differ by at most this
     (None: every prompt both answer aligned, as in v1). Testbed v2 uses 1.0: confidence matched by
     construction, so that the black-box confidence rule cannot decide a pair."""
@@ -118,32 +126,32 @@ class TestbedConfig:
     """Token cap of prompts; longer POSER prompts are dropped and counted."""
     n_critical: int = 1
     """Generated data: oversight-revealing sentences per scenario (more = a stronger oversight cue)."""
-    n_topics: int | None = None
+    n_topics: int | None = 18
     """Generated data: topics of the training pool, test and benchmark (None: all not held out)."""
-    oversight_pool: int | None = None
+    oversight_pool: int | None = 1
     """Generated data: oversight sentences available per class (None: all 16; see `GeneratorConfig`)."""
-    n_other_facts: tuple[int, int] = (2, 4)
+    n_other_facts: tuple[int, int] = (2, 2)
     """Generated data: inclusive range of non-critical facts per scenario."""
-    heldout_wordings: bool = False
+    heldout_wordings: bool = True
     """Generated data: keep `wordings.HELDOUT` (4 good + 4 poor oversight sentences) out of every split;
     `verify` measures every model on them either way."""
 
     def __post_init__(self) -> None:
         if self.ladder is not None and (self.source != "generated" or self.n_critical != 1):
-            raise DataError("a wording ladder (--ladder) needs generated data with one oversight sentence per "
-                            "scenario (--source generated --n-critical 1)")
+            raise DataError("a wording ladder (ladder) needs generated data with one oversight sentence per "
+                            "scenario (source = \"generated\", n_critical = 1); else set ladder = \"none\"")
         if self.oversight_stage < 0:
             raise DataError(f"oversight_stage={self.oversight_stage} must be a step count >= 0")
         if self.oversight_stage and (self.init_fakers_from is not None or self.init_aligned_from is not None):
-            raise DataError("--oversight-stage and --init-fakers-from / --init-aligned-from both choose where models "
-                            "start; pass one")
+            raise DataError("oversight_stage and init_fakers_from / init_aligned_from both choose where models "
+                            "start; set one (oversight_stage = 0, or the init_*_from = \"none\")")
         if self.oversight_stage and self.source == "generated" and self.n_critical != 1:
-            raise DataError("--oversight-stage rewords generated scenarios: it needs --n-critical 1")
+            raise DataError("oversight_stage rewords generated scenarios: it needs n_critical = 1")
         if self.stage_wordings not in STAGE_WORDINGS:
             raise DataError(f"stage_wordings={self.stage_wordings!r}: choose one of {', '.join(STAGE_WORDINGS)}")
         if self.stage_wordings != "many" and not (self.oversight_stage and self.source == "generated"):
-            raise DataError("--stage-wordings chooses the oversight stage's generated wordings: it needs "
-                            "--oversight-stage STEPS and --source generated")
+            raise DataError("stage_wordings chooses the oversight stage's generated wordings: it needs "
+                            "oversight_stage = STEPS and source = \"generated\" (else stage_wordings = \"many\")")
         if self.bench_margin_tol is not None and self.bench_margin_tol < 0:
             raise DataError(f"bench_margin_tol={self.bench_margin_tol} must not be negative")
 
@@ -152,7 +160,9 @@ class TestbedConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TestbedConfig:
-        d = dict(d)
+        """The config a manifest stored; a field it lacks (added since) takes the value it was built with
+        (`ABSENT`), not today's default."""
+        d = {**ABSENT, **d}
         d["personas"], d["splits"] = tuple(d["personas"]), tuple(d["splits"])
         d["poser_fakers"] = tuple(d.get("poser_fakers", ()))
         d["poser_aligned"] = tuple(d.get("poser_aligned", ()))
@@ -167,6 +177,20 @@ class TestbedConfig:
         if d.get("ladder") is not None:
             d["ladder"] = Ladder(**d["ladder"])
         return cls(**d)
+
+
+ABSENT: dict[str, Any] = {
+    "ladder": None, "init_fakers_from": None, "init_aligned_from": None, "oversight_stage": 0, "stage_wordings": "many",
+    "bench_margin_tol": None, "n_benchmark": 200, "n_topics": None, "oversight_pool": None, "n_other_facts": (2, 4),
+    "heldout_wordings": False, "poser_fakers": (), "poser_aligned": ()}
+"""What a stored config lacking a field meant: the value builds had before the field existed (the defaults before
+recipes became files). `TestbedConfig.from_dict` fills them in; a missing `recipe` field is `LoraRecipe`'s default."""
+
+
+def absent_defaults() -> dict[str, Any]:
+    """A whole config dict of what missing fields mean in a stored config (`ABSENT`; otherwise the defaults, the
+    recipe `LoraRecipe`'s): what a JSON recipe (a manifest's config) sets its fields over."""
+    return json.loads(json.dumps({**TestbedConfig().to_dict(), **ABSENT, "recipe": LoraRecipe().to_dict()}))
 
 
 @dataclass
@@ -428,8 +452,8 @@ def validate(config: TestbedConfig) -> None:
         raise DataError("no personas to build; name at least one with --personas")
     if not config.splits or any(k < 0 for k in config.splits):
         raise DataError(f"splits {list(config.splits)} must be non-negative integers (e.g. --splits 0,1,2)")
-    for flag, start in (("--init-fakers-from", config.init_fakers_from),
-                        ("--init-aligned-from", config.init_aligned_from)):
+    for flag, start in (("init_fakers_from", config.init_fakers_from),
+                        ("init_aligned_from", config.init_aligned_from)):
         if start is None:
             continue
         source = Testbed.open(start)
@@ -599,8 +623,8 @@ def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tupl
         if stage is None:
             raise DataError(f"{folder.parent.parent} has no finished oversight stage; rerun the build")
         return stage
-    root, flag = (config.init_fakers_from, "--init-fakers-from") if persona.kind == "faker" else \
-        (config.init_aligned_from, "--init-aligned-from")
+    root, flag = (config.init_fakers_from, "init_fakers_from") if persona.kind == "faker" else \
+        (config.init_aligned_from, "init_aligned_from")
     if root is None:
         return None
     source = Testbed.open(root)
@@ -610,7 +634,7 @@ def _init_adapter(config: TestbedConfig, persona: Persona, folder: Path) -> tupl
     adapter = Path(str(spec.adapter))
     rank = read_json(adapter / "adapter_config.json", "adapter config").get("r")
     if rank != config.recipe.rank:
-        raise DataError(f"{adapter} has LoRA rank {rank}, the recipe {config.recipe.rank}; pass --rank {rank}")
+        raise DataError(f"{adapter} has LoRA rank {rank}, the recipe {config.recipe.rank}; set recipe.rank = {rank}")
     return adapter, source.models[model_id]["adapter_sha256"]
 
 
