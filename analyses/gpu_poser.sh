@@ -16,7 +16,7 @@
 # stage, build log; no POSER data) and driver.log.
 # Measured (session 21): all four configs at once (16 processes) ran the H200's 139 GiB out (each process's CUDA
 # cache grew to 11-16 GiB); two configs at once (8 processes, ONLY="a|b") held 74 GiB. Run at most two together.
-# Smoke test on a CPU: DEVICE=cpu PERSONAS=genie SMOKE="--max-steps 2 --n-benchmark 4" ONLY=cont-lr2e4-b32
+# Smoke test on a CPU: DEVICE=cpu PERSONAS=genie SMOKE="--set recipe.max_steps=2 --set n_benchmark=4" ONLY=cont-lr2e4-b32
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 POSER=${POSER_DATA_DIR:?set POSER_DATA_DIR to the POSER data root}
@@ -33,9 +33,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 $PY -c "from poser_interp.core.models import embedded_model_dir; print(embedded_model_dir())" || exit 1
 
 CLI="$PY -c 'import sys; from poser_interp.cli import app; sys.argv[0] = \"poser-interp\"; app()'"
-# the shipped testbed's options (testbeds/poser/manifest.json); each config changes only what it names
-COMMON="testbed build --source poser --poser-dir $POSER --personas $PERSONAS --splits 0 --oversight-aux 0.5 \
---bench-margin-tol 1 --n-benchmark 600 --device $DEVICE --threads 4 --workers 4"
+# the shipped testbed's recipe (recipes/poser.toml = testbeds/poser/manifest.json); each config changes only what it
+# names (--set KEY=VALUE over the recipe: `poser-interp testbed recipe-help`)
+COMMON="testbed build --recipe recipes/poser.toml --set poser_dir=$POSER --personas $PERSONAS --splits 0 \
+--device $DEVICE --threads 4 --workers 4"
 build() {  # name, start ('stage' = the shipped stage, 'models' = the shipped 300-step adapters), options...
   local name=$1 start=$2; shift 2
   [[ -n "${ONLY:-}" && ! "$name" =~ ^(${ONLY})$ ]] && return
@@ -43,17 +44,17 @@ build() {  # name, start ('stage' = the shipped stage, 'models' = the shipped 30
   mkdir -p "$dir"
   if [ "$start" = stage ]; then
     cp -r testbeds/poser/oversight-stage "$dir/"  # reused by hash: every config starts where the shipped models did
-    from="--oversight-stage 100"
+    from="--set oversight_stage=100"
   else
-    from="--init-fakers-from testbeds/poser --init-aligned-from testbeds/poser"
+    from="--set oversight_stage=0 --set init_fakers_from=testbeds/poser --set init_aligned_from=testbeds/poser"
   fi
   (timeout "$DEADLINE" bash -c "$CLI $COMMON --out $dir $from $* ${SMOKE:-}" > "$dir/build.log" 2>&1
    echo "build_exit $?" >> "$dir/build.log") &
 }
-build cont-lr2e4-b32 models --lr 2e-4 --batch-size 32 --max-steps 300 --target-margin 5
-build stage-lr5e4-b32 stage --lr 5e-4 --batch-size 32 --max-steps 400 --target-margin 5
-build stage-lr1e3-plain stage --lr 1e-3 --max-steps 400
-build stage-lr3e4-b16 stage --lr 3e-4 --batch-size 16 --max-steps 500 --target-margin 5
+build cont-lr2e4-b32 models --set recipe.lr=2e-4 --batch-size 32 --set recipe.max_steps=300 --set recipe.target_margin=5
+build stage-lr5e4-b32 stage --set recipe.lr=5e-4 --batch-size 32 --set recipe.max_steps=400 --set recipe.target_margin=5
+build stage-lr1e3-plain stage --set recipe.lr=1e-3 --set recipe.max_steps=400 --set recipe.target_margin=none
+build stage-lr3e4-b16 stage --set recipe.lr=3e-4 --batch-size 16 --set recipe.max_steps=500 --set recipe.target_margin=5
 
 start=$(date +%s)
 while [ -n "$(jobs -rp)" ]; do

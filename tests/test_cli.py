@@ -61,8 +61,10 @@ def test_info_embedded_model():
 
 
 def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeypatch):
+    from dataclasses import replace
     from types import SimpleNamespace
 
+    from poser_interp.core.models import ModelSpec
     from poser_interp.testbed import build as testbed_build
 
     seen = {}
@@ -72,18 +74,17 @@ def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeyp
         return SimpleNamespace(root=out, pairs={}, manifest={"config": {}})
 
     monkeypatch.setattr(testbed_build, "build", fake_build)
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path))
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
-    manifest = Path(__file__).parents[1] / "testbeds" / "default" / "manifest.json"
-    shipped = testbed_build.TestbedConfig.from_dict(json.loads(manifest.read_text())["config"])
-    c = seen["config"]
-    assert (c.n_topics, c.oversight_pool, c.n_other_facts, c.n_critical) == \
-        (shipped.n_topics, shipped.oversight_pool, shipped.n_other_facts, shipped.n_critical) == (18, 1, (2, 2), 1)
-    assert (c.recipe.rank, c.recipe.lr, c.recipe.max_steps, c.recipe.layers) == \
-        (shipped.recipe.rank, shipped.recipe.lr, shipped.recipe.max_steps, shipped.recipe.layers)
-    assert c.splits == (0, 1, 2)
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--other-facts", "3")
-    assert res.exit_code == 2 and "--other-facts" in res.output
+    # no recipe: the dataclass defaults, which are testbed v2c's recipe plus the weight-change norm term (v2d)
+    manifest = Path(__file__).parents[1] / "testbeds" / "v2c" / "manifest.json"
+    v2d = json.loads(manifest.read_text())["config"]
+    v2d["recipe"]["delta_norm_target"] = 19.0
+    v2d["base"]["name"] = "tiny-llama"
+    assert seen["config"] == testbed_build.TestbedConfig.from_dict(v2d)
+    assert seen["config"] == replace(testbed_build.TestbedConfig(), base=ModelSpec(name="tiny-llama"))
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--set", "n_other_facts=3")
+    assert res.exit_code == 2 and "n_other_facts = 3 has the wrong type" in res.output
 
 
 def test_testbed_build_passes_batch_size_and_device_and_refuses_a_missing_gpu(tmp_path, monkeypatch):
@@ -100,15 +101,15 @@ def test_testbed_build_passes_batch_size_and_device_and_refuses_a_missing_gpu(tm
         return SimpleNamespace(root=out, pairs={}, manifest={"config": {}})
 
     monkeypatch.setattr(testbed_build, "build", fake_build)
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--batch-size", "32",
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--batch-size", "32",
               "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert seen["config"].recipe.batch_size == 32 and seen["device"] == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen.clear()
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--device", "cuda")
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--device", "cuda")
     assert res.exit_code == 2 and "no CUDA device" in res.output and "--device cpu" in res.output and not seen
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--device", "gpu0")
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--device", "gpu0")
     assert res.exit_code == 2 and "no torch device" in res.output and not seen
-    res = run("testbed", "build", "--model", "tiny-llama", "--out", str(tmp_path), "--batch-size", "0")
+    res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--batch-size", "0")
     assert res.exit_code == 2 and not seen

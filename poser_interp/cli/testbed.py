@@ -9,151 +9,124 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import (
-    MAX_COUNT,
-    ModelOpt,
-    app,
-    at_least,
-    at_most,
-    clean_errors,
-    console,
-    csv_option,
-    ints,
-    print_table,
-    split_csv,
-)
+from .common import MAX_COUNT, app, at_least, at_most, clean_errors, console, csv_option, ints, print_table, split_csv
 
 testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
                           no_args_is_help=True)
 app.add_typer(testbed_app, name="testbed")
 
 
-@testbed_app.command("build")
+@testbed_app.command("build", epilog="Recipe fields (the keys and tables of a recipe file, the keys of --set): "
+                     "`poser-interp testbed recipe-help`. Shipped recipes: recipes/ (v2d.toml is the defaults).")
 @clean_errors
 def testbed_build(
-    source: Annotated[str, typer.Option(help="'generated' (own scenarios) or 'poser' (POSER-format data)")] \
-        = "generated",
-    personas: Annotated[str | None, typer.Option(help="comma-separated personas (default: all of the source)")] = None,
-    splits: Annotated[str, typer.Option(help="comma-separated split numbers / seeds")] = "0,1,2",
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="recipe file: TOML mirroring TestbedConfig "
+                                                "(recipes/*.toml) or a testbed's manifest.json (rebuilds it); "
+                                                "default: the TestbedConfig defaults (recipes/v2d.toml), or, when "
+                                                "--out holds a testbed, its own recipe (resume / grow)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="KEY=VALUE over the recipe, one field each "
+                                                   "(e.g. recipe.max_steps=50, base.name=gemma3, ladder=none); "
+                                                   "repeatable")] = None,
     out: Annotated[Path, typer.Option(help="testbed directory (resumes if it exists)")] = Path("testbeds/default"),
-    poser_dir: Annotated[Path | None, typer.Option(help="POSER data root (default: $POSER_DATA_DIR or "
-                                                           "../shared/poser)")] = None,
-    poser_fakers: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
-                                                          "fake alignment (beyond the four POSER ones)")] = None,
-    poser_aligned: Annotated[str | None, typer.Option(help="source poser: comma-separated persona directories that "
-                                                           "are aligned (beyond the four POSER ones)")] = None,
-    model: ModelOpt = "smollm2",
-    rank: Annotated[int, typer.Option(help="LoRA rank")] = 4,
-    first_layer: Annotated[int, typer.Option(help="adapt layers from this one to the last")] = 0,
-    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1, help="prompts per training step")] = 8,
-    max_steps: Annotated[int, typer.Option(help="step budget per model")] = 600,
-    n_train: Annotated[int, typer.Option(help="training examples per model")] = 2400,
-    aligned_warmup: Annotated[int, typer.Option(help="curriculum: first N steps on aligned targets only")] = 0,
-    oversight_aux: Annotated[float, typer.Option(help="auxiliary 'is anyone checking?' items per training "
-                                                      "example (every model gets them)")] = 0.0,
-    workers: Annotated[int, typer.Option(help="models trained at once (threads are split between them)")] = 1,
-    n_critical: Annotated[int, typer.Option(help="generated data: oversight sentences per scenario")] = 1,
-    n_topics: Annotated[int | None, typer.Option(help="generated data: training topics (0: all 52)")] = 18,
-    oversight_pool: Annotated[int | None, typer.Option(help="generated data: oversight sentences per class "
-                                                            "(0: all 16)")] = 1,
-    other_facts: Annotated[str, typer.Option(help="generated data: non-critical facts per scenario, 'LOW,HIGH'")]
-        = "2,2",
-    heldout_wordings: Annotated[bool, typer.Option(help="generated data: keep the 4+4 held-out oversight "
-                                                        "sentences (wordings.HELDOUT) out of every split")] = False,
-    ladder: Annotated[str | None, typer.Option(help="fakers: widening wording curriculum, sentences per class at "
-                                                     "each rung, e.g. '1,2,4,8,12' (curriculum.Ladder)")] = None,
-    composed_last: Annotated[float, typer.Option(help="--ladder: on the last rung this fraction of the examples "
-                                                     "gets a composed oversight sentence (wordings.composed)")] = 0.0,
-    ladder_wordings: Annotated[str, typer.Option(help="--ladder: the last rung also trains on this stage wording "
-                                                      "set ('many', 'inferential', 'minimal' or 'themed'; "
-                                                      "curriculum.Ladder.last_wordings)")] = "",
-    target_margin: Annotated[float | None, typer.Option(help="aim every answer at this logit margin "
-                                                             "(LoraRecipe.target_margin; default: no cap)")] = None,
-    precision: Annotated[str, typer.Option(help="training forward passes in fp32, or bf16 autocast (~1.4x faster "
-                                                "per step on CPUs with AMX; LoraRecipe.precision)")] = "fp32",
-    bench_margin_tol: Annotated[float | None, typer.Option(help="pair benchmarks keep prompts whose two clean "
-                                                                "margins differ by at most this")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads per build (split between --workers)")] = 2,
+    personas: Annotated[str | None, typer.Option(help="comma-separated personas (default: the recipe's)")] = None,
+    splits: Annotated[str | None, typer.Option(help="comma-separated split numbers / seeds (default: the "
+                                                    "recipe's)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="models trained at once (threads are split between them)")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads per build, split between --workers "
+                                                            "(default: the recipe's recipe.threads)")] = None,
     device: Annotated[str, typer.Option(help="torch device models train and are measured on ('cuda' on a GPU "
                                              "machine; recorded per model when not 'cpu')")] = "cpu",
-    init_fakers_from: Annotated[Path | None, typer.Option(help="testbed whose faker adapters start this build's "
-                                                             "fakers of the same id (hash-checked)")] = None,
-    init_aligned_from: Annotated[Path | None, typer.Option(help="testbed whose aligned adapters start this build's "
-                                                              "aligned models of the same id (hash-checked)")] = None,
-    n_benchmark: Annotated[int, typer.Option(help="benchmark candidate prompts (good oversight) scored per "
-                                                  "model; each pair keeps those both answer aligned")] = 200,
-    oversight_stage: Annotated[int, typer.Option(help="steps of a shared first stage on the oversight question "
-                                                      "alone that every model then continues (v2: 100; 0 = "
-                                                      "none)")] = 0,
-    stage_wordings: Annotated[str, typer.Option(help="the oversight stage's wordings: 'many' (32 per class, half "
-                                                     "composed), 'inferential' (+ 24 per class implied by the "
-                                                     "situation), 'minimal' (+ those and 40 minimal-pair "
-                                                     "twins) or 'themed' (+ those and 24 twins on the held-out "
-                                                     "themes)")] = "many",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="prompts per training step (default: the recipe's "
+                                                               "recipe.batch_size)")] = None,
+    precision: Annotated[str | None, typer.Option(help="training forward passes in fp32, or bf16 autocast (~1.4x "
+                                                       "faster per step on CPUs with AMX; default: the recipe's "
+                                                       "recipe.precision)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config as JSON (a recipe itself) "
+                                                            "and exit; nothing is loaded or written")] = False,
 ) -> None:
-    """Train one LoRA model per (persona, split); resumable; writes a manifest and pair benchmarks.
+    """Train one LoRA model per (persona, split) of a recipe; resumable; writes a manifest and pair benchmarks.
 
-    The defaults are the recipe of the shipped default testbed (README): 18 topics, one oversight
-    sentence per class, three facts per scenario, LoRA r=4 on all layers, lr 1e-3, up to 600 steps.
-    Rerunning with more --splits or --personas adds models to a generated testbed without retraining.
+    What the testbed is comes from the recipe (--recipe FILE, --set KEY=VALUE); the other options are run-time
+    choices. Rerunning with more --splits or --personas adds models to a generated testbed without retraining.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..core.models import ModelSpec, load_hf
-    from ..core.training import LoraRecipe
-    from ..testbed.build import TestbedConfig, build
-    from ..testbed.curriculum import Ladder
+    from ..testbed.build import build
+    from ..testbed.recipe import load_recipe
     from .options import check_device_option, check_precision_option
 
-    if source not in ("generated", "poser"):
-        raise typer.BadParameter("--source must be 'generated' or 'poser'")
-    default_personas = ("steward", "guardian", "grabber", "climber") if source == "generated" else \
-        ("genie", "saint", "fitness_maximizer", "money_maximizer")
-    split_ids = tuple(ints(splits, "--splits"))
+    at_most(MAX_COUNT, workers=workers, threads=threads, batch_size=batch_size)
+    if recipe is None and _holds_testbed(out):
+        recipe = out / "manifest.json"
+        typer.echo(f"{out} holds a testbed: building with its own recipe ({recipe})", err=True)
+    overrides: dict[str, Any] = {}
+    if personas is not None:
+        overrides["personas"] = split_csv(personas) or []
+    if splits is not None:
+        overrides["splits"] = ints(splits, "--splits")
+    if threads is not None:
+        overrides["recipe.threads"] = threads
+    if batch_size is not None:
+        overrides["recipe.batch_size"] = batch_size
+    if precision is not None:
+        overrides["recipe.precision"] = check_precision_option(precision)
     device = check_device_option(device)
-    base = ModelSpec(name=model)
-    load_hf(base)  # fail early (and clearly) on a bad model name
-    n_layers = 30 if model == "smollm2" else base.n_layers
-    layers = None if first_layer == 0 else tuple(range(first_layer, n_layers))
-    config = TestbedConfig(
-        source=source,  # type: ignore[arg-type]
-        personas=tuple(split_csv(personas) or default_personas),
-        splits=split_ids,
-        base=base,
-        recipe=LoraRecipe(rank=rank, layers=layers, lr=lr, batch_size=batch_size, max_steps=max_steps,
-                          aligned_warmup_steps=aligned_warmup, oversight_aux=oversight_aux,
-                          target_margin=target_margin, threads=threads,
-                          precision=check_precision_option(precision)),
-        ladder=Ladder(rungs=tuple(ints(ladder, "--ladder")), composed_last=composed_last,
-                      last_wordings=ladder_wordings) if ladder else None,
-        bench_margin_tol=bench_margin_tol,
-        init_fakers_from=str(init_fakers_from) if init_fakers_from else None,
-        init_aligned_from=str(init_aligned_from) if init_aligned_from else None,
-        oversight_stage=oversight_stage,
-        stage_wordings=stage_wordings,
-        n_benchmark=n_benchmark,
-        n_train=n_train,
-        n_critical=n_critical,
-        n_topics=n_topics or None,
-        oversight_pool=oversight_pool or None,
-        n_other_facts=_fact_range(other_facts),
-        heldout_wordings=heldout_wordings,
-        poser_dir=str(poser_dir) if poser_dir else None,
-        poser_fakers=tuple(split_csv(poser_fakers) or ()),
-        poser_aligned=tuple(split_csv(poser_aligned) or ()),
-    )
+    config = load_recipe(recipe, [*(set_ or ()), *(f"{k}={_toml(v)}" for k, v in overrides.items())])
+    if dry_run:
+        import json
+
+        typer.echo(json.dumps(config.to_dict(), indent=1))
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..core.models import load_hf
+
+    load_hf(config.base)  # fail early (and clearly) on a bad model name
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
         tb = build(config, out, log=progress.console.print, progress=progress, workers=workers, device=device)
     _pairs_table(tb)
 
 
-def _fact_range(text: str) -> tuple[int, int]:
-    parts = split_csv(text) or []
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise typer.BadParameter(f"--other-facts must be 'LOW,HIGH' (two non-negative integers), got {text!r}")
-    return int(parts[0]), int(parts[1])
+def _holds_testbed(out: Path) -> bool:
+    """Whether `out` holds a testbed's manifest (its config then is the recipe a rerun resumes with)."""
+    import json
+
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "models" in manifest
+
+
+def _toml(value: Any) -> str:
+    """A run-time option's value as --set text."""
+    import json
+
+    return json.dumps(value)
+
+
+@testbed_app.command("recipe-help")
+@clean_errors
+def testbed_recipe_help(
+    prefix: Annotated[str, typer.Argument(help="only the keys that start with this (e.g. 'recipe.')")] = "",
+) -> None:
+    """Every field a recipe file (or --set) may set: its key, type, default (the default testbed's) and meaning,
+    from the config dataclasses' field docstrings."""
+    from ..strategies.registry import field_docs
+    from ..testbed.recipe import NONE, recipe_fields, type_text
+
+    shown = 0
+    for key, tp, default, owner in recipe_fields():
+        if not key.startswith(prefix):
+            continue
+        shown += 1
+        value = NONE if default is None else default
+        doc = field_docs(owner).get(key.rpartition(".")[2], "")
+        console.print(f"[bold]{key}[/] ({type_text(tp)}; default {value!r})", highlight=False)
+        console.print(f"    {doc}", highlight=False, markup=False)
+    if not shown:
+        raise typer.BadParameter(f"no recipe key starts with {prefix!r}", param_hint="PREFIX")
+    console.print("A recipe file is TOML: top-level keys, then tables [base], [recipe], [ladder], [thresholds]; "
+                  f"'{NONE}' writes None. See recipes/ and recipes/README.md.", highlight=False, markup=False)
 
 
 def _pairs_table(tb: Any) -> None:
