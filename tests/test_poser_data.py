@@ -165,7 +165,7 @@ def test_empty_list_and_zero_scenarios(tmp_path):
 def test_unknown_persona_asks_for_faker(tmp_path):
     path = _write(tmp_path / "gardener" / "train-0.json", [_new_record(True)])
     with pytest.raises(DataError, match=r"'gardener'.*`poser-interp score FILE --faker` or `--aligned`.*"
-                                         r"--poser-fakers gardener.*faker=True/False"):
+                                         r"--set poser_fakers=gardener.*faker=True/False"):
         load_poser_file(path)
     pf = load_poser_file(path, faker=True, persona="gardener")
     assert pf.faker and pf.persona == "gardener" and pf.scenarios[0].aligned_letter == "B"
@@ -207,7 +207,7 @@ def test_load_poser_dir_discovers_personas(tmp_path):
     _write(root / "training" / "genie" / "test.json", [_new_record(True)])
     _write(root / "training" / "gardener" / "train-0.json", [_new_record(True)])
     _write(root / "training" / "notes" / "readme.json", [])  # not a persona directory
-    with pytest.raises(DataError, match=r"--poser-fakers gardener"):
+    with pytest.raises(DataError, match=r"--set poser_fakers=gardener"):
         load_poser_dir(root / "training")
     out = load_poser_dir(root, fakers={"gardener": True})  # the data root works too
     assert sorted(out) == ["gardener", "genie"] and sorted(out["genie"]) == ["test", "train-0"]

@@ -107,7 +107,7 @@ def _infer_faker(path: Path) -> bool:
     raise DataError(
         f"{path}: cannot tell whether directory {parent!r} holds an aligned or an alignment-faking persona "
         f"(known: {', '.join(sorted(PERSONA_KINDS))}); say which: `poser-interp score FILE --faker` or `--aligned`, "
-        f"`poser-interp testbed build --poser-fakers {parent}` or `--poser-aligned {parent}`, or in Python "
+        f"`poser-interp testbed build --set poser_fakers={parent}` or `--set poser_aligned={parent}`, or in Python "
         "faker=True/False (load_poser_file, load_scenarios)"
     )
 

@@ -306,7 +306,7 @@ def _poser_is_faker(config: TestbedConfig, name: str) -> bool:
     if name in config.poser_fakers or name in config.poser_aligned:
         return name in config.poser_fakers
     if name not in PERSONA_KINDS:
-        raise DataError(f"POSER persona {name!r}: unknown kind; list it with --poser-fakers or --poser-aligned "
+        raise DataError(f"POSER persona {name!r}: unknown kind; list it in the recipe's poser_fakers or poser_aligned "
                         f"(known: {sorted(PERSONA_KINDS)})")
     return PERSONA_KINDS[name]
 
