@@ -524,12 +524,12 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(testbed, tmp_path, monke
 
 # --- issue 35: a run restricted by --pairs reads those pairs' prompts only -------------------------------------
 def test_a_one_pair_run_reads_the_pairs_prompts_only_and_its_metrics_agree(testbed, results, tmp_path, monkeypatch):
-    from poser_interp.strategies import build
     import math
 
     from poser_interp.strategies.base import from_config
 
     pair = sorted(testbed.pairs)[0]
+    from poser_interp.strategies import build
     aligned, faker = testbed.pairs[pair]["aligned"], testbed.pairs[pair]["faker"]
     noise = build("noise", 2, 4, layers=(1,), scales=(1.0,), samples=1)
     out = tmp_path / "one"
@@ -560,3 +560,66 @@ def test_a_one_pair_run_reads_the_pairs_prompts_only_and_its_metrics_agree(testb
     monkeypatch.setattr(ResultsStore, "append", lambda self, row: appended.append(row))
     run_detection(testbed, baselines(), full, pairs=[pair], config=RunConfig(max_prompts=4), log=lambda _: None)
     assert appended == []
+
+
+# --- issue 35: shipped testbeds whole from a fresh clone; manifests record the real base model -----------------
+def _tracked(prefix: str) -> set[str]:
+    out = subprocess.run(["git", "ls-files", prefix], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return set(out.splitlines())
+
+
+@pytest.mark.parametrize("name", sorted({p.split("/")[1] for p in _tracked("testbeds")}))
+def test_every_shipped_testbed_is_whole_or_names_its_rebuild(name, tmp_path):
+    """Every `testbeds/*/` in git holds every file its manifest names (as a fresh clone has them: tracked files), or
+    `detect` on it refuses in one line naming the rebuild with the POSER data (never `generate`)."""
+    from poser_interp.testbed.folder import Testbed
+
+    tracked = _tracked(f"testbeds/{name}")
+    tb = Testbed.open(REPO / "testbeds" / name)
+    missing = [f for f in tb.needed_files() if not {str(f.relative_to(REPO)), f"{f.relative_to(REPO)}.gz"} & tracked]
+    if not missing:
+        assert tb.problems(hashes=True) == [], tb.problems()  # the files present match the manifest's hashes
+        return
+    assert tb.manifest["config"].get("source") == "poser", f"{name} ships without {missing[:3]}"
+    clone = tmp_path / name  # what a fresh clone holds of it: its tracked files only
+    for path in tracked:
+        (clone / Path(path).relative_to(f"testbeds/{name}")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / path, clone / Path(path).relative_to(f"testbeds/{name}"))
+    out = tmp_path / "out"
+    res = cli("detect", "--testbed", str(clone), "--out", str(out), "--strategies", "blackbox")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"POSER_DATA_DIR=/path/to/poser poser-interp testbed build --recipe {clone / 'manifest.json'} --out " \
+           f"{clone}" in text.replace("`", ""), res.output
+    assert "generate" not in text and "Traceback" not in text and not out.exists()
+
+
+def test_manifests_record_the_real_base_model(testbed, tmp_path):
+    """The tiny defaults (n_layers 4, d_model 64) are a tiny model's; any other base is recorded from its config."""
+    import dataclasses
+
+    from poser_interp.core.models import ModelSpec
+    from poser_interp.core.shape import recorded_base
+    from poser_interp.evaluation.runner import make_plan, manifest_for
+    from poser_interp.testbed.folder import Testbed
+
+    assert recorded_base(ModelSpec(name="smollm2")) == {**dataclasses.asdict(ModelSpec()), "n_layers": 30,
+                                                        "d_model": 576}
+    run_detection(testbed, baselines(), tmp_path / "tiny", config=RunConfig(max_prompts=2), log=lambda _: None)
+    base = json.loads((tmp_path / "tiny" / "manifest.json").read_text())["testbed"]["base"]
+    assert (base["name"], base["n_layers"], base["d_model"]) == ("tiny-llama", 2, 64)
+    manifest = json.loads(json.dumps(testbed.manifest))
+    manifest["config"]["base"] = dataclasses.asdict(ModelSpec(name="smollm2"))  # as v2c and poser record it
+    real = Testbed(root=testbed.root, manifest=manifest)
+    recorded = manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2))["testbed"]["base"]
+    assert (recorded["name"], recorded["n_layers"], recorded["d_model"]) == ("smollm2", 30, 576)
+    # results written before (the base recorded as the tiny defaults) still resume, and learn the real shape
+    from poser_interp.evaluation.results import _merge
+
+    old = json.loads(json.dumps(manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2))))
+    old["testbed"]["base"] = dataclasses.asdict(ModelSpec(name="smollm2"))
+    merged = _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)
+    assert merged["testbed"]["base"]["n_layers"] == 30
+    old["testbed"]["base"]["name"] = "gemma3"
+    with pytest.raises(DataError, match="testbed base model"):
+        _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)

@@ -15,6 +15,20 @@ def n_layers_of(spec: Any) -> int:
 
 def shape_of(spec: Any) -> tuple[int, int]:
     """(layers, attention heads) of a model spec without loading its weights."""
+    cfg = _config_of(spec)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def recorded_base(spec: Any) -> dict[str, Any]:
+    """A base model spec as manifests record it: its fields, with the real depth and width from the model's config
+    (a spec's `n_layers`/`d_model` are the tiny models' and read 4/64 for any other), read without its weights."""
+    from dataclasses import asdict
+
+    cfg = _config_of(spec)
+    return {**asdict(spec), "n_layers": int(cfg.num_hidden_layers), "d_model": int(cfg.hidden_size)}
+
+
+def _config_of(spec: Any) -> Any:
     from transformers import AutoConfig
 
     from ..core.models import TINY_ARCHS, model_dir, tiny_config
@@ -23,4 +37,4 @@ def shape_of(spec: Any) -> tuple[int, int]:
         cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
     else:
         cfg = AutoConfig.from_pretrained(model_dir(spec.name))
-    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    return cfg

@@ -268,7 +268,7 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
                 flags += [option_flag(name, k, a) for k, (a, _) in sorted(diff.items()) if a is not MISSING]
     problems += options
     ot, nt = old.get("testbed", {}), new.get("testbed", {})
-    if ot.get("base") != nt.get("base"):
+    if _base_key(ot.get("base")) != _base_key(nt.get("base")):
         problems.append(f"testbed base model: stored {ot.get('base')}, now {nt.get('base')}")
     for model, entry in nt.get("models", {}).items():
         stored = ot.get("models", {}).get(model)
@@ -285,9 +285,21 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
     merged.setdefault("testbed", {}).setdefault("models", {}).update(nt.get("models", {}))
     merged.setdefault("pairs", {}).update(new.get("pairs", {}))
     merged["versions_last_run"] = new.get("versions", {})
+    if "base" in nt:  # the real depth and width (manifests before issue 35 held the tiny defaults 4/64)
+        merged["testbed"]["base"] = nt["base"]
     if "matching" in new:  # how the last run also evaluated (no row depends on it)
         merged["matching"] = new["matching"]
     return merged
+
+
+def _base_key(base: Any) -> Any:
+    """A recorded base model as compared on resume: n_layers/d_model count for tiny models only (other models' were
+    recorded as the tiny defaults before issue 35, and are read from the model's own config since)."""
+    from ..core.models import TINY_ARCHS
+
+    if not isinstance(base, dict) or base.get("name") in TINY_ARCHS:
+        return base
+    return {k: v for k, v in base.items() if k not in ("n_layers", "d_model", "seed")}
 
 
 def rows_equal(a: Iterable[Row], b: Iterable[Row]) -> bool:

@@ -105,6 +105,7 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
     from importlib.metadata import version
 
     from .._version import __version__
+    from ..core.shape import recorded_base
     from ..core.versions import versions
     from .results import FORMAT
 
@@ -115,7 +116,7 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
                                                 **({"precision": config.precision} if config.precision != "fp32"
                                                    else {})},
                    "strategies": {s.name: config_dict(s) for s in strategies}},
-        "testbed": {"root": str(testbed.root), "base": testbed.manifest["config"]["base"], "models": models},
+        "testbed": {"root": str(testbed.root), "base": recorded_base(testbed.base_spec()), "models": models},
         "versions": {**versions(), "transformer_lens": version("transformer-lens"), "nnsight": version("nnsight"),
                      "poser_interp": __version__},
         "pairs": plan.pairs,

@@ -19,6 +19,7 @@ from typing import Any
 
 import plotly
 
+from ..core.shape import recorded_base
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Result
 from ..runtime.atomic import write_text_atomic
@@ -265,7 +266,8 @@ def render_page(suite: Suite) -> str:
     config = {"suite": asdict(suite.config), "results": str(suite.out), "results_config": store.manifest["config"],
               "versions": {**store.manifest.get("versions", {}), "plotly": plotly.__version__,
                            "python": platform.python_version()},
-              "testbed": {"root": str(tb.root), "config": tb.manifest.get("config", {})},
+              "testbed": {"root": str(tb.root), "config": tb.manifest.get("config", {}),
+                          "base": recorded_base(tb.base_spec())},  # the real depth and width, not the spec's 4/64
               "wall_seconds_of_evaluation": round(suite.seconds, 1)}
     sections["config"] = ("Config and versions", f"<pre>{_e(json.dumps(config, indent=1, sort_keys=True))}</pre>")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -196,6 +196,13 @@ class Testbed:
                        f"(pairs/{benches[0]}.jsonl{', ...' if len(benches) > 1 else ''})")
         return out
 
+    def needed_files(self) -> list[Path]:
+        """Every file the manifest names: each model's adapter and each pair's benchmark (`pairs/ID.jsonl`, or its
+        gzip twin `.jsonl.gz`); what a shipped testbed must hold to run `detect`."""
+        adapters = [self.root / "models" / m / ADAPTER_FILE for m in sorted(self.models)]
+        return adapters + [self.root / "pairs" / f"{p}.jsonl" for p, info in sorted(self.pairs.items())
+                           if info.get("benchmark_size", 1)]
+
     def rebuild_hint(self) -> str:
         """The command that rebuilds what `problems` names (the build resumes: whole models are kept)."""
         config = self.manifest.get("config", {})
