@@ -42,11 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
+    from poser_interp import ResultsStore, build_strategy, default_testbed_dir, shape_of
     from poser_interp.analysis import open_testbed
-    from poser_interp.core.shape import shape_of
-    from poser_interp.evaluation.results import ResultsStore
-    from poser_interp.strategies import build
-    from poser_interp.testbed.folder import default_testbed_dir
     from poser_interp.viz.attention_plots import model_curves, setting_heatmap
     from poser_interp.viz.plots import summary_figure
 
@@ -55,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if tb is None:
         return 2
     start = time.perf_counter()
-    strategy = build("learning_speed", *shape_of(tb.base_spec()), seed=args.seed, data=str(tb.root / "data"),
-                     **config_args(args, LEARNING_ARGS))
+    strategy = build_strategy("learning_speed", *shape_of(tb.base_spec()), seed=args.seed, data=str(tb.root / "data"),
+                              **config_args(args, LEARNING_ARGS))
+    steps, methods = strategy.config.steps, strategy.config.methods  # the sweep as built (options or defaults)
     out = args.out or Path("results") / f"learning-{tb.root.name}"
     pairs = selected_pairs(args.pairs, tb)
     ev = detect_with_baselines(tb, strategy, out, pairs, console, seed=args.seed, max_prompts=args.max_prompts)

@@ -133,7 +133,7 @@ def p_misaligned(probs: Float[Tensor, "n 2"], scenarios: Sequence[Scenario]) -> 
     return probs.gather(1, mis[:, None])[:, 0]
 
 
-def margin(logits: Float[Tensor, "n *k 2"], mis: Int[Tensor, " n"]) -> Float[Tensor, "n *k"]:
+def margin(logits: Float[Tensor, "n *k 2"], mis: Int[Tensor, " n"]) -> Float[Tensor, " n *k"]:
     """Logit of the aligned answer minus that of the misaligned one (positive = aligned), per prompt (and draw)."""
     pick = mis.view((-1,) + (1,) * (logits.dim() - 1)).expand(*logits.shape[:-1], 1)
     return (logits.gather(-1, 1 - pick) - logits.gather(-1, pick))[..., 0]

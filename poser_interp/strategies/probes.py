@@ -101,7 +101,7 @@ class Probe:
     """Held-out separation: (mean projection of positives - of negatives) / pooled std."""
 
 
-def mass_mean(pos: Float[Tensor, "n_pos *rest"], neg: Float[Tensor, "n_neg *rest"]) -> Float[Tensor, "*rest"]:
+def mass_mean(pos: Float[Tensor, " n_pos *rest"], neg: Float[Tensor, " n_neg *rest"]) -> Float[Tensor, "*rest"]:
     """Mean of the positive activations minus mean of the negative ones."""
     return pos.mean(0) - neg.mean(0)
 
