@@ -7,8 +7,9 @@ everything else may change. Names are imported on first use, so `import poser_in
   `pad_left` (token rows to a batch), the scoring helpers `answer_logits`, `answer_probs`, `p_misaligned`,
   `add_vector`, and `TunedLensConfig` (S5's tuned lens);
 - data: `Scenario` and its parts, `load_scenarios` / `save_scenarios`, `load_contrast_dir`;
-- testbeds: `Testbed` (`Testbed.open(dir)`), `default_testbed_dir`, `TestbedConfig`, `build_testbed`,
-  `tiny_testbed`, and for notebooks `notebook_testbed` / `first_pair`;
+- testbeds: `Testbed` (`Testbed.open(dir)`), `default_testbed_dir`, `TestbedConfig`, `load_recipe` (a config from a
+  recipe file, `recipes/*.toml`, or a manifest), `build_testbed`, `tiny_testbed`, and for notebooks
+  `notebook_testbed` / `first_pair`;
 - strategies (the registry): `build_strategy`, `make_strategy`, `known_strategies`, `strategy_options`,
   `register_strategy`, and `Strategy`, `Subject`, `Setting`, `PromptValues`, `Score`;
 - detection and results: `run_detection`, `RunConfig`, `evaluate`, `Evaluation`, `Result`, `ResultsStore`;
@@ -59,6 +60,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Testbed": ("testbed.folder", "Testbed"),
     "default_testbed_dir": ("testbed.folder", "default_testbed_dir"),
     "TestbedConfig": ("testbed.build", "TestbedConfig"),
+    "load_recipe": ("testbed.recipe", "load_recipe"),
     "build_testbed": ("testbed.build", "build"),
     "tiny_testbed": ("testbed.tiny", "tiny_testbed"),
     "notebook_testbed": ("analysis", "notebook_testbed"),
@@ -91,7 +93,7 @@ __all__ = [  # every public name (tests check it is _LAZY plus the errors and th
     "__version__", "AdapterMismatchError", "add_vector", "answer_logits", "answer_probs", "AnswerChoiceError",
     "AnswerFormat", "BackendError", "build_strategy", "build_testbed", "DataError", "default_testbed_dir", "evaluate",
     "Evaluation", "Fact", "FactRole", "first_pair", "HookedModel", "known_strategies", "LayerError",
-    "load_contrast_dir", "load_hf", "load_model", "load_scenarios", "load_tokenizer", "make_strategy",
+    "load_contrast_dir", "load_hf", "load_model", "load_recipe", "load_scenarios", "load_tokenizer", "make_strategy",
     "ModelLoadError", "ModelSpec", "NotApplicableError", "notebook_testbed", "Oversight", "p_misaligned", "pad_left",
     "PoserInterpError", "PromptFormat", "PromptTooLongError", "PromptValues", "register_strategy", "RemovalConfig",
     "RemovalSummary", "remove", "Result", "ResultsStore", "run_detection", "run_suite", "RunConfig", "save_scenarios",
@@ -163,4 +165,5 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors (tests ch
     from .testbed.build import build as build_testbed
     from .testbed.folder import Testbed as Testbed
     from .testbed.folder import default_testbed_dir as default_testbed_dir
+    from .testbed.recipe import load_recipe as load_recipe
     from .testbed.tiny import tiny_testbed as tiny_testbed
