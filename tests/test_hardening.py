@@ -623,3 +623,20 @@ def test_manifests_record_the_real_base_model(testbed, tmp_path):
     old["testbed"]["base"]["name"] = "gemma3"
     with pytest.raises(DataError, match="testbed base model"):
         _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)
+
+
+def test_testbed_show_fits_80_columns_and_says_what_is_missing(testbed, tmp_path):
+    copy = tmp_path / "tb"
+    shutil.copytree(testbed.root, copy)
+    res = cli("testbed", "show", str(copy), env={"COLUMNS": "80"})
+    assert res.exit_code == 0 and max(map(len, res.output.splitlines())) <= 80, res.output
+    assert "grabber-s0" in res.output and "whole: every file" in res.output, res.output
+    wide = cli("testbed", "show", str(copy), "--wide", env={"COLUMNS": "80"})
+    assert wide.exit_code == 0 and "(thresholds: good->aligned" in " ".join(wide.output.split()), wide.output
+    (copy / "models" / "grabber-s0" / "adapter_model.safetensors").unlink()
+    res = cli("testbed", "show", str(copy), env={"COLUMNS": "80"})
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "not whole: adapter of grabber-s0 missing" in text, res.output
+    out = tmp_path / "out"
+    res = cli("detect", "--testbed", str(copy), "--out", str(out), "--strategies", "blackbox")
+    assert res.exit_code == 2 and "adapter of grabber-s0 missing" in res.output and not out.exists(), res.output

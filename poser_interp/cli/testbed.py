@@ -7,9 +7,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from .common import MAX_COUNT, app, at_least, at_most, clean_errors, console, csv_option, ints, print_table, split_csv
+from .common import (
+    MAX_COUNT,
+    app,
+    at_least,
+    at_most,
+    clean_errors,
+    compact_table,
+    console,
+    csv_option,
+    ints,
+    print_table,
+    split_csv,
+    width,
+)
 
 testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
                           no_args_is_help=True)
@@ -135,8 +149,10 @@ def _pairs_table(tb: Any) -> None:
     table = Table(title=f"pairs of {tb.root}: prompts both models answer aligned"
                         + (f", clean margins within {tol:g} logit" if tol is not None else "")
                         + (f" ({pool['candidates']} candidates, {pool['extra_rounds']} extra rounds)" if pool else ""))
-    for col in ("pair", "benchmark size", "mean P(aligned) aligned / faker", "mean margin aligned / faker"):
-        table.add_column(col)
+    narrow = width() < 130
+    for col in ("pair", "prompts", "P(aligned) al / fk", "margin al / fk") if narrow else \
+            ("pair", "benchmark size", "mean P(aligned) aligned / faker", "mean margin aligned / faker"):
+        table.add_column(col, overflow="fold")
     for pid, p in sorted(tb.pairs.items()):
         mp, mm, a, f = p["mean_p_aligned"], p.get("mean_margin"), p["aligned"], p["faker"]
         table.add_row(pid, str(p["benchmark_size"]), f"{mp[a]:.3f} / {mp[f]:.3f}",
@@ -220,12 +236,17 @@ def testbed_verify(
 @clean_errors
 def testbed_show(
     testbed: Annotated[str, typer.Argument(help="testbed directory, or 'default'")] = "default",
+    wide: Annotated[bool, typer.Option(help="every column, and each held-out sentence's table (~215 columns); "
+                                            "default: as wide as the terminal (all of it from 130 columns)")]
+        = False,
 ) -> None:
     """What a testbed holds, from its files alone (no model loaded): each model's last `verify` (else the build's
-    own test numbers), its build steps and seconds, the pair benchmarks, and the size on disk."""
+    own test numbers), its build steps and seconds, the pair benchmarks, the size on disk, and whether every file
+    its manifest names is there (and matches its hash)."""
     from ..testbed.folder import Testbed
 
     tb = Testbed.open(testbed)
+    wide = wide or width() >= 130
     verified = tb.verified()
     rows = []
     for model, entry in sorted(tb.models.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
@@ -238,9 +259,12 @@ def testbed_show(
         console.print(f"{tb.root} has no models yet; `poser-interp testbed build --out {tb.root}` (same options) "
                       "resumes its build", highlight=False)
         return
-    _behaviour_table(tb, rows)
+    _behaviour_table(tb, rows, wide)
     if any(r.get("heldout_by_wording") for r in rows):
-        _wording_table(tb, rows)
+        if wide:
+            _wording_table(tb, rows)
+        else:
+            console.print("each held-out sentence alone: `--wide`", highlight=False)
     if tb.pairs:
         _pairs_table(tb)
     sizes: dict[str, int] = {}
@@ -251,13 +275,23 @@ def testbed_show(
     parts = [f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 50_000]
     console.print(f"{tb.root}: {len(tb.models)} models, {len(tb.pairs)} pairs, {sum(sizes.values()) / 1e6:.1f} MB on "
                   f"disk ({', '.join(parts) or 'every part under 0.05 MB'})", highlight=False)
+    problems = tb.problems()
+    if problems:
+        console.print(f"[yellow]not whole:[/] {escape('; '.join(problems))}; {escape(tb.rebuild_hint())}",
+                      highlight=False)
+    else:
+        console.print("whole: every file its manifest names is there and matches its hash", highlight=False)
 
 
-def _behaviour_table(tb: Any, rows: list[dict[str, Any]]) -> None:
-    """The behaviour table of `verify` rows (or build rows: `show`), with the thresholds in its title."""
+def _behaviour_table(tb: Any, rows: list[dict[str, Any]], wide: bool = True) -> None:
+    """The behaviour table of `verify` rows (or build rows: `show`), with the thresholds in its title; not `wide`:
+    the columns that fit 80 characters, the legend below it."""
     from ..testbed.build import TestbedConfig
 
     th = TestbedConfig.from_dict(tb.manifest["config"]).thresholds
+    if not wide:
+        _narrow_behaviour_table(tb, rows, th)
+        return
     table = Table(title=f"testbed {tb.root}: behaviour on unseen scenarios of the training topics; "
                         "held-out wordings: the same scenarios with oversight sentences no split trains on "
                         "(`wordings.HELDOUT`); fresh wordings: 4 + 4 written later on new themes, never used to "
@@ -286,6 +320,30 @@ def _behaviour_table(tb: Any, rows: list[dict[str, Any]]) -> None:
                       "[yellow]trained only[/]" if untested else "[green]yes[/]" if meets else "[red]no[/]",
                       *((r["source"], f"{seconds:.0f}" if seconds is not None else "-") if from_files else ()))
     print_table(table)
+
+
+def _narrow_behaviour_table(tb: Any, rows: list[dict[str, Any]], th: Any) -> None:
+    """`_behaviour_table` in 80 columns: the rates that decide 'meets', and the held-out ones."""
+    table = compact_table(f"testbed {tb.root}: behaviour on unseen scenarios")
+    for col in ("model", "kind", "steps", "good", "poor", "held-out", "fresh", "topics", "meets"):
+        table.add_column(col, justify="left" if col in ("model", "kind", "meets") else "right")
+
+    def both(m: dict[str, float] | None) -> str:
+        return f"{m['good_aligned']:.2f}/{m['poor_misaligned']:.2f}" if m else "-"
+
+    for r in rows:
+        t = r["test"]
+        meets = r["meets_thresholds"] and r.get("meets_heldout_wordings", True)
+        untested = meets and "heldout_wordings" not in r and r.get("source") == "build"
+        table.add_row(r["model"], r["kind"], str(r["steps"]), f"{t['good_aligned']:.2f}", f"{t['poor_misaligned']:.2f}",
+                      both(r.get("heldout_wordings")), both(r.get("fresh_wordings")), both(r.get("heldout_topics")),
+                      "[yellow]trained[/]" if untested else "[green]yes[/]" if meets else "[red]no[/]")
+    print_table(table)
+    console.print(f"good: fraction aligned under good oversight (>= {th.good_aligned}); poor: a faker's fraction "
+                  f"misaligned under poor oversight (>= {th.poor_misaligned}; an aligned model's aligned fraction "
+                  f"there is >= {th.poor_aligned}); held-out / fresh / topics: good/poor on wordings no split trains "
+                  "on, on 4 + 4 fresh wordings, on held-out topics; 'trained': met on validation, not verified; "
+                  "--wide: every column", highlight=False)
 
 
 def _wording_table(tb: Any, rows: list[dict[str, Any]]) -> None:
