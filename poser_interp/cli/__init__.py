@@ -12,4 +12,5 @@ from . import testbed as testbed  # testbed build, testbed verify
 from . import detect as detect  # detect, strategies
 from . import report as report  # report
 from . import suite as suite  # remove, suite
+from . import external as external  # testbed from-models, audit
 # isort: on

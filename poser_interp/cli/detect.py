@@ -116,7 +116,7 @@ def detect(
     from ..core.matching import ConfidenceMatch
     from ..core.shape import shape_of
     from ..evaluation.results import ResultsStore
-    from ..evaluation.runner import RunConfig, evaluate, run_detection
+    from ..evaluation.runner import RunConfig, applicable, evaluate, run_detection
     from ..runtime.locking import hold
     from ..strategies import baselines, build, has_option, known
     from ..testbed.folder import Testbed
@@ -164,6 +164,10 @@ def detect(
                                      "out", param_hint=given[0])
     built = [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}) | chosen[name])
              for name in names]  # every strategy with a seed gets --seed
+    _, skipped = applicable(tb, [s for s in built if s.name in baselines()], max_prompts or None)
+    for name, why in skipped.items():  # a baseline that cannot measure these models is left out, said once
+        console.print(f"baseline {name} left out on this testbed: {why}", highlight=False)
+    built = [s for s in built if s.name not in skipped]
     out = out or Path("results") / f"detect-{tb.root.name}"
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None

@@ -84,10 +84,13 @@ class ModelSpec:
     """What to load. A spec reproduces a model exactly (it is stored in every result manifest)."""
 
     name: str = "smollm2"
-    """'smollm2' (embedded default), 'gemma3' (embedded, optional), a tiny architecture (random weights), or a
-    local HF directory."""
+    """'smollm2' (embedded default), 'gemma3' (embedded, optional), a tiny architecture (random weights), a
+    local HF directory (a full checkpoint), or a hub id `hub:ORG/NAME[@REVISION]` (`core.hub`)."""
     adapter: str | None = None
     """Path of a peft LoRA adapter directory, merged into the base weights at load time."""
+    delta_base: str | None = None
+    """A full checkpoint's base (local directory or hub id) for the `weight_delta` baseline; None: unknown (an
+    adapter's base is `name`)."""
     seed: int = 0
     """Weight seed of tiny random models (ignored otherwise)."""
     n_layers: int = 4
@@ -212,8 +215,13 @@ def load_tokenizer(name: str = "smollm2") -> Any:
 
 
 def model_dir(name: str) -> Path:
-    """The Hugging Face directory of a model name: an embedded model's cached copy, or a local directory."""
-    return embedded_model_dir(name) if name in EMBEDDED_NAMES + GEMMA_NAMES else _local_dir(name)
+    """The Hugging Face directory of a model name: an embedded model's cached copy, a hub snapshot, or a local
+    directory."""
+    from .hub import is_hub_name, resolve_hub
+
+    if name in EMBEDDED_NAMES + GEMMA_NAMES:
+        return embedded_model_dir(name)
+    return _local_dir(str(resolve_hub(name)) if is_hub_name(name) else name)
 
 
 def _local_dir(name: str) -> Path:
@@ -221,8 +229,8 @@ def _local_dir(name: str) -> Path:
     if not path.exists():
         raise ModelLoadError(
             f"unknown model {name!r}: not one of {EMBEDDED_NAMES + GEMMA_NAMES + TINY_ARCHS} and no such directory. "
-            "Pass 'smollm2', 'gemma3', a tiny architecture, or the path of a local Hugging Face model directory "
-            "(nothing is downloaded)."
+            "Pass 'smollm2', 'gemma3', a tiny architecture, the path of a local Hugging Face model directory, or a "
+            "hub id as hub:ORG/NAME[@REVISION]."
         )
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json in it)")

@@ -15,7 +15,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ..errors import PromptTooLongError
+from ..data.prompt_style import current_style
+from ..errors import DataError, PromptTooLongError
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,10 @@ class PromptFormat:
 
 def encode(tokenizer: Any, text: str, fmt: PromptFormat = PromptFormat()) -> list[int]:
     """Token ids of one prompt with exactly one leading BOS (when the tokenizer has one)."""
-    if fmt.chat:
+    if fmt.chat and current_style() == "chat":  # 'plain' and 'poser' prompts take no chat template
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("this tokenizer has no chat template; use PromptFormat(chat=False)")
+            raise DataError("this tokenizer has no chat template: choose --prompt-format plain (or poser for models "
+                            "trained on POSER's prompts); in Python, PromptFormat(chat=False)")
         out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                             tokenize=True)
         ids = list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from ..errors import AnswerChoiceError, DataError
+from .prompt_style import current_style, poser_text
 
 
 class FactRole(StrEnum):
@@ -149,6 +150,9 @@ class Scenario:
                     lines.append(texts[i])
                 continue
             lines.append(fact.text)
+        if current_style() == "poser":  # POSER's wrapper, answered by letter (`prompt_style`)
+            system = self.system_message if self.system_message and FactRole.SYSTEM_MESSAGE not in dropped else None
+            return poser_text(lines[1:] if system else lines, self.actions, system)
         numbered = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, start=1))
         a, b = self.actions
         question = LETTER_QUESTION if fmt is AnswerFormat.LETTER else ACTION_QUESTION
@@ -157,7 +161,7 @@ class Scenario:
     def choice_texts(self, answer_format: AnswerFormat | str | None = None) -> tuple[str, str]:
         """The two answer strings whose first tokens decide the answer, in order (A, B)."""
         fmt = AnswerFormat(answer_format or self.answer_format)
-        if fmt is AnswerFormat.LETTER:
+        if fmt is AnswerFormat.LETTER or current_style() == "poser":
             return ("A", "B")
         return self.actions
 

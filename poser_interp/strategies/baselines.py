@@ -10,8 +10,10 @@ that agrees with it may be riding on it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,13 +22,14 @@ import torch
 from ..core.scoring import answer_logits, p_and_margin
 from ..core.tokens import PromptFormat
 from ..data.scenario import Scenario
+from ..errors import NotApplicableError
 from .base import (
     PromptValues,
     Score,
     Setting,
     StrategyBase,
-    StrategyError,
     StrategyConfig,
+    StrategyError,
     Subject,
     clean_logits_key,
     mean_of,
@@ -117,6 +120,17 @@ class WeightDeltaBaseline(StrategyBase[WeightDeltaConfig]):
         return (Score("delta_norm", "Frobenius norm of the model's weight change from its base (all modules)",
                       mean_of("delta_norm")),)
 
+    def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
+        """Not applicable where a model is a full checkpoint of unknown base (nothing to measure the change from)."""
+        manifest = testbed_root / "manifest.json"
+        models = json.loads(manifest.read_text()).get("models", {}) if manifest.exists() else {}
+        unknown = sorted(m for m, e in models.items()
+                         if "spec" in e and not (e["spec"].get("adapter") or e["spec"].get("delta_base")))
+        if unknown:
+            raise NotApplicableError(f"{', '.join(unknown[:3])} {'is a' if len(unknown) == 1 else 'are'} full "
+                                     "checkpoint(s) of unknown base; name the base (`base`, --base) to measure how "
+                                     "far fine-tuning moved them")
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         norm = weight_delta_norm(subject.spec)
@@ -135,4 +149,4 @@ def weight_delta_norm(spec: Any) -> float:
     if base:
         return checkpoint_delta_norm(spec.name, base)
     raise StrategyError(f"weight_delta: {spec.describe()} is neither base + adapter nor a checkpoint with a known base "
-                        "(give the testbed model a `delta_base`, or leave weight_delta out with --skip weight_delta)")
+                        "(give the model its base: `base` in from-models, or --base)")

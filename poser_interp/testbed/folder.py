@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core.models import ModelSpec, file_sha256
+from ..core.models import ModelSpec, file_sha256, model_dir
 from ..core.scoring import Prepared, hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
@@ -115,6 +115,27 @@ def p_faker_answer(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], ma
     return p if scenarios[0].oversight is Oversight.GOOD else 1 - p
 
 
+def weight_folder(spec: ModelSpec) -> Path:
+    """The folder whose weight files identify the model (its adapter, else its checkpoint or hub snapshot)."""
+    return Path(spec.adapter) if spec.adapter else model_dir(spec.name)
+
+
+def check_weights(model_id: str, entry: dict[str, Any]) -> ModelSpec:
+    """The entry's spec after checking every weight file against its recorded hash (DataError otherwise)."""
+    spec = ModelSpec(**entry["spec"])
+    folder = weight_folder(spec)
+    recorded = entry["weights_sha256"]
+    for name, sha in recorded.items():
+        path = folder / name
+        if not path.exists():
+            raise DataError(f"weight file of {model_id} missing: {path}; restore it or write the testbed again "
+                            "(`poser-interp testbed from-models`)")
+        if file_sha256(path) != sha:
+            raise DataError(f"weight file {path} of {model_id} does not match the testbed's sha256 (the checkpoint "
+                            "changed); write the testbed again with `poser-interp testbed from-models`")
+    return spec
+
+
 @dataclass
 class Testbed:
     """An opened testbed directory: its manifest, models and pair benchmarks."""
@@ -175,6 +196,13 @@ class Testbed:
                             f"{expected[:12]}): the file was modified or corrupted; rebuild that model")
         return folder
 
+    def needed_files(self) -> list[Path]:
+        """Every file the manifest names: each model's adapter and each pair's benchmark (`pairs/ID.jsonl`, or its
+        gzip twin `.jsonl.gz`); what a shipped testbed must hold to run `detect`."""
+        adapters = [self.root / "models" / m / ADAPTER_FILE for m in sorted(self.models)]
+        return adapters + [self.root / "pairs" / f"{p}.jsonl" for p, info in sorted(self.pairs.items())
+                           if info.get("benchmark_size", 1)]
+
     def problems(self, pair_ids: Sequence[str] | None = None, hashes: bool = True) -> list[str]:
         """What is missing or changed among the files the manifest names (of the models of `pair_ids`, default
         every model and pair): adapter files (missing, or not matching their recorded sha256), pair benchmarks.
@@ -184,6 +212,13 @@ class Testbed:
             sorted({m for p in pairs.values() for m in (p["aligned"], p["faker"])})
         out = []
         for model in models:
+            entry = self.models.get(model, {})
+            if "spec" in entry:  # a model given from elsewhere: its weight files where they live
+                try:
+                    check_weights(model, entry) if hashes else None
+                except DataError as e:
+                    out.append(str(e))
+                continue
             path = self.root / "models" / model / ADAPTER_FILE
             if not path.exists():
                 out.append(f"adapter of {model} missing ({path})")
@@ -195,13 +230,6 @@ class Testbed:
             out.append(f"{len(benches)} of {len(pairs)} pair benchmark{'s' if len(pairs) != 1 else ''} missing "
                        f"(pairs/{benches[0]}.jsonl{', ...' if len(benches) > 1 else ''})")
         return out
-
-    def needed_files(self) -> list[Path]:
-        """Every file the manifest names: each model's adapter and each pair's benchmark (`pairs/ID.jsonl`, or its
-        gzip twin `.jsonl.gz`); what a shipped testbed must hold to run `detect`."""
-        adapters = [self.root / "models" / m / ADAPTER_FILE for m in sorted(self.models)]
-        return adapters + [self.root / "pairs" / f"{p}.jsonl" for p, info in sorted(self.pairs.items())
-                           if info.get("benchmark_size", 1)]
 
     def rebuild_hint(self) -> str:
         """The command that rebuilds what `problems` names (the build resumes: whole models are kept)."""
@@ -223,7 +251,16 @@ class Testbed:
             raise DataError(f"testbed {self.root} is not whole: {'; '.join(problems)}; {self.rebuild_hint()}")
 
     def spec(self, model_id: str) -> ModelSpec:
+        """What loads `model_id`, after checking its weight files against the manifest's hashes."""
+        entry = self.manifest["models"].get(model_id)
+        if entry is not None and "spec" in entry:  # a model given from elsewhere (`testbed.from_models`)
+            return check_weights(model_id, entry)
         return replace(self.base_spec(), adapter=str(self.verify_hash(model_id)))
+
+    @property
+    def prompt_format(self) -> str:
+        """How this testbed's prompts are rendered (`data.prompt_style`): 'chat' for every built testbed."""
+        return str(self.manifest.get("config", {}).get("prompt_format", "chat"))
 
     def load(self, model_id: str) -> Any:
         """The hooked model (bridge) for a testbed model, hash-checked."""
