@@ -5,6 +5,11 @@ The analysis scripts' argparse options are in `poser_interp.analysis` (which own
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.precision import Precision
+
 WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
                 "do not depend on it")
 QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbers) and what comes free with it, not "
@@ -15,15 +20,19 @@ PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autoca
                   "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
 
 
-def check_precision_option(precision: str) -> str:
-    """--precision, checked as the CLI's other options are (a bad value names the choices)."""
+def check_precision_option(precision: str) -> Precision:
+    """--precision as a `Precision` (the one check, `core.precision.check_precision`), a bad value refused as the
+    CLI's other options are (naming the choices)."""
     import typer
 
-    from ..core.precision import PRECISIONS
+    from ..core.precision import PRECISIONS, check_precision
+    from ..errors import DataError
 
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision")
-    return precision
+    try:
+        return check_precision(precision)
+    except DataError:
+        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision") \
+            from None
 
 
 def check_device_option(device: str) -> str:

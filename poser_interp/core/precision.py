@@ -15,20 +15,23 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import torch
 
 from ..errors import DataError
 
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+"""An arithmetic precision: a run's, a training's (a string becomes one, once, through `check_precision`)."""
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str) -> Precision:
+    """`precision` as a `Precision`, or DataError naming the choices."""
     if precision not in PRECISIONS:
         raise DataError(f"precision {precision!r}: pass one of {', '.join(PRECISIONS)} (CLI: --precision)")
-    return precision
+    return cast(Precision, precision)
 
 
 @contextlib.contextmanager
@@ -53,7 +56,7 @@ def in_fp32(fn: F) -> F:
     return cast(F, wrapper)
 
 
-def precision_for(strategy: object, precision: str) -> str:
+def precision_for(strategy: object, precision: Precision) -> Precision:
     """The precision `strategy` runs in: fp32 where it declares `exact_arithmetic`, else the run's."""
     return "fp32" if getattr(strategy, "exact_arithmetic", False) else check_precision(precision)
 

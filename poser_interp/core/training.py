@@ -22,7 +22,7 @@ import torch
 
 from ..data.scenario import Oversight, Scenario, first_token_ids
 from .frozen_prefix import FrozenPrefix, check_trainable_above
-from .precision import check_precision, computing_in
+from .precision import Precision, check_precision, computing_in
 from .tokens import PromptFormat, encode, pad_id, pad_left
 
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -89,7 +89,7 @@ class LoraRecipe:
     """Relative distance from `delta_norm_target` within which training may stop (used only with the target)."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """Arithmetic of the training forward passes: fp32, or bf16 autocast (`core.precision`; the weights, optimizer
     and validation checks stay fp32)."""
     threads: int = 2

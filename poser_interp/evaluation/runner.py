@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.matching import ConfidenceMatch
-from ..core.precision import check_precision, computing_in, precision_for
+from ..core.precision import Precision, check_precision, computing_in, precision_for
 from ..data.scenario import Scenario
 from ..errors import DataError, NotApplicableError
 from ..strategies.base import Setting, Strategy, StrategyError, Subject, config_dict, from_config, stable_seed
@@ -41,7 +41,7 @@ class RunConfig:
     """Also evaluated on confidence-matched prompts (`detect --match-confidence`); recorded in the manifest's
     `matching` section, which a rerun with another tolerance replaces (no row depends on it)."""
 
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """Arithmetic of every forward and backward pass: fp32, or bf16 autocast (`core.precision`; ~1.9x faster
     on CPUs with AMX, answer logits within ~0.3). Recorded in the manifest when not fp32; a results folder holds
     one precision."""
@@ -215,7 +215,7 @@ def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict
 
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
                todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
-               load: Callable[[str], Any], precision: str = "fp32") -> None:
+               load: Callable[[str], Any], precision: Precision = "fp32") -> None:
     """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
     total = sum(map(len, todo.values()))
     if not total:
@@ -283,7 +283,7 @@ def _check_complete(name: str, model: str, wanted: set[str], ids: tuple[str, ...
 
 def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list[Scenario]],
                   strategies: Sequence[Strategy], todos: dict[str, dict[str, list[Setting]]], progress: Any,
-                  overall: Any, log: Log, workers: int, precision: str = "fp32") -> None:
+                  overall: Any, log: Log, workers: int, precision: Precision = "fp32") -> None:
     """`_run_model` for every model with work, `workers` models at once in spawned processes; rows come back
     through a queue and are stored here as they arrive (so an interruption keeps every finished row)."""
     from ..runtime.processes import run_in_processes

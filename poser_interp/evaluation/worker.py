@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from ..core.precision import computing_in, precision_for
+from ..core.precision import Precision, computing_in, precision_for
 from ..data.scenario import Scenario
 from ..strategies.base import Subject, from_config
 from ..testbed.folder import Testbed
 
 
 def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
-                   todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1, precision: str = "fp32") -> None:
+                   todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1,
+                   precision: Precision = "fp32") -> None:
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None).
     precision: `core.precision` (the run's `RunConfig.precision`)."""

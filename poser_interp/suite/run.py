@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.matching import ConfidenceMatch
+from ..core.precision import Precision
 from ..core.shape import shape_of
 from ..evaluation.ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
 from ..evaluation.results import ResultsStore
@@ -43,7 +44,7 @@ class SuiteConfig:
     """Confidence-matched column: prompts whose two clean margins are within this many logits."""
     n_boot: int = 2000
     """Bootstrap resamples of every interval (as `report`)."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """fp32, or bf16 autocast (`RunConfig.precision`, as `detect --precision`)."""
     pairs: tuple[str, ...] | None = None
     """Pairs to compute and report (None: all; as `detect --pairs`): the smallest suite is one pair's."""
