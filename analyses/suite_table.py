@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from poser_interp.strategies.registry import baselines
 from poser_interp.suite import SuiteConfig, run_suite
-from poser_interp.suite.run import BASELINES
 from poser_interp.testbed.folder import Testbed
 
 LABEL = {"attention": "S6 attention", "noise": "S2 noise", "learning_speed": "S3 learning speed",
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {len(ev.pair_prompts)} pairs of {tb.root} | score (setting) | accuracy (95% CI) | AUROC (95% CI) | "
           f"confidence-matched (within {args.match_confidence:g} logit) accuracy / AUROC |")
     print("|---|---|---|---|---|")
-    names = [n for n in ev.strategies() if n not in BASELINES] + [n for n in ev.strategies() if n in BASELINES]
+    names = [n for n in ev.strategies() if n not in baselines()] + [n for n in ev.strategies() if n in baselines()]
     for name in names:
         r = ev.primary(name)
         m = matched.primary(name).summary if matched is not None else None

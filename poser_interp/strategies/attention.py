@@ -196,6 +196,15 @@ class AttentionStrategy(StrategyBase[AttentionConfig]):
                                      "files have none). Leave attention out of --strategies for it (`suite` does so "
                                      "by itself)")
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """Accuracy by layer per variant (heads averaged), and by head x layer for the attention variant."""
+        figs = {f"{self.name}_layers": kit.setting_lines(ev, self.name, "layer", "variant",
+                                                         where={"head": ("mean", None)})}
+        if any(r.setting.get("variant") == "attention" for r in ev.find(self.name)):
+            figs[f"{self.name}_heads"] = kit.setting_heatmap(ev, self.name, "head", "layer",
+                                                             where={"variant": "attention"})
+        return figs
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         if not prompts:

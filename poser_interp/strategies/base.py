@@ -8,7 +8,9 @@ model, higher meaning "more likely the faker"; a pair is decided by comparing it
 that pair's benchmark prompts. Strategies never learn which model is the faker.
 
 New strategies implement `Strategy` with a `StrategyConfig` dataclass and register themselves with `register`
-(`registry.py`); the runner, store, metrics, plots and CLI need no change.
+(`registry.py`), in this package or in an installed package's `poser_interp.strategies` entry point; a strategy
+draws its own figures and suite-page section (`StrategyBase.figures`, `StrategyBase.suite_section`, with generic
+defaults), so the runner, store, metrics, suite page, ensembles and CLI need no change.
 """
 
 from __future__ import annotations
@@ -248,3 +250,52 @@ class StrategyBase(Generic[C]):
 
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         """Nothing to check by default (`Strategy.preflight`)."""
+
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """This strategy's figures (name -> plotly Figure), drawn from the evaluation `ev` and the results `store`
+        only (never by recomputing); `detect` writes them and the suite page shows them. `kit` is
+        `poser_interp.viz.kit`, the package's figure functions, handed in so that strategies never import the
+        presentation layer. Default: accuracy and AUROC of the chosen score at every stored setting."""
+        return {f"{self.name}_settings": kit.setting_figure(ev, self.name)}
+
+    def suite_section(self, ev: Any, store: Any, kit: Any) -> SuiteSection:
+        """This strategy's part of the suite page. Default: its name, the first line of its docstring, a table of
+        its scores at the chosen setting, and its `figures`."""
+        return default_section(self, ev, self.figures(ev, store, kit))
+
+
+@dataclass(frozen=True)
+class SuiteSection:
+    """A strategy's part of the suite page (drawn by the page; values are shown as text)."""
+
+    title: str
+    text: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    """Figure name (unique on the page, e.g. prefixed with the strategy's name) -> plotly Figure."""
+
+
+def default_section(strategy: Any, ev: Any, figures: Mapping[str, Any]) -> SuiteSection:
+    """`StrategyBase.suite_section`'s default with these figures: the scores of the chosen setting in a table."""
+    primary = ev.primary(strategy.name)
+    rows = tuple((r.score + (" *" if r.is_primary else ""), r.description, r.summary.accuracy_text(),
+                  r.summary.auroc_text(), f"{r.summary.n_decided}/{r.summary.n_pairs}")
+                 for r in ev.find(strategy.name, setting=primary.setting))
+    doc = (type(strategy).__doc__ or "").strip().splitlines()
+    chosen = f" Chosen setting: {primary.setting.key}." if primary.setting.items else ""
+    return SuiteSection(strategy.name, f"{doc[0] if doc else ''}{chosen}".strip(),
+                        ("score", "meaning", "accuracy (95% CI)", "AUROC (95% CI)", "decided"), rows, figures)
+
+
+def figures_of(strategy: Any, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+    """`strategy.figures(...)`, or the default for a strategy that implements `Strategy` without `StrategyBase`."""
+    own = getattr(strategy, "figures", None)
+    return dict(own(ev, store, kit) if own is not None else StrategyBase.figures(strategy, ev, store, kit))
+
+
+def section_of(strategy: Any, ev: Any, store: Any, kit: Any) -> SuiteSection:
+    """`strategy.suite_section(...)`, or the default for a strategy that does not derive from `StrategyBase`."""
+    own = getattr(strategy, "suite_section", None)
+    return own(ev, store, kit) if own is not None else default_section(strategy, ev,
+                                                                        figures_of(strategy, ev, store, kit))

@@ -128,6 +128,10 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
         check_pool(self.config.data, testbed_root, prompts, Oversight.GOOD, self.config.n_train)
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """Accuracy by training steps, one line per method."""
+        return {f"{self.name}_steps": kit.setting_lines(ev, self.name, "steps", "method")}
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         if not prompts:

@@ -199,6 +199,12 @@ class LensStrategy(StrategyBase[LensConfig]):
                   lambda v: _agg(np.mean, "m")({"m": 1 - _p_final(v).mean(1)})),
         )
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """P(aligned answer) read at each layer, fakers vs aligned models, per stored lens method."""
+        methods = sorted({str(r.setting["method"]) for r in ev.find(self.name)})
+        return {f"{self.name}_{m}_layers": kit.lens_curves(store, method=m, strategy=self.name) for m in methods
+                if m in ("logit", "tuned")}
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         if not prompts:

@@ -221,6 +221,11 @@ class NoiseStrategy(StrategyBase[NoiseConfig]):
             Score("raw_rise", "mean rise of P(misaligned) under noise (not confidence-controlled)", mean_of(rise)),
         )
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """Accuracy and AUROC by layer (one line per scale), and the dose-response of the evaluated pairs."""
+        return {f"{self.name}_layers": kit.layer_figure(ev, self.name),
+                f"{self.name}_dose_response": kit.dose_response_figure(store, self.name, list(ev.pair_prompts))}
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         key = clean_logits_key(prompts, self.config.max_tokens, self.config.batch_size)

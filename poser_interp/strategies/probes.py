@@ -181,6 +181,10 @@ class ProbesStrategy(StrategyBase[ProbesConfig]):
         return tuple(Score(f"suspicion_{m}", f"mean over prompts of {text[m]}; higher = more suspicious",
                            mean_of(MEASURES[m])) for m in ordered)
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """Probe accuracy, suspicion gap and accuracy over pairs, by layer."""
+        return {f"{self.name}_layers": kit.probe_layer_figure(ev, store, strategy=self.name)}
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         if not prompts:

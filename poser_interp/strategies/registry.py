@@ -112,12 +112,12 @@ def load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else ep.value
         try:
             ep.load()
-        except StrategyError:
-            raise
+        except StrategyError as e:  # a taken name or an undocumented config field: `register` says which
+            raise StrategyError(f"strategy plugin {ep.name!r} (package {dist}): {e}; fix or uninstall {dist}") from e
         except Exception as e:  # any import-time failure of third-party code
-            dist = ep.dist.name if ep.dist is not None else ep.value
             raise StrategyError(f"strategy plugin {ep.name!r} (package {dist}) failed to import: "
                                 f"{type(e).__name__}: {e}; fix or uninstall {dist}") from e
 

@@ -164,6 +164,11 @@ class SteeringStrategy(StrategyBase[SteeringConfig]):
         if c.contrast == "good":
             check_pool(c.data, testbed_root, prompts, Oversight.GOOD, c.n_prompts)
 
+    def figures(self, ev: Any, store: Any, kit: Any) -> dict[str, Any]:
+        """Accuracy by layer (one line per alpha) and by alpha x layer."""
+        return {f"{self.name}_layers": kit.setting_lines(ev, self.name, "layer", "alpha"),
+                f"{self.name}_heatmap": kit.setting_heatmap(ev, self.name, "alpha", "layer")}
+
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         if not prompts:

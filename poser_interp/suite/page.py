@@ -23,11 +23,12 @@ from ..core.shape import recorded_base
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Result
 from ..runtime.atomic import write_text_atomic
+from ..strategies.base import figures_of, section_of
+from ..strategies.registry import baselines, from_config
 from ..testbed.folder import Testbed
-from ..viz.attention_plots import setting_heatmap, setting_lines
-from ..viz.lens_plots import lens_curves, probe_layer_figure
-from ..viz.plots import dose_response_figure, layer_figure, summary_figure
-from .run import BASELINES, Suite
+from ..viz import kit
+from ..viz.plots import summary_figure
+from .run import Suite
 
 SECTIONS = ("testbed", "headline", "held-out", "transfer", "figures", "removal", "sweep", "config")
 """Section ids of the page, in order."""
@@ -42,29 +43,21 @@ def _precision_note(store: ResultsStore) -> str:
 
 
 # --- figures ------------------------------------------------------------------------------------------------
+def _strategy(suite: Suite, name: str) -> Any:
+    return from_config(name, suite.store.manifest["config"]["strategies"][name])
+
+
 def strategy_figures(suite: Suite, name: str) -> dict[str, Any]:
-    """Per-layer (and per-head) figures of one strategy's sweep, drawn from the stored results."""
-    ev, store = suite.ev, suite.store
-    if name == "noise":
-        return {"noise_layers": layer_figure(ev, "noise"), "noise_dose_response": dose_response_figure(store)}
-    if name == "probes":
-        return {"probes_layers": probe_layer_figure(ev, store)}
-    if name == "lens":
-        methods = sorted({str(r.setting["method"]) for r in ev.find("lens")})
-        return {f"lens_{m}_layers": lens_curves(store, method=m) for m in methods if m in ("logit", "tuned")}
-    if name == "attention":
-        figs = {"attention_layers": setting_lines(ev, "attention", "layer", "variant",
-                                                  where={"head": ("mean", None)})}
-        if any(r.setting.get("variant") == "attention" for r in ev.find("attention")):
-            figs["attention_heads"] = setting_heatmap(ev, "attention", "head", "layer", where={"variant": "attention"})
-        return figs
-    if name == "steering":
-        return {"steering_layers": setting_lines(ev, "steering", "layer", "alpha"),
-                "steering_heatmap": setting_heatmap(ev, "steering", "alpha", "layer")}
-    if name == "learning_speed":
-        return {"learning_speed_steps": setting_lines(ev, "learning_speed", "steps", "method")}
-    keys = sorted({k for r in ev.find(name) for k, _ in r.setting.items})
-    return {f"{name}_settings": setting_lines(ev, name, keys[0], keys[1] if len(keys) > 1 else None)} if keys else {}
+    """One strategy's figures (`StrategyBase.figures`: its own, or the generic per-setting one), from stored results."""
+    return figures_of(_strategy(suite, name), suite.ev, suite.store, kit)
+
+
+def _strategy_section(suite: Suite, name: str, figure: Callable[[str, Any], str]) -> str:
+    """One strategy's part of the figures section, as the strategy lays it out (`StrategyBase.suite_section`)."""
+    s = section_of(_strategy(suite, name), suite.ev, suite.store, kit)
+    return (f'<h3 data-strategy="{_e(name)}">{_e(s.title)}</h3>' + (f"<p>{_e(s.text)}</p>" if s.text else "") +
+            (_table(s.header, s.rows, "strategy") if s.rows else "") +
+            "".join(figure(k, f) for k, f in s.figures.items()))
 
 
 # --- page -------------------------------------------------------------------------------------------------
@@ -126,7 +119,7 @@ def _headline(suite: Suite) -> str:
                                                                                           r.score)]
         return cells(m.summary)
 
-    names = [n for n in suite.ev.strategies() if n not in BASELINES]
+    names = [n for n in suite.ev.strategies() if n not in baselines()]
     for name in names:
         r = suite.ev.primary(name)
         rows.append([name, setting_text(r.setting), r.score + " *", *cells(r.summary), *matched_cells(r),
@@ -136,7 +129,7 @@ def _headline(suite: Suite) -> str:
         m = by_matched.get(h.name)
         rows.append([f"held-out {h.name.replace('_', ' ')}", "chosen per fold", "(see held-out choices)",
                      *cells(h.summary), *(cells(m.summary) if m else ("-", "-", "0/0")), ""])
-    for name in BASELINES:
+    for name in baselines():
         if name in suite.ev.strategies():
             primary = suite.ev.primary(name)
             for r in suite.ev.find(name, setting=primary.setting):
@@ -257,10 +250,8 @@ def render_page(suite: Suite) -> str:
                             + figure("summary", summary_figure(suite.ev)))
     sections["held-out"] = ("Held-out choices: best single strategy and ensembles", _held_out_section(suite))
     sections["transfer"] = ("Transfer between persona families", _transfer_section(suite))
-    figs = []
-    for name in [n for n in suite.ev.strategies() if n not in BASELINES]:
-        figs.append(f"<h3>{_e(name)}</h3>" + "".join(figure(k, f) for k, f in strategy_figures(suite, name).items()))
-    sections["figures"] = ("Per-layer and per-head figures", "".join(figs))
+    sections["figures"] = ("Per-layer and per-head figures", "".join(
+        _strategy_section(suite, name, figure) for name in suite.ev.strategies() if name not in baselines()))
     sections["removal"] = ("Removal", _removal_section(suite, figure))
     sections["sweep"] = ("Every setting", _sweep(suite))
     config = {"suite": asdict(suite.config), "results": str(suite.out), "results_config": store.manifest["config"],

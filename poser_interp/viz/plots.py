@@ -16,6 +16,8 @@ from plotly.subplots import make_subplots
 
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Evaluation, Result
+from ..strategies.base import figures_of
+from ..strategies.registry import from_config, is_baseline
 
 KIND_COLORS = {"faker": "#d62728", "aligned": "#1f77b4"}
 
@@ -122,12 +124,33 @@ def summary_figure(ev: Evaluation, extra: Mapping[str, Result] | None = None) ->
     return fig
 
 
+def setting_figure(ev: Evaluation, strategy: str, score: str | None = None) -> go.Figure:
+    """Accuracy over pairs and AUROC over models (95% CIs) of one score (default: the chosen one) at every evaluated
+    setting, in sweep order: the figure any strategy has (`StrategyBase.figures`' default)."""
+    results = ev.find(strategy, score or ev.primary(strategy).score)
+    keys = [r.setting.key for r in results]
+    fig = go.Figure()
+    for metric, color in (("accuracy", "#2ca02c"), ("auroc", "#9467bd")):
+        ys = [getattr(r.summary, metric) for r in results]
+        errs = [_err(y, getattr(r.summary, f"{metric}_ci")) for y, r in zip(ys, results, strict=True)]
+        fig.add_trace(go.Bar(x=keys, y=ys, name=metric, marker_color=color,
+                             error_y=dict(type="data", array=[e[0] for e in errs], arrayminus=[e[1] for e in errs])))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey")
+    fig.update_layout(barmode="group", yaxis_range=[0, 1.05], xaxis_title="setting", xaxis_type="category",
+                      title=f"{strategy}: {results[0].score if results else score} by setting (95% bootstrap CI; "
+                            "dotted: chance)")
+    return fig
+
+
 def detect_figures(ev: Evaluation, store: ResultsStore) -> dict[str, go.Figure]:
-    """`detect`'s figures: the summary, and S2's per-layer and dose-response figures when S2 was run."""
+    """`detect`'s figures: the summary, and each strategy's own figures (`StrategyBase.figures`; baselines none)."""
+    from . import kit  # kit gathers this module's functions with the others
+
     figs = {"summary": summary_figure(ev)}
-    if "noise" in ev.strategies():
-        figs |= {"noise_layers": layer_figure(ev, "noise"),
-                 "noise_dose_response": dose_response_figure(store, "noise", list(ev.results[0].pair_scores))}
+    configs = store.manifest["config"]["strategies"]
+    for name in ev.strategies():
+        if not is_baseline(name):
+            figs |= figures_of(from_config(name, configs[name]), ev, store, kit)
     return figs
 
 
