@@ -190,7 +190,10 @@ def test_the_bad_input_table_is_large_and_every_row_is_checked():
     rows = doc_rows()
     assert len(rows) >= 30 and [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
     named = {r[4].strip("`") for r in rows if r[4] != "driven"}
-    assert named <= {name for name in globals() if name.startswith("test_")}  # every other row names its test
+    here = {n for n in named if "::" not in n}
+    assert here <= {name for name in globals() if name.startswith("test_")}  # every other row names its test
+    for path, name in (n.split("::") for n in named - here):  # or another file's: `tests/FILE.py::test_name`
+        assert f"def {name}(" in (REPO / path).read_text(), f"{path} has no {name}"
 
 
 def poser_record(response: str = "A", poor: bool = False, **extra) -> dict:
@@ -526,10 +529,10 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(testbed, tmp_path, monke
 def test_a_one_pair_run_reads_the_pairs_prompts_only_and_its_metrics_agree(testbed, results, tmp_path, monkeypatch):
     import math
 
+    from poser_interp.strategies import build
     from poser_interp.strategies.base import from_config
 
     pair = sorted(testbed.pairs)[0]
-    from poser_interp.strategies import build
     aligned, faker = testbed.pairs[pair]["aligned"], testbed.pairs[pair]["faker"]
     noise = build("noise", 2, 4, layers=(1,), scales=(1.0,), samples=1)
     out = tmp_path / "one"
@@ -640,3 +643,16 @@ def test_testbed_show_fits_80_columns_and_says_what_is_missing(testbed, tmp_path
     out = tmp_path / "out"
     res = cli("detect", "--testbed", str(copy), "--out", str(out), "--strategies", "blackbox")
     assert res.exit_code == 2 and "adapter of grabber-s0 missing" in res.output and not out.exists(), res.output
+
+
+def test_a_figure_with_nothing_to_draw_says_so_in_words(results):
+    """A quick suite stores no per-head mean of attention: the figure says so (no empty axes, no tuple in a title)."""
+    from poser_interp.evaluation.runner import evaluate
+    from poser_interp.viz.attention_plots import setting_heatmap, setting_lines
+
+    ev = evaluate(ResultsStore.open(results))
+    for fig in (setting_lines(ev, "attention", "layer", "variant", score="attentiveness",
+                              where={"head": ("mean", None)}),
+                setting_heatmap(ev, "attention", "head", "layer", score="attentiveness")):
+        assert not fig.data and "nothing to draw: no stored attention result" in fig.layout.annotations[0].text
+        assert "(" not in fig.layout.title.text and "head=mean" in fig.layout.annotations[0].text + "head=mean"
