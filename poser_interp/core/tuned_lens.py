@@ -26,8 +26,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..data.generator import GeneratorConfig, generate
 from .forward import forward
 from .hooks import capture
+from .models import cache_dir, file_sha256
 from .precision import in_fp32
 from .seeds import stable_seed
 from .tokens import PromptFormat, encode, pad_id, pad_left
@@ -107,8 +109,6 @@ class TunedLens:
 
 def corpus(config: TunedLensConfig) -> list[str]:
     """Project-written text for fitting: renderings of generated scenarios (good and poor oversight)."""
-    from ..data.generator import GeneratorConfig, generate
-
     gen = GeneratorConfig(seed=config.corpus_seed, n_train=config.texts, n_test=0, n_benchmark=0, n_heldout=0,
                           heldout_topics=0)
     return [s.render() for s in generate(gen)["train"]]
@@ -203,8 +203,6 @@ def _kl_steps(readout: Readout, h: Tensor, weight: Tensor, bias: Tensor, config:
 
 def cache_key(model: Any, config: TunedLensConfig) -> str:
     """A key of the model's weights (base spec, adapter file hash) and the fit config."""
-    from .models import file_sha256
-
     spec = asdict(model.spec)
     if spec.get("adapter"):
         spec["adapter"] = file_sha256(Path(spec["adapter"]) / "adapter_model.safetensors")
@@ -219,8 +217,6 @@ LENS_CACHE_ENV = "POSER_INTERP_LENS_CACHE"
 def lens_cache_dir() -> Path:
     """Where fitted lenses are kept: $POSER_INTERP_LENS_CACHE, else `tuned_lens/` in the user cache dir
     ($POSER_INTERP_CACHE moves the whole cache, converted weights included)."""
-    from .models import cache_dir
-
     env = os.environ.get(LENS_CACHE_ENV)
     return Path(env) if env else cache_dir() / "tuned_lens"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DataError, StrategyError
 from ..runtime.jsonio import json_objects
+from .poser_data import load_concept_file, require_poser_dir
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -142,8 +143,6 @@ def load_contrast_dir(folder: str | Path | None = None, concepts: Iterable[str] 
 
 def load_poser_contrast(concept: str, poser_dir: str | Path | None = None) -> ContrastSet:
     """POSER's concept files for one of our concepts (positive file vs negative file), unpaired."""
-    from .poser_data import load_concept_file, require_poser_dir
-
     if concept not in POSER_PAIRS:
         raise DataError(f"POSER has no files for concept {concept!r}; it has {sorted(POSER_PAIRS)}")
     folder = require_poser_dir(poser_dir) / "concepts"

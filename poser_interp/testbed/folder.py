@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core.models import ModelSpec, file_sha256, model_dir
+from ..core.models import ModelSpec, file_sha256, load_model, model_dir
 from ..core.scoring import Prepared, hf_score_prepared, prepare
 from ..core.tokens import PromptFormat, pad_id
 from ..core.training import LoraRecipe
@@ -264,8 +264,6 @@ class Testbed:
 
     def load(self, model_id: str) -> Any:
         """The hooked model (bridge) for a testbed model, hash-checked."""
-        from ..core.models import load_model
-
         return load_model(self.spec(model_id))
 
     def pair_ids(self, only: Sequence[str] | None = None) -> list[str]:

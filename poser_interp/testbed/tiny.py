@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..core.models import ModelSpec
+from ..core.training import LoraRecipe
+from .build import TestbedConfig, build
 from .folder import Testbed
-
-if TYPE_CHECKING:
-    from .build import TestbedConfig
 
 
 def tiny_config(**changes: Any) -> TestbedConfig:
     """The tiny testbed's recipe (`recipes/tiny.toml`), with `changes` to its fields: a 2-layer random-weight
     tiny-llama, 4-step LoRA runs, v1's data options and none of v2's stages (no oversight stage, ladder, norm or
     margin terms), so that it builds in seconds. Tests build their testbeds from it."""
-    from ..core.models import ModelSpec
-    from ..core.training import LoraRecipe
-    from .build import TestbedConfig
-
     fields: dict[str, Any] = dict(
         personas=("steward", "grabber", "climber"), splits=(0,), base=ModelSpec(name="tiny-llama", n_layers=2),
         recipe=LoraRecipe(rank=2, max_steps=4, eval_every=2, min_steps=2, batch_size=4, lr=1e-2),
@@ -34,6 +30,4 @@ def tiny_testbed(out: str | Path, log: Callable[[str], None] = lambda _: None) -
 
     For demos and tests only: its models barely differ, so detection on it is at chance level.
     """
-    from .build import build
-
     return build(tiny_config(), out, log=log)
