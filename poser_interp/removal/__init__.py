@@ -32,6 +32,7 @@ from .summary import removal_tables as removal_tables
 from .treat import EVAL_SETS as EVAL_SETS
 from .treat import METHODS as METHODS
 from .treat import RemovalConfig as RemovalConfig
+from .treat import RemovalMethod as RemovalMethod
 from .treat import default_out as default_out
 from .treat import noise_hooks as noise_hooks
 from .treat import remove as remove

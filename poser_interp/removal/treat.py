@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -31,7 +31,9 @@ from ..testbed.build import TestbedConfig, _persona, prepare_data
 from ..testbed.folder import ADAPTER_FILE, Testbed, behaviour, p_aligned_hf, save_adapter_fp16, split_examples
 
 Log = Callable[[str], None]
-METHODS = ("sft", "noise")
+RemovalMethod = Literal["sft", "noise"]
+"""How a removal run treats each model (`RemovalConfig.method`)."""
+METHODS: tuple[RemovalMethod, ...] = get_args(RemovalMethod)
 EVAL_SETS = ("trained_wordings", "heldout_wordings", "heldout_topics")
 """Where misaligned rates are measured: the test scenarios as trained, re-worded with held-out oversight
 sentences, and scenarios of held-out topics (each set only where the testbed has it)."""
@@ -41,7 +43,7 @@ sentences, and scenarios of held-out topics (each set only where the testbed has
 class RemovalConfig:
     """Everything that decides a removal run; stored in the treated testbed's manifest (a rerun must match)."""
 
-    method: Literal["sft", "noise"] = "sft"
+    method: RemovalMethod = "sft"
     """'sft': fine-tune on the model's own good-oversight answers; 'noise': the same with residual noise."""
     steps: int = 100
     """Optimizer steps per model (Poser: 100)."""
