@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.precision import check_precision
 from ..core.shape import shape_of
 from ..data.generator import GeneratorConfig, generate
 from ..data.scenario_files import save_scenarios
@@ -106,7 +107,8 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
     for name, why in skipped.items():
         log(f"{name}: not run on this pair. {why}")
     run_detection(testbed, runnable, out / "results", pairs=[PAIR], progress=progress, log=log, quick=True,
-                  config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.dtype))
+                  config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
+                                   precision=check_precision(config.dtype)))
     store = ResultsStore.open(out / "results")
     ids = store.manifest["pairs"][PAIR]["prompt_ids"]
     votes = [_vote(store, s, ids, config, reference, s.name in baselines()) for s in runnable]
