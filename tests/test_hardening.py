@@ -651,8 +651,9 @@ def test_a_figure_with_nothing_to_draw_says_so_in_words(results):
     from poser_interp.viz.attention_plots import setting_heatmap, setting_lines
 
     ev = evaluate(ResultsStore.open(results))
-    for fig in (setting_lines(ev, "attention", "layer", "variant", score="attentiveness",
-                              where={"head": ("mean", None)}),
-                setting_heatmap(ev, "attention", "head", "layer", score="attentiveness")):
+    lines = setting_lines(ev, "attention", "layer", "variant", score="attentiveness", where={"head": ("mean", None)})
+    heat = setting_heatmap(ev, "attention", "head", "layer", score="attentiveness")
+    for fig in (lines, heat):
         assert not fig.data and "nothing to draw: no stored attention result" in fig.layout.annotations[0].text
-        assert "(" not in fig.layout.title.text and "head=mean" in fig.layout.annotations[0].text + "head=mean"
+        assert "(" not in fig.layout.title.text and "None" not in fig.layout.annotations[0].text
+    assert "no stored attention result with head=mean (" in lines.layout.annotations[0].text

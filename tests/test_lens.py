@@ -185,6 +185,7 @@ def test_runner_computes_resumes_and_plots(testbed, tmp_path, monkeypatch):
 
     figs = [probe_layer_figure(ev, store), lens_heatmap(store), lens_curves(store, "tuned"), kl_figure(store)]
     assert len(figs[0].data) == 3  # 1 concept x (probe accuracy, score gap, pair accuracy)
+    assert len({t.line.color for t in figs[0].data}) == 1  # a concept's colour in every panel, as in its legend
     assert len(figs[1].data) == 4  # (one prompt, mean) x (aligned, faker)
     assert len(figs[2].data) == 2 and len(figs[3].data) == 2
 

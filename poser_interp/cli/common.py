@@ -214,6 +214,11 @@ def numbers(text: str | None, cast: Callable[[str], Any], flag: str, what: str) 
     return tuple(out)
 
 
+def plural(n: int, word: str) -> str:
+    """'1 pair', '2 pairs' (a word whose plural adds 's')."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def width() -> int:
     """The terminal's width; $COLUMNS when set; else (logs and pipes) 130, so cells are not squeezed."""
     if console.is_terminal:

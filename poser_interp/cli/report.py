@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from ..analysis import MATCH_HELP
-from .common import app, check_seed, check_tolerance, clean_errors, console, csv_option, fail, out_folder, print_table
+from .common import (
+    app,
+    check_seed,
+    check_tolerance,
+    clean_errors,
+    console,
+    csv_option,
+    fail,
+    out_folder,
+    plural,
+    print_table,
+)
 from .tables import matched_counts, metric_cells, results_table, short_setting
 
 
@@ -60,8 +71,8 @@ def report(
         if not kept:
             raise typer.Exit(1)
         subtitle = f"confidence-matched prompts only (within {match_confidence:g} logit; kept per pair: {kept})"
-    title = f"stored results in {out}: {len(ev.pair_prompts)} pairs, every setting (* = the strategy's chosen " \
-            "setting and score, fixed in advance)"
+    title = f"stored results in {out}: {plural(len(ev.pair_prompts), 'pair')}, every setting (* = the strategy's " \
+            "chosen setting and score, fixed in advance)"
     table = results_table(title + (f"\n{subtitle}" if subtitle else ""), compute=False)
     for r in ev.results:
         table.add_row(r.strategy, short_setting(r.setting), r.score + (" *" if r.is_primary else ""), *metric_cells(r))

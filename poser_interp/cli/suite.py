@@ -25,6 +25,7 @@ from .common import (
     csv_option,
     numbers,
     out_folder,
+    plural,
     print_table,
 )
 from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
@@ -147,7 +148,7 @@ def suite(
                   console=console) as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,
                            workers=workers, quick=quick)
-    table = Table(title=f"suite on {tb.root}: {len(result.ev.pair_prompts)} pairs (held-out rows: strict "
+    table = Table(title=f"suite on {tb.root}: {plural(len(result.ev.pair_prompts), 'pair')} (held-out rows: strict "
                         "leave-one-persona-out)")
     for col in ("method", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):
         table.add_column(col)

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from .common import compact_table, console, print_table, width
+from .common import compact_table, console, plural, print_table, width
 
 
 def results_table(title: str, compute: bool) -> Table:
@@ -42,8 +42,8 @@ def short_setting(setting: Any) -> str:
 
 
 def detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:
-    table = results_table(f"detection on {root}: {n_pairs} pairs (* = the strategy's chosen score, fixed in "
-                           "advance; accuracy CIs resample models, since pairs share them)"
+    table = results_table(f"detection on {root}: {plural(n_pairs, 'pair')} (* = the strategy's chosen score, "
+                           "fixed in advance; accuracy CIs resample models, since pairs share them)"
                            + (f"\n{subtitle}" if subtitle else ""), compute=True)
     notes = []
     for name in ev.strategies():

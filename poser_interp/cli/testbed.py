@@ -20,6 +20,7 @@ from .common import (
     console,
     csv_option,
     ints,
+    plural,
     print_table,
     split_csv,
     width,
@@ -273,7 +274,8 @@ def testbed_show(
             part = f.relative_to(tb.root).parts[0]
             sizes[part] = sizes.get(part, 0) + f.stat().st_size
     parts = [f"{k} {v / 1e6:.1f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 50_000]
-    console.print(f"{tb.root}: {len(tb.models)} models, {len(tb.pairs)} pairs, {sum(sizes.values()) / 1e6:.1f} MB on "
+    console.print(f"{tb.root}: {plural(len(tb.models), 'model')}, {plural(len(tb.pairs), 'pair')}, "
+                  f"{sum(sizes.values()) / 1e6:.1f} MB on "
                   f"disk ({', '.join(parts) or 'every part under 0.05 MB'})", highlight=False)
     problems = tb.problems()
     if problems:

@@ -151,10 +151,12 @@ class MetricSummary:
         """'' when everything was decided, else a sentence saying what was left out."""
         parts = []
         if self.undecided_pairs:
-            parts.append(f"{len(self.undecided_pairs)} of {self.n_pairs} pairs undecided (NaN score: "
+            parts.append(f"{len(self.undecided_pairs)} of {self.n_pairs} pair{'s' if self.n_pairs != 1 else ''} "
+                         "undecided (NaN score: "
                          f"{', '.join(self.undecided_pairs[:3])}{'...' if len(self.undecided_pairs) > 3 else ''})")
         if self.nan_models:
-            parts.append(f"{len(self.nan_models)} of {self.n_models} models with a NaN score left out of the AUROC")
+            parts.append(f"{len(self.nan_models)} of {self.n_models} model{'s' if self.n_models != 1 else ''} with a "
+                         "NaN score left out of the AUROC")
         return "; ".join(parts)
 
 

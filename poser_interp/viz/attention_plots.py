@@ -26,6 +26,20 @@ def _matches(setting: Any, where: Where | None) -> bool:
     return all(setting.get(k) in v if isinstance(v, tuple) else setting.get(k) == v for k, v in (where or {}).items())
 
 
+def nothing_to_draw(title: str, why: str) -> go.Figure:
+    """A figure that says in words that it has nothing to draw, and why (never an empty pair of axes)."""
+    fig = go.Figure()
+    fig.add_annotation(text=f"nothing to draw: {why}", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=14))
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=220)
+    return fig
+
+
+def _none_stored(strategy: str, where: Where | None) -> str:
+    return (f"no stored {strategy} result" + (f" with {_where(where)}" if where else "") + " (a --quick run computes "
+            "only each strategy's chosen setting; a run without --quick on the same results adds the sweep)")
+
+
 def _axis(values: Sequence[Any]) -> list[Any]:
     """Distinct values in a readable order: numbers ascending, then text (e.g. head 'mean' last)."""
     uniq = list(dict.fromkeys(values))
@@ -46,6 +60,8 @@ def setting_heatmap(ev: Evaluation, strategy: str, x: str, y: str, score: str | 
     """
     results = [r for r in _pick(ev, strategy, score, where) if r.setting.get(x) is not None
                and r.setting.get(y) is not None]
+    if not results:
+        return nothing_to_draw(f"{strategy}: {metric} by {y} x {x}", _none_stored(strategy, where))
     xs, ys = _axis([r.setting.get(x) for r in results]), _axis([r.setting.get(y) for r in results])
     z = np.full((len(ys), len(xs)), np.nan)
     for r in results:
@@ -63,6 +79,8 @@ def setting_lines(ev: Evaluation, strategy: str, x: str, group: str | None = Non
                   where: Where | None = None) -> go.Figure:
     """Accuracy over pairs (95% bootstrap CI) along one setting axis, one line per value of `group`."""
     results = [r for r in _pick(ev, strategy, score, where) if r.setting.get(x) is not None]
+    if not results:
+        return nothing_to_draw(f"{strategy}: accuracy by {x}", _none_stored(strategy, where))
     fig = go.Figure()
     for g in _axis([r.setting.get(group) if group else None for r in results]):
         rs = sorted((r for r in results if (r.setting.get(group) if group else None) == g),
@@ -152,4 +170,7 @@ def model_curves(store: ResultsStore, strategy: str, x: str, value: str, start: 
 
 
 def _where(where: Where | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (where or {}).items())
+    """'head=mean' for {'head': ('mean', None)}: the accepted values in words (None: the setting has no such key)."""
+    def text(v: Any) -> str:
+        return " or ".join(str(x) for x in v if x is not None) if isinstance(v, tuple) else str(v)
+    return ", ".join(f"{k}={text(v)}" for k, v in (where or {}).items())

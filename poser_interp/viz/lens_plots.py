@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -34,10 +35,16 @@ def probe_layer_figure(ev: Evaluation, store: ResultsStore, score: str | None = 
     score = score or ev.primary(strategy).score
     concepts = list(concepts) if concepts is not None else sorted(
         {str(r.setting["concept"]) for r in ev.find(strategy) if r.setting["concept"] != "all"})
+    if not concepts:
+        from .attention_plots import nothing_to_draw
+
+        return nothing_to_draw(f"{strategy}: concept probes by layer", f"no stored per-concept {strategy} result")
+    colors = plotly.colors.qualitative.Plotly
     fig = make_subplots(rows=1, cols=3, subplot_titles=("held-out probe accuracy (mean over models)",
                                                         f"score gap, faker - aligned ({score})",
                                                         "accuracy over pairs"))
-    for concept in concepts:
+    for i, concept in enumerate(concepts):
+        color = colors[i % len(colors)]  # one colour per concept in all three panels, as its legend entry shows
         layers = _layers(ev, strategy, concept)
         acc, gap, pair_acc = [], [], []
         for layer in layers:
@@ -50,7 +57,8 @@ def probe_layer_figure(ev: Evaluation, store: ResultsStore, score: str | None = 
             pair_acc.append(res.summary.accuracy)
         for col, ys in ((1, acc), (2, gap), (3, pair_acc)):
             fig.add_trace(go.Scatter(x=layers, y=ys, mode="lines+markers", name=concept, legendgroup=concept,
-                                     showlegend=col == 1), row=1, col=col)
+                                     line=dict(color=color), marker=dict(color=color), showlegend=col == 1),
+                          row=1, col=col)
     for col in (1, 3):
         fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=1, col=col)
         fig.update_yaxes(range=[-0.05, 1.05], row=1, col=col)
