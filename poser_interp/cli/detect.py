@@ -188,7 +188,8 @@ def detect(
                              f"{match.tol:g} logit; kept per pair: {kept}; a pair with < {match.min_prompts} is "
                              "undecided)")
         if plots and store is not None:
-            from ..viz.plots import detect_figures, write_figures
+            from ..viz.figures import detect_figures
+            from ..viz.plots import write_figures
 
             paths, note = write_figures(detect_figures(ev, store), out / "figures")
             console.print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.html')} ({note})")

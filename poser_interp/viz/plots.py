@@ -16,8 +16,6 @@ from plotly.subplots import make_subplots
 
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Evaluation, Result
-from ..strategies.base import figures_of
-from ..strategies.registry import from_config, is_baseline
 
 KIND_COLORS = {"faker": "#d62728", "aligned": "#1f77b4"}
 
@@ -140,18 +138,6 @@ def setting_figure(ev: Evaluation, strategy: str, score: str | None = None) -> g
                       title=f"{strategy}: {results[0].score if results else score} by setting (95% bootstrap CI; "
                             "dotted: chance)")
     return fig
-
-
-def detect_figures(ev: Evaluation, store: ResultsStore) -> dict[str, go.Figure]:
-    """`detect`'s figures: the summary, and each strategy's own figures (`StrategyBase.figures`; baselines none)."""
-    from . import kit  # kit gathers this module's functions with the others
-
-    figs = {"summary": summary_figure(ev)}
-    configs = store.manifest["config"]["strategies"]
-    for name in ev.strategies():
-        if not is_baseline(name):
-            figs |= figures_of(from_config(name, configs[name]), ev, store, kit)
-    return figs
 
 
 def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path) -> tuple[list[Path], str]:
