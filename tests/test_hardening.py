@@ -657,3 +657,19 @@ def test_a_figure_with_nothing_to_draw_says_so_in_words(results):
         assert not fig.data and "nothing to draw: no stored attention result" in fig.layout.annotations[0].text
         assert "(" not in fig.layout.title.text and "None" not in fig.layout.annotations[0].text
     assert "no stored attention result with head=mean (" in lines.layout.annotations[0].text
+
+
+def test_results_of_another_testbed_are_refused_once_naming_it(testbed, results, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(results, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["testbed"]["root"] = "/elsewhere/testbed"
+    for entry in manifest["testbed"]["models"].values():
+        entry["adapter_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="computed on testbed /elsewhere/testbed, not ") as e:
+        run_detection(testbed, baselines(), out, config=RunConfig(max_prompts=4), log=lambda _: None)
+    assert str(e.value).count("adapter") == 1 and "Use a new --out directory" in str(e.value)
+    (out / "manifest.json").write_text("{ cut")
+    res = cli("report", str(out))
+    assert res.exit_code == 2 and "rerun the detect command that wrote it" in res.output.replace("`", ""), res.output

@@ -131,7 +131,9 @@ class ResultsStore:
     @classmethod
     def _open(cls, root: Path, manifest: Mapping[str, Any] | None) -> ResultsStore:
         path = root / MANIFEST
-        old = read_json(path, "results manifest") if path.exists() else None
+        old = read_json(path, "results manifest", fix="move the folder away and rerun the `detect` command that "
+                        "wrote it (its rows cannot be read without it), or let `detect` write a new folder "
+                        "(its --out)") if path.exists() else None
         if old is None and manifest is None:
             raise DataError(f"no results in {root} (no {MANIFEST}); run `poser-interp detect --out {root}` first")
         if old is not None and old.get("format") != FORMAT:
@@ -231,11 +233,12 @@ def _read_rows(path: Path) -> tuple[dict[RowKey, Row], int | None]:
             row = Row.from_json(json.loads(line))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path} line {number} is corrupt ({type(e).__name__}: {str(e)[:120]}). Only the last "
-                            "line can be cut off by an interrupted run, so this file was damaged otherwise; move it "
-                            "away or pick a new --out directory. Nothing was changed.") from e
+                            "line can be cut off by an interrupted run, so this file was damaged otherwise; move the "
+                            "folder away (or let `detect` write a new one: its --out). Nothing was changed.") from e
         if row.key in rows and not row.supersedes:
             raise DataError(f"{path} line {number} repeats the row {row.key}; the file was edited or merged by "
-                            "hand. Remove the duplicate or pick a new --out directory. Nothing was changed.")
+                            "hand. Remove the duplicate, or let `detect` write a new folder (its --out). Nothing was "
+                            "changed.")
         rows[row.key] = row
     return rows, cut
 
@@ -270,10 +273,14 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
     ot, nt = old.get("testbed", {}), new.get("testbed", {})
     if _base_key(ot.get("base")) != _base_key(nt.get("base")):
         problems.append(f"testbed base model: stored {ot.get('base')}, now {nt.get('base')}")
-    for model, entry in nt.get("models", {}).items():
-        stored = ot.get("models", {}).get(model)
-        if stored is not None and stored.get("adapter_sha256") != entry.get("adapter_sha256"):
-            problems.append(f"model {model}: adapter hash changed (the testbed was rebuilt)")
+    changed = [m for m, entry in nt.get("models", {}).items() if (ot.get("models", {}).get(m) or {}).get(
+        "adapter_sha256", entry.get("adapter_sha256")) != entry.get("adapter_sha256")]
+    if changed and ot.get("root") and ot.get("root") != nt.get("root"):  # another testbed's results, said once
+        problems.append(f"they were computed on testbed {ot['root']}, not {nt.get('root')} (the adapters of "
+                        f"{len(changed)} of its models differ)")
+    elif changed:
+        problems.append(f"the adapters of {len(changed)} model{'s' if len(changed) != 1 else ''} changed since "
+                        f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}: the testbed was rebuilt)")
     only_options = len(problems) == len(options)  # nothing but strategy options differs
     if problems:
         raise DataError(f"{root} holds results computed with another configuration: " + "; ".join(problems) +

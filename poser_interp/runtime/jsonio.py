@@ -16,13 +16,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-def read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str, fix: str = "rebuild it") -> Any:
+    """A JSON file; DataError naming `what`, the file and `fix` when it is missing, unreadable or not JSON."""
     if not path.exists():
         raise DataError(f"{what} not found at {path}")
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{what} at {path} is unreadable or not JSON ({e}); rebuild it") from e
+        raise DataError(f"{what} at {path} is unreadable or not JSON ({e}); {fix}") from e
 
 
 def json_objects(lines: Iterable[str], path: Path, hint: str, hint_objects: bool = True) \
