@@ -1,10 +1,11 @@
 """Detectors from outside the package: the example plugin installed into a temporary folder (no network) is listed,
-runs in `detect` (also with worker processes), has its figure and section on the suite page and enters the held-out
-ensemble; broken plugins are refused in one line naming their package. The README's "Write a detector" commands are
-the ones run here."""
+runs in `detect` (also in worker processes and on Ray), has its figure and section on the suite page and enters the
+held-out ensemble; broken plugins are refused in one line naming their package. The README's "Write a detector"
+commands are the ones run here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -62,7 +63,7 @@ SCRIPT = textwrap.dedent('''
     from poser_interp.evaluation.runner import evaluate
     from poser_interp.strategies.registry import known
 
-    testbed, out, commands = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    testbed, out, commands, with_ray = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "ray"
     report, runner = {"known": known()}, CliRunner()
 
     def invoke(args):
@@ -73,10 +74,14 @@ SCRIPT = textwrap.dedent('''
     for args in commands:  # the README's commands, on the tiny testbed
         extra = ["--testbed", testbed, "--out", str(out / "w1"), "--max-prompts", "4"] if args[0] == "detect" else []
         report.setdefault("readme", []).append(invoke(args + extra))
-    invoke(["detect", "--testbed", testbed, "--strategies", "resid_norm", "--out", str(out / "w2"), "--max-prompts",
-            "4", "--workers", "2"])
+    runs = {"w2": ["--workers", "2"], "ray": ["--executor", "ray", "--workers", "2"] if with_ray else None}
+    for w, extra in runs.items():
+        if extra is not None:  # worker processes, and Ray (on this machine, started and ended by the run)
+            invoke(["detect", "--testbed", testbed, "--strategies", "resid_norm", "--out", str(out / w),
+                    "--max-prompts", "4", "--no-plots", *extra])
     report["rows"] = {w: sorted((r.model, r.values.setting.key, r.values.values["norm"].tolist())
-                                for r in ResultsStore.open(out / w).rows("resid_norm")) for w in ("w1", "w2")}
+                                for r in ResultsStore.open(out / w).rows("resid_norm"))
+                      for w in ("w1", "w2", "ray") if (out / w).exists()}
     report["detect_figures"] = sorted(p.name for p in (out / "w1" / "figures").glob("*.html"))
     invoke(["suite", "--testbed", testbed, "--out", str(out / "w1"), "--strategies", "resid_norm", "--max-prompts",
             "4", "--match-confidence", "1e9"])
@@ -93,14 +98,18 @@ SCRIPT = textwrap.dedent('''
 def test_the_example_plugin_runs_everywhere_a_builtin_does(installed, testbed, tmp_path):
     commands = [c[1:] for c in readme_commands() if c[0] == "poser-interp"]
     assert [c[0] for c in commands] == ["strategies", "detect"] and "resid_norm" in commands[1]
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(testbed.root), str(tmp_path), json.dumps(commands)],
-                          capture_output=True, text=True, env=_env(installed), timeout=900)
+    with_ray = importlib.util.find_spec("ray") is not None  # the optional [ray] extra; without it, not tested
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(testbed.root), str(tmp_path), json.dumps(commands),
+                           "ray" if with_ray else "-"], capture_output=True, text=True, env=_env(installed),
+                          timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.split("REPORT", 1)[1])
     assert "resid_norm" in report["known"]
     assert "resid_norm: Norm of the residual at the last prompt token" in report["readme"][0]
     assert "resid_norm" in report["readme"][1]  # detect's table has its row
-    assert report["rows"]["w1"] and report["rows"]["w1"] == report["rows"]["w2"]  # workers: the same numbers
+    rows = report["rows"]
+    assert rows["w1"] and rows["w1"] == rows["w2"] and set(rows) == {"w1", "w2", *(["ray"] if with_ray else [])}
+    assert all(rows[w] == rows["w1"] for w in rows)  # worker processes and Ray: the same numbers
     assert "resid_norm_settings.html" in report["detect_figures"]  # the generic figure, written by detect
     page = report["page"]
     assert 'data-strategy="resid_norm"' in page and 'data-figure="resid_norm_settings"' in page
