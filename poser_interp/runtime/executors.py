@@ -16,6 +16,7 @@ Ray is an optional extra (`pip install 'poser_interp[ray]'`); it is imported onl
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import socket
@@ -66,6 +67,9 @@ def check_executor(kind: str, address: str | None = None, connect_timeout: float
                             "--ray-address out")
     if kind == "ray":
         ray_module()
+        if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+            raise ExecutorError(f"--ray-address {address}: a ray:// address (Ray Client) needs the client extra: "
+                                "pip install 'ray[client]', or pass the head node's HOST:PORT from this cluster")
         if address is not None:
             check_address(address, connect_timeout)
     return Executor(kind, address)
@@ -131,7 +135,10 @@ def run_on_ray(calls: Mapping[str, tuple[Callable[..., Iterator[Any]], tuple[Any
     task's last one. `fn` must be importable on the workers (a module-level function of an installed package).
 
     A failing task is logged and the first failure raised once every other task has finished (so their work is
-    kept): an error raised by `fn` as itself, a worker that died beyond `executor.max_retries` as `ExecutorError`."""
+    kept): an error raised by `fn` as itself, a worker that died beyond `executor.max_retries` as `ExecutorError`.
+    No call: Ray is not started."""
+    if not calls:
+        return
     with ray_session(executor, workers) as ray:
         gpus = ray.cluster_resources().get("GPU", 0) >= 1
         remote = {fn: ray.remote(fn) for fn, _ in calls.values()}

@@ -21,13 +21,14 @@ from ..evaluation.ensemble import HeldOutResult, Transfer, held_out, model_group
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Evaluation, RunConfig, applicable, evaluate, run_detection
 from ..removal import RemovalSummary, find_removals
+from ..runtime.executors import Executor
 from ..strategies import build, has_option
 from ..strategies.noise import default_layers
+from ..strategies.registry import baselines
 from ..testbed.folder import Testbed
 
 STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
 """Every detection strategy, in the order of the page."""
-BASELINES = ("blackbox", "random")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> l
     n_layers, n_heads = shape_of(testbed.base_spec())
     detect_defaults = {"noise": {"layers": default_layers(n_layers)[:1], "scales": (1.0,)}}
     return [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}),
-                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *BASELINES])]
+                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *baselines()])]
 
 
 @dataclass
@@ -85,10 +86,11 @@ class Suite:
 
 def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConfig(), compute: bool = True,
               progress: Any = None, log: Callable[[str], None] = print, workers: int = 1,
-              quick: bool = False) -> Suite:
+              quick: bool = False, executor: Executor | None = None) -> Suite:
     """Compute the missing rows (unless `compute` is False: then only what is stored is evaluated) and evaluate;
-    `workers` models at once (`run_detection`); quick: only each strategy's primary setting and what comes free
-    with it (`run_detection(quick=True)`), the rest of every sweep left to a later run."""
+    `workers` models at once (`run_detection`), on `executor` (default local; Ray: one task per model); quick: only
+    each strategy's primary setting and what comes free with it (`run_detection(quick=True)`), the rest of every
+    sweep left to a later run."""
     start = time.perf_counter()
     out = Path(out)
     runnable, skipped = applicable(testbed, build_strategies(testbed, config.strategies, config.seed),
@@ -98,9 +100,9 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     if compute:
         run_detection(testbed, runnable, out, pairs=config.pairs,
                       config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision),
-                      progress=progress, log=log, workers=workers, quick=quick)
+                      progress=progress, log=log, workers=workers, quick=quick, executor=executor)
     store = ResultsStore.open(out)
-    wanted = {*config.strategies, *BASELINES} - set(skipped)
+    wanted = {*config.strategies, *baselines()} - set(skipped)
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
     ev = evaluate(store, config.pairs, seed=config.seed, n_boot=config.n_boot, strategies=names)
     partial = {}
@@ -117,7 +119,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         matched = None
     folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
     held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
-    transfers = transfer(ev, pairs, family, [n for n in names if n not in BASELINES] + ["blackbox"])
+    transfers = transfer(ev, pairs, family, [n for n in names if n not in baselines()] + ["blackbox"])
     removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
     treated = {}
     for r in removals:
