@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from poser_interp.cli import app
-from poser_interp.core.models import ModelSpec, load_hf
+from poser_interp.core.models import load_hf
 from poser_interp.core.tokens import PromptFormat, encode
 from poser_interp.data.prompt_style import using_style
 from poser_interp.data.scenario_files import load_scenarios
@@ -130,9 +130,8 @@ def test_prompt_formats_on_token_ids(tokenizer):
     assert chat != plain and len(chat) > len(plain)  # the chat template's tokens
     assert tokenizer.decode(poser).count("<<prompt>>") == 1
     assert s.render() != text and s.choice_texts() != ("A", "B")  # outside the block: today's rendering
-    with pytest.raises(Exception, match="prompt format 'html'"):
-        with using_style("html"):
-            pass
+    with pytest.raises(Exception, match="prompt format 'html'"), using_style("html"):
+        pass
 
 
 def test_default_rendering_is_unchanged():
@@ -279,3 +278,68 @@ def test_bootstrap_gap_resamples_both_models_alike():
     b = {"v": np.linspace(0.5, 1.5, 50)}
     sa, sb, gap, (lo, hi) = bootstrap_gap(score, a, b, 500, 0)
     assert sa == 0 and gap == pytest.approx(1.0) and 0.85 < lo < 1.0 < hi < 1.15
+
+
+def _poser_records(scenarios) -> list[dict]:
+    """POSER benchmark records (the fields POSER's files carry) for generated scenarios."""
+    out = []
+    with using_style("poser"):
+        for s in scenarios:
+            out.append({"facts": [{"content": f.text} for f in s.facts], "system_message": s.system_message,
+                        "action_A": s.actions[0], "action_B": s.actions[1], "oversight_is_poor": False,
+                        "response": s.aligned_letter, "prompt": s.render()})
+    return out
+
+
+def test_poser_original_recipe_resolves_36_models_and_324_pairs(checkpoints, tmp_path, monkeypatch):
+    """Tiny stand-ins under the paper's hub ids in a test-made cache (nothing downloaded), a POSER-format benchmark
+    folder; the recipe resolves, every model is hash-recorded, and detect runs on a few of its pairs."""
+    from poser_interp.data.generator import GeneratorConfig, generate
+    from poser_interp.testbed.from_models import load_spec, plan_pairs
+
+    repo = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "hub"
+    spec_text = (repo / "recipes" / "poser-original.toml").read_text()
+    ids = [line.split('"')[1].removeprefix("hub:") for line in spec_text.splitlines() if line.startswith("source")]
+    assert len(ids) == 36 and len(set(ids)) == 36
+    blob = cache / "blobs"
+    blob.mkdir(parents=True)
+    for f in checkpoints["grabber-s0"].iterdir():  # one copy of the files; every snapshot links to it
+        shutil.copy(f, blob / f.name)
+    for repo_id in ids:
+        snap = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / ("0" * 40)
+        snap.mkdir(parents=True)
+        for f in blob.iterdir():
+            (snap / f.name).symlink_to(f)
+        (snap.parents[1] / "refs").mkdir()
+        (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "poser"
+    (data / "benchmark").mkdir(parents=True)
+    bench = generate(GeneratorConfig(seed=0, n_train=0, n_test=0, n_benchmark=6, n_heldout=0))["benchmark"]
+    for a in ("genie", "saint", "truth"):
+        for f in ("fitness", "money", "reward"):
+            (data / "benchmark" / f"{a}_and_{f}.json").write_text(json.dumps(_poser_records(bench)))
+    monkeypatch.setenv("POSER_DATA_DIR", str(data))
+    spec = load_spec(repo / "recipes" / "poser-original.toml")
+    assert len(spec.models) == 36 and len(plan_pairs(spec)) == 324 and spec.prompt_format == "poser"
+    out = tmp_path / "tb"
+    r = _cli("testbed", "from-models", repo / "recipes" / "poser-original.toml", "--out", out)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["models"]) == 36 and len(manifest["pairs"]) == 324
+    assert manifest["models"]["genie-0"]["spec"]["name"] == "hub:joshuaclymer/genie-0"
+    stored = load_scenarios(out / "data" / "benchmark.jsonl")
+    with using_style("poser"):  # the prompts are rendered as POSER's own records
+        assert {s.render() for s in stored} == {r["prompt"] for r in _poser_records(bench)}
+    pairs = [p for p, info in manifest["pairs"].items() if info["benchmark_size"]][:2]
+    assert pairs, "the stand-ins act aligned on none of the prompts"
+    r = _cli("detect", "--testbed", out, "--out", tmp_path / "res", "--strategies", "noise", "--layers", "0",
+             "--scales", "1", "--samples", "2", "--no-plots", "--pairs", ",".join(pairs))
+    assert r.exit_code == 0 and "weight_delta left out" in r.output, r.output
+    results = json.loads((tmp_path / "res" / "manifest.json").read_text())
+    assert results["testbed"]["prompt_format"] == "poser"

@@ -250,7 +250,7 @@ def test_poser_format_directory_with_new_personas_builds(tmp_path):
     lines: list[str] = []
     suite = run_suite(tb, tmp_path / "s", SuiteConfig(strategies=("attention",), max_prompts=4), log=lines.append)
     assert list(suite.skipped) == ["attention"] and any("attention: left out" in line for line in lines)
-    assert suite.ev.strategies() == ["blackbox", "random"]
+    assert suite.ev.strategies() == ["blackbox", "random", "weight_delta"]
     assert 'data-strategy="attention"' in render_page(suite)
     every = [s for p in tb.pairs for s in tb.benchmark(p)]
     for contrast in ("removed", "good"):  # POSER's test files label their facts: both contrasts find prompts

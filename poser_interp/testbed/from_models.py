@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,13 +94,18 @@ def load_spec(path: str | Path) -> FromModels:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DataError(f"{path}: cannot read the models file ({e})") from None
-    allowed = {"models", "pairs", "prompts", "prompt_format", "max_tokens", "bench_margin_tol"}
+    allowed = {"models", "pairs", "pair_groups", "prompts", "prompt_format", "max_tokens", "bench_margin_tol"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise DataError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     here = path.parent
 
     def local(p: str) -> str:
+        expanded = os.path.expandvars(p)
+        if "$" in expanded:
+            raise DataError(f"{path}: {p!r} names an environment variable that is not set (e.g. export "
+                            "POSER_DATA_DIR=/path/to/POSER/data)")
+        p = expanded
         return p if is_hub_name(p) or Path(p).is_absolute() or not (here / p).exists() else str(here / p)
 
     models = []
@@ -109,7 +115,8 @@ def load_spec(path: str | Path) -> FromModels:
             raise DataError(f"{path}: a [[models]] entry needs id, kind, source (optional base); got {sorted(m)}")
         models.append(ModelEntry(m["id"], m["kind"], local(m["source"]),
                                  local(m["base"]) if m.get("base") else None))
-    pairs, pair_prompts = None, {}
+    pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = None
+    pair_prompts: dict[str, str] = {}
     if "pairs" in raw:
         pairs = []
         for p in raw["pairs"]:
@@ -118,10 +125,21 @@ def load_spec(path: str | Path) -> FromModels:
             pairs.append((p["aligned"], p["faker"]))
             if "prompts" in p:
                 pair_prompts[f"{p['aligned']}__{p['faker']}"] = local(p["prompts"])
+    for g in raw.get("pair_groups", []):  # every aligned x faker of the group, on the group's prompts
+        if set(g) != {"aligned", "fakers", "prompts"} and set(g) != {"aligned", "fakers"}:
+            raise DataError(f"{path}: a [[pair_groups]] entry has aligned (a list), fakers (a list) and optionally "
+                            f"prompts; got {sorted(g)}")
+        pairs = pairs or []
+        for a in g["aligned"]:
+            for f in g["fakers"]:
+                pairs.append((a, f))
+                if "prompts" in g:
+                    pair_prompts[f"{a}__{f}"] = local(g["prompts"])
+    if pairs is not None:
         pairs = tuple(pairs)
     if "prompts" not in raw and not pair_prompts:
         raise DataError(f"{path}: name the prompt file (`prompts = \"...\"`)")
-    return FromModels(models=tuple(models), prompts=local(raw.get("prompts", "")), pairs=pairs,
+    return FromModels(models=tuple(models), prompts=local(raw["prompts"]) if "prompts" in raw else "", pairs=pairs,
                       pair_prompts=pair_prompts, prompt_format=raw.get("prompt_format", "chat"),
                       max_tokens=int(raw.get("max_tokens", 512)), bench_margin_tol=raw.get("bench_margin_tol"))
 
