@@ -76,9 +76,10 @@ class TestbedConfig:
     base: ModelSpec = field(default_factory=ModelSpec)
     """Base model every adapter is trained from."""
     recipe: LoraRecipe = field(default_factory=lambda: LoraRecipe(max_steps=300, oversight_aux=0.5, target_margin=5.0,
-                                                                  delta_norm_target=19.0))
+                                                                  delta_norm_target=19.0, delta_norm_weight=20.0))
     """LoRA recipe (its seed is replaced by the split number); fields a recipe leaves out are the default testbed's
-    (300 steps, oversight_aux 0.5, target_margin 5, delta_norm_target 19), the others `LoraRecipe`'s."""
+    (300 steps, oversight_aux 0.5, target_margin 5, delta_norm_target 19, delta_norm_weight 20), the others
+    `LoraRecipe`'s."""
     data_seed: int = 0
     """Generator seed of the shared data (train pool, test, benchmark, held-out topics)."""
     n_train: int = 2400
