@@ -67,6 +67,7 @@ def detect_args(testbed, out: Path, *extra: str) -> list[str]:
 def test_a_second_writer_is_refused_and_readers_keep_working(testbed, results, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(results, out)
+    assert cli(*detect_args(testbed, out)).exit_code == 0  # the rows of baselines `results` lacks (weight_delta)
     code = ("import sys, time\nfrom poser_interp.runtime.locking import hold\nwith hold(sys.argv[1]):\n"
             "    print('ready', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
