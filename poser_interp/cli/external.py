@@ -126,3 +126,26 @@ def audit_command(
     console.print(f"verdict: {verdict}{f' (p(B is the faker) = {p:.2f})' if p is not None else ''}: "
                   f"{record['reason']}", highlight=False)
     console.print(f"written: {out / 'verdict.json'}, {out / 'audit.html'}", highlight=False)
+
+
+@app.command("audit-reference")
+@clean_errors
+def audit_reference(
+    results: Annotated[list[Path], typer.Argument(help="results folders (detect/suite) of labelled testbeds")],
+    detectors: Annotated[str, typer.Option(help="comma-separated detectors the ensemble combines (primary "
+                                                "settings, chosen scores)")] = "concept_size,noise,attention",
+    out: Annotated[Path, typer.Option(help="the reference file to write (audit reads "
+                                           "poser_interp/audit/reference.json)")] = Path("reference.json"),
+    seed: Annotated[int, typer.Option(help="seed of the reliability diagram's orientations and the bootstrap")] = 0,
+) -> None:
+    """Fit the audit's reference ensemble on labelled pairs: weights, scales, a calibration fitted on
+    leave-one-persona-out predictions, and each detector's accuracy; written as a small JSON file."""
+    from ..audit.reference import fit_reference
+    from ..runtime.jsonio import write_json_atomic
+    from .common import check_seed, csv_option
+
+    check_seed(seed)
+    names = csv_option(detectors, "--detectors", "the default") or []
+    body = fit_reference(results, names, seed=seed)
+    write_json_atomic(out, body)
+    console.print(f"{body['description']}; written to {out}", highlight=False)
