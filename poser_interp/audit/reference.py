@@ -54,7 +54,8 @@ def fit_arrays(gaps: Mapping[str, Sequence[float]], personas: Sequence[tuple[str
     ok = np.isfinite(g).all(axis=1)
     g, cells = g[ok], [p for p, keep in zip(personas, ok, strict=True) if keep]
     if len(g) < 4:
-        raise DataError(f"a reference ensemble needs at least 4 labelled pairs with every detector's score; got {len(g)}")
+        raise DataError(f"a reference ensemble needs at least 4 labelled pairs with every detector's score; "
+                        f"got {len(g)}")
     scales = np.sqrt((g ** 2).mean(axis=0))
     scales[scales == 0] = 1.0
     z = g / scales
