@@ -28,7 +28,15 @@ from .common import (
     plural,
     print_table,
 )
-from .options import PRECISION_HELP, QUICK_HELP, WORKERS_HELP, check_precision_option
+from .options import (
+    EXECUTOR_HELP,
+    PRECISION_HELP,
+    QUICK_HELP,
+    RAY_ADDRESS_HELP,
+    WORKERS_HELP,
+    check_executor_option,
+    check_precision_option,
+)
 
 
 @app.command()
@@ -111,6 +119,8 @@ def suite(
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -131,6 +141,7 @@ def suite(
     at_least(1, workers=workers)
     at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
     precision = check_precision_option(precision)
+    run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     for path, flag in ((out, "--out"), (page, "--page")):
         if path is not None and flag == "--out":
@@ -147,7 +158,7 @@ def suite(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,
-                           workers=workers, quick=quick)
+                           workers=workers, quick=quick, executor=run_on)
     table = compact_table(f"suite on {tb.root}: {plural(len(result.ev.pair_prompts), 'pair')} (held-out rows: strict "
                         "leave-one-persona-out)")
     for col in ("method", "score", "accuracy (95% CI)", "AUROC (95% CI)", "decided"):
