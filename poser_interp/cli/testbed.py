@@ -211,6 +211,7 @@ def testbed_verify(
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table (a line per model as it
     finishes)."""
+    from ..errors import DataError
     from ..testbed.build import verify
     from ..testbed.folder import VERIFY_FILE, Testbed
 
@@ -224,6 +225,8 @@ def testbed_verify(
                                  param_hint="--models")
     for model in model_list or sorted(tb.models):  # every adapter whole before the first model loads
         tb.verify_hash(model)
+    if not any((tb.root / "data" / name).exists() for name in ("test.jsonl", "test.jsonl.gz")):
+        raise DataError(f"testbed {tb.root} has no data/test.jsonl to verify on; {tb.rebuild_hint()}")
     rows = verify(tb, limit=limit, log=lambda m: console.print(m, highlight=False),
                   by_wording=by_wording, reading=reading, models=model_list)
     _behaviour_table(tb, rows)
