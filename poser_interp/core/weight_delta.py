@@ -37,7 +37,8 @@ def lora_delta_sq(model: Any) -> torch.Tensor:
             continue
         for name, a in lora_a.items():
             scale = float(module.scaling[name])
-            term = scale ** 2 * _pair_sq(a.weight, lora_b[name].weight)
+            b: Any = lora_b[name]  # type: ignore[index]
+            term = scale ** 2 * _pair_sq(a.weight, b.weight)  # type: ignore[arg-type]
             total = term if total is None else total + term
     if total is None:
         raise ValueError("the model has no LoRA layers (weight-delta norm of an adapter model)")

@@ -115,28 +115,27 @@ def load_spec(path: str | Path) -> FromModels:
             raise DataError(f"{path}: a [[models]] entry needs id, kind, source (optional base); got {sorted(m)}")
         models.append(ModelEntry(m["id"], m["kind"], local(m["source"]),
                                  local(m["base"]) if m.get("base") else None))
-    pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = None
+    listed: list[tuple[str, str]] | None = None
     pair_prompts: dict[str, str] = {}
     if "pairs" in raw:
-        pairs = []
+        listed = []
         for p in raw["pairs"]:
             if not {"aligned", "faker"} <= set(p):
                 raise DataError(f"{path}: a [[pairs]] entry needs aligned and faker; got {sorted(p)}")
-            pairs.append((p["aligned"], p["faker"]))
+            listed.append((p["aligned"], p["faker"]))
             if "prompts" in p:
                 pair_prompts[f"{p['aligned']}__{p['faker']}"] = local(p["prompts"])
     for g in raw.get("pair_groups", []):  # every aligned x faker of the group, on the group's prompts
         if set(g) != {"aligned", "fakers", "prompts"} and set(g) != {"aligned", "fakers"}:
             raise DataError(f"{path}: a [[pair_groups]] entry has aligned (a list), fakers (a list) and optionally "
                             f"prompts; got {sorted(g)}")
-        pairs = pairs or []
+        listed = listed or []
         for a in g["aligned"]:
             for f in g["fakers"]:
-                pairs.append((a, f))
+                listed.append((a, f))
                 if "prompts" in g:
                     pair_prompts[f"{a}__{f}"] = local(g["prompts"])
-    if pairs is not None:
-        pairs = tuple(pairs)
+    pairs = tuple(listed) if listed is not None else None
     if "prompts" not in raw and not pair_prompts:
         raise DataError(f"{path}: name the prompt file (`prompts = \"...\"`)")
     return FromModels(models=tuple(models), prompts=local(raw["prompts"]) if "prompts" in raw else "", pairs=pairs,
@@ -254,8 +253,9 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
     with using_style(config.prompt_format):
         for i, model_id in enumerate(used, start=1):
             entry = entries[model_id]
-            entry["weights_sha256"] = weight_hashes(specs[model_id])
-            entry["adapter_sha256"] = digest(entry["weights_sha256"])
+            hashes = weight_hashes(specs[model_id])
+            entry["weights_sha256"] = hashes
+            entry["adapter_sha256"] = digest(hashes)
             probs_path = out / "models" / model_id / "benchmark_probs.json"
             done = old.get("models", {}).get(model_id, {}).get("adapter_sha256") == entry["adapter_sha256"] \
                 and probs_path.exists() and set(read_json(probs_path, "benchmark probabilities")) >= \
