@@ -258,6 +258,7 @@ def test_bad_inputs(row, world, tmp_path):
         assert _substitute(excerpt.group(1), paths) in " ".join(out.replace("`", "").split()), out
     if out.startswith("error:"):
         assert len(out.strip().splitlines()) == 1, out
+    assert not out.startswith("\n"), out  # errors (and tables) never start with a blank line
     assert [digest(p) for p in watched] == before  # nothing damaged
     if res.exit_code:
         assert not paths["NEW"].exists()  # a refused command writes nothing

@@ -214,6 +214,23 @@ def numbers(text: str | None, cast: Callable[[str], Any], flag: str, what: str) 
     return tuple(out)
 
 
+@contextlib.contextmanager
+def bars(*columns: Any, **options: Any) -> Iterator[Any]:
+    """A `rich.progress.Progress` on the console; when an error ends it before any bar was drawn, it leaves no blank
+    line behind (so the error is the first line: errors never start with a blank line)."""
+    from rich.progress import Progress
+
+    with Progress(*columns, console=console, **options) as progress:
+        try:
+            yield progress
+        except BaseException:
+            if not progress.tasks:  # stop it here, quietly: Progress.stop prints a line when not on a terminal
+                progress.live.transient = True
+                progress.live.stop()
+                progress.disable = True
+            raise
+
+
 def plural(n: int, word: str) -> str:
     """'1 pair', '2 pairs' (a word whose plural adds 's')."""
     return f"{n} {word}{'' if n == 1 else 's'}"

@@ -23,6 +23,7 @@ from .common import (
     app,
     at_least,
     at_most,
+    bars,
     check_seed,
     check_tolerance,
     choice,
@@ -117,7 +118,6 @@ def detect(
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -185,8 +185,8 @@ def detect(
     config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match,
                        precision=precision)  # the manifest records the match
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("left"), TimeRemainingColumn(), console=console) as progress:
+        with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("left"), TimeRemainingColumn()) as progress:
             ev = run_detection(tb, built, out, pairs=pair_list, config=config, progress=progress,
                                log=progress.console.print, workers=workers, quick=quick, executor=run_on)
         detect_table(ev, tb.root, len(ev.pair_prompts))

@@ -17,6 +17,7 @@ from .common import (
     app,
     at_least,
     at_most,
+    bars,
     check_seed,
     check_tolerance,
     clean_errors,
@@ -123,7 +124,7 @@ def suite(
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from ..strategies import known
     from ..suite import SuiteConfig, run_suite, write_page
@@ -155,8 +156,8 @@ def suite(
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
                          match_confidence=match_confidence, precision=precision,
                          pairs=tuple(pair_list) if pair_list else None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) \
+            as progress:
         result = run_suite(tb, out, config, compute=compute, progress=progress, log=progress.console.print,
                            workers=workers, quick=quick, executor=run_on)
     table = compact_table(f"suite on {tb.root}: {plural(len(result.ev.pair_prompts), 'pair')} (held-out rows: strict "

@@ -302,9 +302,14 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
 def _base_key(base: Any) -> Any:
     """A recorded base model as compared on resume: n_layers/d_model count for tiny models only (other models' were
     recorded as the tiny defaults before issue 35, and are read from the model's own config since)."""
-    from ..core.models import TINY_ARCHS
+    from dataclasses import asdict
 
-    if not isinstance(base, dict) or base.get("name") in TINY_ARCHS:
+    from ..core.models import TINY_ARCHS, ModelSpec
+
+    if not isinstance(base, dict):
+        return base
+    base = {**asdict(ModelSpec()), **base}  # a field added to ModelSpec since: stored without it, as its default
+    if base.get("name") in TINY_ARCHS:
         return base
     return {k: v for k, v in base.items() if k not in ("n_layers", "d_model", "seed")}
 
