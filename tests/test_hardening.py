@@ -625,6 +625,8 @@ def test_manifests_record_the_real_base_model(testbed, tmp_path):
     old["testbed"]["base"] = dataclasses.asdict(ModelSpec(name="smollm2"))
     merged = _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)
     assert merged["testbed"]["base"]["n_layers"] == 30
+    old["testbed"]["base"] = {"adapter": None, "d_model": 64, "n_layers": 4, "name": "smollm2", "seed": 0}  # as
+    _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)  # v2c's
     old["testbed"]["base"]["name"] = "gemma3"
     with pytest.raises(DataError, match="testbed base model"):
         _merge(old, manifest_for(real, baselines(), RunConfig(), make_plan(testbed, max_prompts=2)), tmp_path)
