@@ -437,7 +437,14 @@ def _base_args(path: tuple[str, ...], command, paths: dict[str, Path]) -> list[s
     args: list[str] = []
     for p in command.params:
         if p.param_type_name == "argument":
-            value = {"testbed": paths["TB"], "out": paths["RES"], "scenarios": paths["SCEN"]}.get(p.name)
+            if p.name == "models":  # audit: two models of the tiny testbed, by TESTBED::MODEL_ID
+                tb = json.loads((paths["TB"] / "manifest.json").read_text())
+                kinds = {m: e["kind"] for m, e in tb["models"].items()}
+                args += [f"{paths['TB']}::{min(m for m, k in kinds.items() if k == 'aligned')}",
+                         f"{paths['TB']}::{min(m for m, k in kinds.items() if k == 'faker')}"]
+                continue
+            value = {"testbed": paths["TB"], "out": paths["RES"], "scenarios": paths["SCEN"],
+                     "results": paths["RES"]}.get(p.name)
             if value is not None:
                 args.append(str(value))
             elif p.required:

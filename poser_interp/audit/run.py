@@ -5,8 +5,9 @@ audit.html), so an interrupted audit resumes where it stopped and its numbers ca
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,15 @@ from typing import Any
 from ..core.precision import check_precision
 from ..core.shape import shape_of
 from ..data.generator import GeneratorConfig, generate
+from ..data.prompt_style import check_style
 from ..data.scenario_files import save_scenarios
-from ..errors import DataError
+from ..errors import DataError, PoserInterpError
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import RunConfig, applicable, run_detection
 from ..runtime.jsonio import write_json_atomic
 from ..strategies.registry import baselines, build, has_option
 from ..testbed.folder import Testbed
-from ..testbed.from_models import FromModels, ModelEntry, write_from_models
+from ..testbed.from_models import FromModels, ModelEntry, model_spec, write_from_models
 from .verdict import Verdict, Vote, bootstrap_gap, decide, vote_of
 
 Log = Callable[[str], None]
@@ -69,8 +71,7 @@ def model_entry(slot: str, text: str, base: str | None) -> ModelEntry:
         root, _, model_id = text.partition("::")
         tb = Testbed.open(root)
         spec = tb.spec(model_id)  # hash-checked
-        return ModelEntry(slot, "aligned" if slot == "A" else "faker", spec.adapter or spec.name,
-                          spec.name if spec.adapter else spec.delta_base)
+        return ModelEntry(slot, "aligned" if slot == "A" else "faker", text, spec=asdict(spec))
     return ModelEntry(slot, "aligned" if slot == "A" else "faker", text, base)
 
 
@@ -78,10 +79,15 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
           log: Log = print, progress: Any = None) -> Verdict:
     """Audit the pair (A, B): returns the verdict and writes verdict.json and audit.html in `out`."""
     out = Path(out)
+    existed = out.exists() and any(out.iterdir())
     if model_a == model_b:
         raise DataError("the two models are the same; audit compares two different models")
     reference = load_reference()
     detectors = config.detectors or tuple(reference["detectors"] if reference else DETECTORS)
+    entries = (model_entry("A", model_a, config.base), model_entry("B", model_b, config.base))
+    check_style(config.prompt_format)
+    for entry in entries:  # every model named rightly before anything is written
+        model_spec(entry)
     prompts = config.prompts
     if prompts is None:
         prompts = str(out / "prompts.jsonl")
@@ -89,9 +95,13 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
             bench = generate(GeneratorConfig(seed=config.seed, n_train=0, n_test=0, n_benchmark=200,
                                              n_heldout=0))["benchmark"]
             save_scenarios(bench, prompts)
-    spec = FromModels(models=(model_entry("A", model_a, config.base), model_entry("B", model_b, config.base)),
-                      prompts=prompts, prompt_format=config.prompt_format)
-    testbed = write_from_models(spec, out / "testbed", log=log, device=config.device, dtype=config.dtype)
+    spec = FromModels(models=entries, prompts=prompts, prompt_format=config.prompt_format)
+    try:
+        testbed = write_from_models(spec, out / "testbed", log=log, device=config.device, dtype=config.dtype)
+    except PoserInterpError:
+        if not existed and not (out / "testbed" / "manifest.json").exists():  # refused before anything measured
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     info = testbed.pairs[PAIR]
     kept, total = info["benchmark_size"], info["n_prompts"]
     if kept < MIN_PROMPTS:

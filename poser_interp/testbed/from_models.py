@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.hub import is_hub_name, parse_hub_name
-from ..core.models import ModelSpec, file_sha256, load_hf, model_dir
+from ..core.models import TINY_ARCHS, ModelSpec, file_sha256, load_hf, model_dir
 from ..data.prompt_style import PROMPT_STYLES, using_style
 from ..data.scenario import Scenario
 from ..data.scenario_files import load_scenarios, save_scenarios
@@ -64,6 +64,9 @@ class ModelEntry:
     """A full checkpoint folder, a peft adapter folder, or a hub id `hub:ORG/NAME[@REVISION]`."""
     base: str | None = None
     """Adapters: the base model (embedded name, folder or hub id). Checkpoints: their base, for weight_delta."""
+    spec: dict[str, Any] | None = None
+    """A whole `ModelSpec` (as a dict) instead of source + base: a model of a built testbed (its tiny-model shape
+    included); `source` then only names it."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,26 @@ def load_spec(path: str | Path) -> FromModels:
                       max_tokens=int(raw.get("max_tokens", 512)), bench_margin_tol=raw.get("bench_margin_tol"))
 
 
+def _check_base(entry: ModelEntry) -> None:
+    """A base must be an embedded or tiny model name, a checkpoint folder, or a hub id."""
+    from ..core.models import EMBEDDED_NAMES, GEMMA_NAMES, TINY_ARCHS
+
+    base = entry.base
+    if base is None or base in EMBEDDED_NAMES + GEMMA_NAMES + TINY_ARCHS:
+        return
+    if is_hub_name(base):
+        parse_hub_name(base)
+        return
+    if not (Path(base).expanduser() / "config.json").exists():
+        raise DataError(f"model {entry.id}: base {base!r} is neither a checkpoint folder (config.json), an embedded "
+                        "model name (smollm2, gemma3) nor a hub id (hub:ORG/NAME)")
+
+
 def model_spec(entry: ModelEntry) -> ModelSpec:
     """The `ModelSpec` that loads a model given as adapter, checkpoint or hub id (DataError naming the fix)."""
+    if entry.spec is not None:
+        return ModelSpec(**entry.spec)
+    _check_base(entry)
     source = entry.source
     if is_hub_name(source):
         parse_hub_name(source)
@@ -178,6 +199,8 @@ def digest(hashes: dict[str, str]) -> str:
 
 def _shape(spec: ModelSpec) -> tuple[Any, ...]:
     """What must agree across a pair: architecture, depth, width, vocabulary size (read from config.json)."""
+    if spec.name in TINY_ARCHS:
+        return (spec.name, spec.n_layers, spec.d_model, None)
     config = read_json(model_dir(spec.name) / "config.json", "model config")
     config = config.get("text_config", config)
     return (config.get("model_type"), config.get("num_hidden_layers"), config.get("hidden_size"),
@@ -185,6 +208,8 @@ def _shape(spec: ModelSpec) -> tuple[Any, ...]:
 
 
 def _tokenizer_id(spec: ModelSpec) -> str:
+    if spec.name in TINY_ARCHS:
+        return "smollm2"  # tiny models share SmolLM2's tokenizer
     folder = model_dir(spec.name)
     files = [folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).exists()]
     return file_sha256(files[0]) if files else str(folder)
