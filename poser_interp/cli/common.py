@@ -45,7 +45,7 @@ def clean_errors(fn: F) -> F:
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """Turn an exception into one `error:` line and exit code 2; never a traceback (click's own exits pass)."""
-    passes = tuple({typer.Exit, typer.Abort, *_click_exceptions()})
+    passes: tuple[type[BaseException], ...] = tuple({typer.Exit, typer.Abort, *_click_exceptions()})
     try:
         yield
     except typer.BadParameter as e:  # raised by our own checks: one line, not click's usage box
@@ -61,9 +61,9 @@ def guarded() -> Iterator[None]:
         fail(f"unexpected {type(e).__name__}: {_one_line(str(e))} (a bug; the traceback is in {_log_traceback()})")
 
 
-def _click_exceptions() -> list[type]:
+def _click_exceptions() -> list[type[BaseException]]:
     """Typer's (vendored or click's) exit and usage exceptions, which pass the guard."""
-    out: list[type] = []
+    out: list[type[BaseException]] = []
     for module in ("typer._click.exceptions", "click.exceptions"):
         try:
             mod = __import__(module, fromlist=["ClickException"])
