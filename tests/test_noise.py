@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -23,7 +24,6 @@ from poser_interp.strategies import (
     Setting,
     StrategyError,
     Subject,
-    baselines,
     make,
     noise_values,
 )
@@ -166,6 +166,8 @@ def test_blackbox_reuses_the_clean_logits_of_s2_bit_for_bit(tiny_llama, prompts,
     subject = Subject("m1", lambda: tiny_llama)
     list(NoiseStrategy(NoiseConfig(layers=(1,), scales=(1.0,), primary_layer=1)).run(
         subject, prompts, [Setting.of(layer=1, scale=1.0)]))
+    baselines = importlib.import_module("poser_interp.strategies.baselines")  # the module: the package's
+    # `baselines` attribute is the registry function of that name
     monkeypatch.setattr(baselines, "answer_logits", lambda *a, **k: pytest.fail("S2's clean pass was not reused"))
     shared = next(ConfidenceBaseline().run(subject, prompts, [Setting()]))
     assert all(np.array_equal(shared.values[k], alone.values[k]) for k in ("p_misaligned", "margin"))
