@@ -80,6 +80,7 @@ def test_testbed_build_defaults_are_the_default_testbed_recipe(tmp_path, monkeyp
     manifest = Path(__file__).parents[1] / "testbeds" / "v2c" / "manifest.json"
     v2d = json.loads(manifest.read_text())["config"]
     v2d["recipe"]["delta_norm_target"] = 19.0
+    v2d["recipe"]["delta_norm_weight"] = 20.0
     v2d["base"]["name"] = "tiny-llama"
     assert seen["config"] == testbed_build.TestbedConfig.from_dict(v2d)
     assert seen["config"] == replace(testbed_build.TestbedConfig(), base=ModelSpec(name="tiny-llama"))

@@ -33,8 +33,10 @@ def test_bf16_runs_matrix_products_in_bf16_and_fp32_changes_nothing():
     with computing_in("bf16"):
         assert lin(x).dtype == torch.bfloat16
     assert lin(x).dtype == torch.float32  # nothing leaks out of the block
-    with pytest.raises(DataError, match="fp32, bf16"):
-        check_precision("fp16")
+    with pytest.raises(DataError, match="fp32, bf16, fp16"):
+        check_precision("half")
+    with pytest.raises(DataError, match="fp16 autocast is for GPUs"):
+        check_precision("fp16", "cpu")  # on the CPU: torch's CPU autocast has no fp16
     with pytest.raises(DataError, match="--precision"):
         RunConfig(precision="half")
 
@@ -89,8 +91,8 @@ def test_training_in_bf16_moves_the_weights_and_keeps_old_checkpoints_resumable(
     assert any(not torch.equal(trained["fp32"][n], trained["bf16"][n]) for n in trained["fp32"])
     assert "precision" not in _resumable(LoraRecipe())  # checkpoints from before the option still resume
     assert _resumable(LoraRecipe(precision="bf16"))["precision"] == "bf16"
-    with pytest.raises(DataError, match="fp32, bf16"):
-        LoraRecipe(precision="fp16")
+    with pytest.raises(DataError, match="fp32, bf16, fp16"):
+        LoraRecipe(precision="half")
 
 
 def test_fits_on_collected_activations_stay_fp32_inside_a_bf16_run():
@@ -109,3 +111,28 @@ def test_fits_on_collected_activations_stay_fp32_inside_a_bf16_run():
         assert (acts[:, 0] @ acts[:, 0].T).dtype == torch.bfloat16  # while the block itself is bf16
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert torch.allclose(out, output_probe_logits(acts, label, folds, 1.0))  # the same fit as outside
+
+
+def test_training_autocast_follows_the_models_device(tokenizer, monkeypatch):
+    """A GPU build's bf16 must be CUDA autocast (the CPU's would leave the GPU in fp32 while the recipe says bf16):
+    the loop enters autocast on the device type its parameters live on."""
+    import contextlib
+
+    import poser_interp.core.training as training
+    from poser_interp.core.models import ModelSpec, load_hf
+    from poser_interp.core.training import LoraRecipe, make_lora_model, train_answers
+    from poser_interp.data.generator import GeneratorConfig, generate
+
+    seen = []
+
+    @contextlib.contextmanager
+    def record(precision, device="cpu"):
+        seen.append((precision, device))
+        yield
+
+    monkeypatch.setattr(training, "computing_in", record)
+    scenarios = generate(GeneratorConfig(seed=0, n_train=8, n_test=0, n_benchmark=0, n_heldout=0))["train"]
+    hf, _ = load_hf(ModelSpec(name="tiny-llama", n_layers=2))
+    recipe = LoraRecipe(rank=2, batch_size=4, max_steps=2, eval_every=10, threads=1, precision="bf16")
+    train_answers(make_lora_model(hf, recipe), tokenizer, [(s, s.aligned_index) for s in scenarios], recipe)
+    assert seen == [("bf16", "cpu")] * 2

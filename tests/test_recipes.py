@@ -37,6 +37,7 @@ def v2d_config() -> dict:
     """The default testbed: exactly v2c's recipe plus the weight-change norm term."""
     config = manifest_config("v2c")
     config["recipe"]["delta_norm_target"] = 19.0
+    config["recipe"]["delta_norm_weight"] = 20.0
     return config
 
 
@@ -157,7 +158,7 @@ def test_a_bad_recipe_is_refused_in_one_line_and_nothing_is_written(text, messag
     (["--set", "base.name.x=1"], "unknown recipe key 'base.name.x'"),
     (["--recipe", "no/such.toml"], "recipe no/such.toml not found"),
     (["--splits", "a"], "--splits must be comma-separated non-negative integers"),
-    (["--precision", "half"], "pass one of fp32, bf16"),
+    (["--precision", "half"], "pass one of fp32, bf16, fp16"),
 ])
 def test_bad_overrides_are_refused_and_nothing_is_written(args, message, tmp_path):
     out = tmp_path / "out"

@@ -370,7 +370,7 @@ def test_show_reads_the_testbed_alone_and_prefers_each_models_last_verify(built,
     def show() -> dict[str, str]:
         res = CliRunner().invoke(app, ["testbed", "show", str(root)], env={"COLUMNS": "300"}, catch_exceptions=False)
         assert res.exit_code == 0, res.output
-        assert "2 models, 1 pairs" in res.output and "MB on disk (data " in res.output
+        assert "2 models, 1 pair" in res.output and "1 pairs" not in res.output and "MB on disk (data " in res.output
         assert "steward-s0__grabber-s0" in res.output  # the pairs table
         return {m: next(line for line in res.output.splitlines() if line.startswith(f"│ {m} "))
                 for m in ("steward-s0", "grabber-s0")}

@@ -21,26 +21,51 @@ import torch
 
 from ..errors import DataError
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
 """An arithmetic precision: a run's, a training's (a string becomes one, once, through `check_precision`)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 F = TypeVar("F", bound=Callable[..., Any])
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_precision(precision: str) -> Precision:
-    """`precision` as a `Precision`, or DataError naming the choices."""
+def check_precision(precision: str, device: str | None = None) -> Precision:
+    """`precision` as a `Precision`, or DataError naming the choices; with a `device`, also whether autocast can run it
+    there (fp16: GPUs only). A recipe or run config names a precision before its device is known (device None)."""
     if precision not in PRECISIONS:
-        raise DataError(f"precision {precision!r}: pass one of {', '.join(PRECISIONS)} (CLI: --precision)")
+        raise DataError(f"precision {precision!r}: pass one of {', '.join(PRECISIONS)} (CLI: --precision / --dtype)")
+    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
+        raise DataError("fp16 autocast is for GPUs: on the CPU pass --dtype bf16 (or fp32)")
     return cast(Precision, precision)
 
 
+def check_device(device: str) -> str:
+    """`device` if this machine has it ('cpu', 'cuda', 'cuda:N', 'auto' = cuda when there is one); DataError naming
+    the fix otherwise."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DataError(f"--device {device!r}: pass cpu, cuda, cuda:N or auto") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError(f"--device {device}: this machine has no CUDA GPU (torch sees none); pass --device cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise DataError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif kind.type != "cpu":
+        raise DataError(f"--device {device!r}: pass cpu, cuda, cuda:N or auto")
+    return device
+
+
 @contextlib.contextmanager
-def computing_in(precision: str) -> Iterator[None]:
-    """The block's CPU matrix products in `precision` (fp32: nothing changes)."""
-    if check_precision(precision) == "fp32":
+def computing_in(precision: str, device: str = "cpu") -> Iterator[None]:
+    """The block's matrix products in `precision` on `device`'s type (autocast follows the device: a GPU run's bf16 is
+    CUDA autocast, not the CPU's); fp32: nothing changes."""
+    if check_precision(precision, device) == "fp32":
         yield
         return
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(torch.device(device).type, dtype=_DTYPES[precision]):
         yield
 
 

@@ -298,7 +298,7 @@ def _train(
             batches = _bucketed_batches(ids, recipe.batch_size, rng, among=aligned_only if warming else None)
         idx = batches.pop()
         batch = pad_left([ids[i] for i in idx], pad).to(device)
-        with computing_in(recipe.precision):  # the forward only: backward and optimizer outside autocast
+        with computing_in(recipe.precision, device.type):  # the forward only (autocast on the model's device type)
             if prefix is not None:
                 last = prefix.last_logits(model, [ids[i] for i in idx], batch)
             else:

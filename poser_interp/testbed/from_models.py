@@ -293,7 +293,7 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
                 hf.to(device)
                 from ..core.precision import computing_in
 
-                with computing_in(dtype):
+                with computing_in(dtype, device):
                     p = p_aligned_hf(hf, tok, bench, max_tokens=config.max_tokens)
                 del hf
                 probs_path.parent.mkdir(parents=True, exist_ok=True)
