@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from poser_interp.strategies.registry import baselines
+from poser_interp.strategies.registry import baseline_names
 from poser_interp.suite import SuiteConfig, run_suite
 from poser_interp.testbed.folder import Testbed
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {len(ev.pair_prompts)} pairs of {tb.root} | score (setting) | accuracy (95% CI) | AUROC (95% CI) | "
           f"confidence-matched (within {args.match_confidence:g} logit) accuracy / AUROC |")
     print("|---|---|---|---|---|")
-    names = [n for n in ev.strategies() if n not in baselines()] + [n for n in ev.strategies() if n in baselines()]
+    names = [n for n in ev.strategies() if n not in baseline_names()] + [n for n in ev.strategies() if n in baseline_names()]
     for name in names:
         r = ev.primary(name)
         m = matched.primary(name).summary if matched is not None else None

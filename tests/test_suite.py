@@ -14,7 +14,7 @@ from poser_interp.cli import app
 from poser_interp.core.models import ModelSpec
 from poser_interp.core.training import LoraRecipe
 from poser_interp.evaluation.results import ROWS
-from poser_interp.strategies.registry import baselines
+from poser_interp.strategies.registry import baseline_names
 from poser_interp.suite import SECTIONS, STRATEGIES, build_strategies
 from poser_interp.testbed.build import build
 from poser_interp.testbed.tiny import tiny_config
@@ -139,7 +139,7 @@ def test_numbers_equal_reports(page, tmp_path):
     for want in rows:
         if want["primary"] != "True":
             continue
-        label = want["strategy"] if want["strategy"] not in baselines() else f"baseline {want['strategy']}"
+        label = want["strategy"] if want["strategy"] not in baseline_names() else f"baseline {want['strategy']}"
         got = headline[(label, want["score"] + " *")]
         assert got[3:6] == [_text(want, "accuracy"), _text(want, "auroc"), f"{want['decided']}/{want['pairs']}"]
         m = matched[(want["strategy"], want["setting"], want["score"])]
@@ -170,7 +170,7 @@ def test_a_rerun_resumes_and_builds_what_detect_builds(page, testbed):
     assert again.exit_code == 0, again.output
     assert (out / ROWS).read_text() == before and (out / "again.html").exists()
     names = [s.name for s in build_strategies(testbed, STRATEGIES)]
-    assert names == [*STRATEGIES, *baselines()]
+    assert names == [*STRATEGIES, *baseline_names()]
     bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--strategies", "telepathy"])
     assert bad.exit_code == 2 and "telepathy" in bad.output
     assert re.search(r"page: \S+again\.html", " ".join(again.output.split()))
@@ -226,7 +226,7 @@ def test_a_quick_suite_has_the_full_headline_and_says_what_is_unswept(page, test
     p.feed(html)
     assert p.sections == list(SECTIONS)
     primary = [r[:-1] for r in full.tables["headline"][1:] if r[2].endswith(" *")]  # all but the compute time
-    assert len(primary) == len(STRATEGIES) + len(baselines())
+    assert len(primary) == len(STRATEGIES) + len(baseline_names())
     assert [r[:-1] for r in p.tables["headline"][1:] if r[2].endswith(" *")] == primary
     partial = set(re.findall(r'<span class="partial" data-strategy="(\w+)">', html))
     assert partial == {"lens", "attention", "steering", "learning_speed"}  # noise's suite sweep is its primary; probes'

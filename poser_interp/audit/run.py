@@ -21,7 +21,7 @@ from ..errors import DataError, PoserInterpError
 from ..evaluation.results import ResultsStore
 from ..evaluation.runner import RunConfig, applicable, run_detection
 from ..runtime.jsonio import write_json_atomic
-from ..strategies.registry import baselines, build, has_option
+from ..strategies.registry import baseline_names, build, has_option
 from ..testbed.folder import Testbed
 from ..testbed.from_models import FromModels, ModelEntry, model_spec, write_from_models
 from .verdict import Verdict, Vote, bootstrap_gap, decide, vote_of
@@ -110,7 +110,7 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
                         "(--prompts) or check the prompt format (--prompt-format)")
     log(f"{kept} of {total} prompts kept (both models act aligned); {total - kept} dropped")
     n_layers, n_heads = shape_of(testbed.base_spec())
-    names = list(dict.fromkeys([*detectors, *baselines()]))
+    names = list(dict.fromkeys([*detectors, *baseline_names()]))
     strategies = [build(n, n_layers, n_heads, **({"seed": config.seed} if has_option(n, "seed") else {}))
                   for n in names]
     runnable, skipped = applicable(testbed, strategies, config.max_prompts)
@@ -121,7 +121,7 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
                                    precision=check_precision(config.dtype)))
     store = ResultsStore.open(out / "results")
     ids = store.manifest["pairs"][PAIR]["prompt_ids"]
-    votes = [_vote(store, s, ids, config, reference, s.name in baselines()) for s in runnable]
+    votes = [_vote(store, s, ids, config, reference, s.name in baseline_names()) for s in runnable]
     verdict = decide(votes, reference, len(ids), total - len(ids))
     names_of = {"A": model_a, "B": model_b}
     record = {**verdict.to_dict(names_of), "skipped": skipped, "config": {**config.__dict__},

@@ -75,7 +75,8 @@ def _noise_help(field: str, extra: str) -> str:
 @clean_errors
 def detect(
     strategies: Annotated[str, typer.Option(help="comma-separated registered strategies (listed below); the "
-                                                 "baselines random and blackbox always run beside them")] = "noise",
+                                                 "baselines (random, blackbox, weight_delta) always run beside "
+                                                 "them")] = "noise",
     testbed: Annotated[str, typer.Option(help="testbed directory, or 'default'")] = "default",
     pairs: Annotated[str | None, typer.Option(help="comma-separated pair ids 'aligned__faker' (default: all)")] = None,
     out: Annotated[Path | None, typer.Option(help="results directory; a rerun resumes it (default: "
@@ -128,7 +129,7 @@ def detect(
     from ..evaluation.results import ResultsStore
     from ..evaluation.runner import RunConfig, applicable, evaluate, run_detection
     from ..runtime.locking import hold
-    from ..strategies import baselines, build, has_option, known
+    from ..strategies import baseline_names, build, has_option, known
     from ..testbed.folder import Testbed
 
     start = time.perf_counter()
@@ -140,7 +141,7 @@ def detect(
     precision = check_precision_option(precision)
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
-    names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baselines())))
+    names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baseline_names())))
     unknown = [n for n in names if n not in known()]
     if unknown:
         raise typer.BadParameter(f"unknown strategy {unknown[0]!r}; known: {', '.join(known())}",
@@ -175,7 +176,7 @@ def detect(
                                      "out", param_hint=given[0])
     built = [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}) | chosen[name])
              for name in names]  # every strategy with a seed gets --seed
-    _, skipped = applicable(tb, [s for s in built if s.name in baselines()], max_prompts or None)
+    _, skipped = applicable(tb, [s for s in built if s.name in baseline_names()], max_prompts or None)
     for name, why in skipped.items():  # a baseline that cannot measure these models is left out, said once
         console.print(f"baseline {name} left out on this testbed: {why}", highlight=False)
     built = [s for s in built if s.name not in skipped]

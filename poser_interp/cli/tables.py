@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..strategies.registry import baselines
+from ..strategies.registry import baseline_names
 from .common import compact_table, console, plural, print_table, width
 
 
@@ -60,7 +60,7 @@ def detect_table(ev: Any, root: Path, n_pairs: int, subtitle: str = "") -> None:
             table.add_row(name, f"{short_setting(best.setting)} (best: optimistic)", best.score, *metric_cells(best),
                           "")
     print_table(table)
-    base = {n: ev.primary(n).summary.accuracy for n in baselines() if n in ev.strategies()}
+    base = {n: ev.primary(n).summary.accuracy for n in baseline_names() if n in ev.strategies()}
     for name in ev.strategies():
         if name not in base and base:
             acc = ev.primary(name).summary.accuracy

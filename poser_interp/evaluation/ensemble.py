@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..strategies.registry import baselines
+from ..strategies.registry import baseline_names
 from .metrics import MetricSummary, accuracy, bootstrap_accuracy_by_model, pair_outcomes
 from .runner import Evaluation, Result
 
@@ -271,7 +271,7 @@ def held_out(ev: Evaluation, pairs: PairModels, persona: Mapping[str, str], cand
              n_boot: int = 2000, seed: int = 0) -> tuple[list[FoldFit], list[HeldOutResult]]:
     """Fit every fold and decide every pair with the best single strategy, rank average and logistic ensemble."""
     pair_ids = sorted(ev.pair_prompts)
-    names = [n for n in (candidates or ev.strategies()) if n not in baselines()]
+    names = [n for n in (candidates or ev.strategies()) if n not in baseline_names()]
     fits = [fit_fold(ev, fold, pairs, names) for fold in persona_folds(pairs, persona, pair_ids)]
     results = []
     for how in ("best_single", "rank_average", "logistic"):

@@ -21,7 +21,7 @@ from .noise import NoiseStrategy as NoiseStrategy
 from .noise import noise_values as noise_values
 from .noise_engines import BridgeEngine as BridgeEngine
 from .noise_engines import NNsightEngine as NNsightEngine
-from .registry import baselines as baselines
+from .registry import baseline_names as baseline_names
 from .registry import build as build
 from .registry import from_config as from_config
 from .registry import has_option as has_option
@@ -31,7 +31,7 @@ from .registry import options as options
 from .registry import register as register
 
 __all__ = [
-    "baselines", "ConfidenceBaseline", "ConfidenceConfig", "NNsightEngine", "BridgeEngine", "NoiseConfig",
+    "baseline_names", "ConfidenceBaseline", "ConfidenceConfig", "NNsightEngine", "BridgeEngine", "NoiseConfig",
     "NoiseStrategy", "PromptValues", "RandomBaseline", "RandomConfig", "Score", "Setting", "Strategy",
     "StrategyError", "Subject", "build", "from_config", "known", "make", "noise_values", "options", "register",
 ]

@@ -128,14 +128,14 @@ def known() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def baselines() -> tuple[str, ...]:
+def baseline_names() -> tuple[str, ...]:
     """The registered baselines (`baseline = True`), in registration order: run and shown beside every strategy."""
     load_plugins()
     return tuple(n for n, (cls, _) in _REGISTRY.items() if getattr(cls, "baseline", False))
 
 
 def is_baseline(name: str) -> bool:
-    return name in baselines()
+    return name in baseline_names()
 
 
 def _entry(name: str) -> tuple[type, type]:

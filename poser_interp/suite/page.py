@@ -24,7 +24,7 @@ from ..evaluation.results import ResultsStore
 from ..evaluation.runner import Result
 from ..runtime.atomic import write_text_atomic
 from ..strategies.base import figures_of, section_of
-from ..strategies.registry import baselines, from_config
+from ..strategies.registry import baseline_names, from_config
 from ..testbed.folder import Testbed
 from ..viz import kit
 from ..viz.plots import summary_figure
@@ -119,7 +119,7 @@ def _headline(suite: Suite) -> str:
                                                                                           r.score)]
         return cells(m.summary)
 
-    names = [n for n in suite.ev.strategies() if n not in baselines()]
+    names = [n for n in suite.ev.strategies() if n not in baseline_names()]
     for name in names:
         r = suite.ev.primary(name)
         rows.append([name, setting_text(r.setting), r.score + " *", *cells(r.summary), *matched_cells(r),
@@ -129,7 +129,7 @@ def _headline(suite: Suite) -> str:
         m = by_matched.get(h.name)
         rows.append([f"held-out {h.name.replace('_', ' ')}", "chosen per fold", "(see held-out choices)",
                      *cells(h.summary), *(cells(m.summary) if m else ("-", "-", "0/0")), ""])
-    for name in baselines():
+    for name in baseline_names():
         if name in suite.ev.strategies():
             primary = suite.ev.primary(name)
             for r in suite.ev.find(name, setting=primary.setting):
@@ -251,7 +251,7 @@ def render_page(suite: Suite) -> str:
     sections["held-out"] = ("Held-out choices: best single strategy and ensembles", _held_out_section(suite))
     sections["transfer"] = ("Transfer between persona families", _transfer_section(suite))
     sections["figures"] = ("Per-layer and per-head figures", "".join(
-        _strategy_section(suite, name, figure) for name in suite.ev.strategies() if name not in baselines()))
+        _strategy_section(suite, name, figure) for name in suite.ev.strategies() if name not in baseline_names()))
     sections["removal"] = ("Removal", _removal_section(suite, figure))
     sections["sweep"] = ("Every setting", _sweep(suite))
     config = {"suite": asdict(suite.config), "results": str(suite.out), "results_config": store.manifest["config"],

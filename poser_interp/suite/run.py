@@ -24,7 +24,7 @@ from ..removal import RemovalSummary, find_removals
 from ..runtime.executors import Executor
 from ..strategies import build, has_option
 from ..strategies.noise import default_layers
-from ..strategies.registry import baselines
+from ..strategies.registry import baseline_names
 from ..testbed.folder import Testbed
 
 STRATEGIES = ("noise", "probes", "lens", "attention", "steering", "learning_speed")
@@ -57,7 +57,7 @@ def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> l
     n_layers, n_heads = shape_of(testbed.base_spec())
     detect_defaults = {"noise": {"layers": default_layers(n_layers)[:1], "scales": (1.0,)}}
     return [build(name, n_layers, n_heads, **({"seed": seed} if has_option(name, "seed") else {}),
-                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *baselines()])]
+                  **detect_defaults.get(name, {})) for name in dict.fromkeys([*names, *baseline_names()])]
 
 
 @dataclass
@@ -102,7 +102,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
                       config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision),
                       progress=progress, log=log, workers=workers, quick=quick, executor=executor)
     store = ResultsStore.open(out)
-    wanted = {*config.strategies, *baselines()} - set(skipped)
+    wanted = {*config.strategies, *baseline_names()} - set(skipped)
     names = [n for n in store.manifest["config"]["strategies"] if n in wanted]  # the order `report` prints
     ev = evaluate(store, config.pairs, seed=config.seed, n_boot=config.n_boot, strategies=names)
     partial = {}
@@ -119,7 +119,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         matched = None
     folds, held = held_out(ev, pairs, persona, n_boot=config.n_boot, seed=config.seed)
     held_matched = held_out(matched, pairs, persona, n_boot=config.n_boot, seed=config.seed)[1] if matched else []
-    transfers = transfer(ev, pairs, family, [n for n in names if n not in baselines()] + ["blackbox"])
+    transfers = transfer(ev, pairs, family, [n for n in names if n not in baseline_names()] + ["blackbox"])
     removals = [RemovalSummary.load(p, seed=config.seed) for p in find_removals(testbed.root)]
     treated = {}
     for r in removals:
