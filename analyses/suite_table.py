@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {len(ev.pair_prompts)} pairs of {tb.root} | score (setting) | accuracy (95% CI) | AUROC (95% CI) | "
           f"confidence-matched (within {args.match_confidence:g} logit) accuracy / AUROC |")
     print("|---|---|---|---|---|")
-    names = [n for n in ev.strategies() if n not in baseline_names()] + [n for n in ev.strategies() if n in baseline_names()]
+    base = baseline_names()
+    names = [n for n in ev.strategies() if n not in base] + [n for n in ev.strategies() if n in base]
     for name in names:
         r = ev.primary(name)
         m = matched.primary(name).summary if matched is not None else None
