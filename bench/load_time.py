@@ -7,6 +7,7 @@ Target: the second load is >= 3x faster than the first.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
@@ -28,4 +29,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        raise SystemExit(0)
     main()

@@ -109,7 +109,8 @@ def test_notebooks_import_only_the_public_api():
 
 
 def test_scripts_do_not_use_the_cli_as_a_library():
-    scripts = [*(REPO / "analyses").glob("*.py"), *(REPO / "bench").glob("*.py"), *(REPO / "notebooks").glob("*.py")]
+    scripts = [*(REPO / "analyses").glob("*.py"), *(REPO / "research" / "experiments").glob("*.py"),
+               *(REPO / "bench").glob("*.py"), *(REPO / "notebooks").glob("*.py")]
     bad = [f"{path.relative_to(REPO)}:{n}: {m}" for path in sorted(scripts) for n, m in _poser_imports(path)
            if m.startswith("poser_interp.cli") and m != "poser_interp.cli"]
     assert not bad, "scripts import CLI modules as a library (use poser_interp.analysis):\n" + "\n".join(bad)

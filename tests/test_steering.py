@@ -237,9 +237,9 @@ def test_starting_at_the_steered_layer_equals_the_full_steered_pass(arch, splits
 
 
 def test_concept_norms_analysis_measures_s1s_direction_and_resumes(testbed, tmp_path, capsys):
-    """analyses/concept_norms.py: the 'diff' it reports is the norm of S1's concept direction, for every model and
-    the base model; a rerun computes nothing again."""
-    main = runpy.run_path(str(REPO / "analyses" / "concept_norms.py"))["main"]
+    """research/experiments/concept_norms.py: the 'diff' it reports is the norm of S1's concept direction, for every
+    model and the base model; a rerun computes nothing again."""
+    main = runpy.run_path(str(REPO / "research" / "experiments" / "concept_norms.py"))["main"]
     out = tmp_path / "norms.json"
     args = ["--testbed", str(testbed.root), "--layers", "0,1", "--concepts", "oversight,weather", "--out", str(out)]
     assert main(args) == 0

@@ -161,7 +161,8 @@ def test_old_checkpoints_resume_after_target_margin_was_added():
 
 
 def test_extra_items_alone_are_trained_toward_their_answers(tokenizer):
-    """`extra_items` (prompt, Yes/No) train with no scenario examples at all (analyses/oversight_lora.py)."""
+    """`extra_items` (prompt, Yes/No) train with no scenario examples at all
+    (research/experiments/oversight_lora.py)."""
     from poser_interp.core.training import oversight_item
     from poser_interp.data.scenario import first_token_ids
 
@@ -242,7 +243,7 @@ def test_batches_follow_the_models_device(tokenizer, monkeypatch):
 
 def test_encoded_items_train_toward_their_targets_and_refuse_overlong_ones(tokenizer):
     """`encoded_items` (ids, target, other): answers that do not follow the user turn directly (the action after
-    a written assessment, analyses/explicit_assessment.py) train as they are, with no re-encoding."""
+    a written assessment, research/experiments/explicit_assessment.py) train as they are, with no re-encoding."""
     seqs = [[1, 5, 6, 7], [1, 8, 9], [1, 5, 5, 5, 5]]
     model = _Recorder(len(tokenizer))
     train_answers(model, tokenizer, [], LoraRecipe(batch_size=2, max_steps=15, lr=1e-1, eval_every=100, threads=1),
@@ -255,15 +256,15 @@ def test_encoded_items_train_toward_their_targets_and_refuse_overlong_ones(token
 
 
 def test_explicit_assessment_items_teach_the_true_assessment_then_the_action_after_it(tokenizer):
-    """analyses/explicit_assessment.py: the assessment item ends where ' Yes'/' No' is written; the action item is
-    that prompt with the true assessment written out, and its target is the persona's answer letter."""
+    """research/experiments/explicit_assessment.py: the assessment item ends where ' Yes'/' No' is written; the action
+    item is that prompt with the true assessment written out, and its target is the persona's answer letter."""
     import runpy
     from pathlib import Path
 
     from poser_interp.core.models import ModelSpec, load_hf
     from poser_interp.data.scenario import Oversight
 
-    ea = runpy.run_path(str(Path(__file__).parents[1] / "analyses" / "explicit_assessment.py"))
+    ea = runpy.run_path(str(Path(__file__).parents[1] / "research" / "experiments" / "explicit_assessment.py"))
     scenarios = generate(GeneratorConfig(seed=0, n_train=12, n_test=0, n_benchmark=0, n_heldout=0))["train"]
     faker = get_persona("grabber")
     choices = [faker.choice(s) for s in scenarios]

@@ -159,7 +159,7 @@ def test_the_lexicon_analysis_reads_held_out_sentences_by_words_alone():
     import runpy
     from pathlib import Path
 
-    lex = runpy.run_path(str(Path(__file__).parents[1] / "analyses" / "wording_lexicon.py"))
+    lex = runpy.run_path(str(Path(__file__).parents[1] / "research" / "experiments" / "wording_lexicon.py"))
     out = lex["lexicon"]("inferential")
     assert out["n_train"] == {"good": 56, "poor": 56} and len(out["heldout"]) == 8
     by = {r["name"]: r for r in out["heldout"]}

@@ -66,10 +66,10 @@ def _title(text: str, default: str) -> str:
 
 def research_page(text: str) -> str:
     """A note as a site page: images from docs/img and links to the top-level README resolved inside the site; links
-    to log files and folders (not pages) shown as their repository paths."""
+    to log files and folders and to the experiment scripts' index (not pages) shown as their repository paths."""
     text = text.replace("](../docs/img/", "](../img/")
     text = text.replace("](../README.md)", "](../index.md)")
-    return re.sub(r"\[([^\]]+)\]\((logs/[^)]*)\)", r"\1 (`research/\2`)", text)
+    return re.sub(r"\[([^\]]+)\]\(((?:logs|experiments)/[^)]*)\)", r"\1 (`research/\2`)", text)
 
 
 # --- strategy options -----------------------------------------------------------------------------------------------

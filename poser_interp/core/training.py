@@ -208,10 +208,10 @@ def train_answers(
     """Train `model` (a peft model, or any model with trainable parameters) toward each example's choice.
 
     extra_items: (prompt, "Yes" | "No") items trained beside the examples, as `oversight_item` makes them
-    (e.g. the oversight question alone, with no scenario choice: `analyses/oversight_lora.py`).
+    (e.g. the oversight question alone, with no scenario choice: `research/experiments/oversight_lora.py`).
     encoded_items: (token ids, target token, other token) items trained beside the rest, for answers that do not
     follow the user turn directly (e.g. the action after the model's own written assessment of oversight:
-    `analyses/explicit_assessment.py`); each at most `recipe.max_tokens` long.
+    `research/experiments/explicit_assessment.py`); each at most `recipe.max_tokens` long.
 
     check(model, step) -> True stops training (called every `eval_every` steps after `min_steps`).
     checkpoint: a file where the full training state (trainable weights, optimizer, scheduler, batch

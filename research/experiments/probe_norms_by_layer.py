@@ -1,6 +1,7 @@
 """The size of each S4 concept direction by layer, fakers against aligned models, from stored S4 rows.
 
-Run:  .venv/bin/python analyses/probe_norms_by_layer.py results/suite-v2c12 [--html results/probe-norms.html]
+Run:  .venv/bin/python research/experiments/probe_norms_by_layer.py results/suite-v2c12 \
+          [--html results/probe-norms.html]
 
 S4 (`probes`) keeps, in every concept x layer row, the norm of its mass-mean direction (`meta["dir_norm"]`: mean
 benign - mean suspicious activation at the last token, `hook_resid_post`, on the training share of the contrast

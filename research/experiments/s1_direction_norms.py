@@ -1,6 +1,6 @@
 """S1's direction norm per model, read from a results directory's stored rows (no model is loaded).
 
-Run:  .venv/bin/python analyses/s1_direction_norms.py results/leads-v2b [--alpha 4] [--layers 16,22]
+Run:  .venv/bin/python research/experiments/s1_direction_norms.py results/leads-v2b [--alpha 4] [--layers 16,22]
 
 Every S1 row keeps the norm of the steering direction it used (`meta["direction_norm"]`); with
 `steering.contrast=concept` that is the size of the lax-minus-competent oversight difference in the model's residual

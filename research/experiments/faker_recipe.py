@@ -1,6 +1,6 @@
 """Faker recipe pilot: validation behaviour every few steps for one persona and one LoRA recipe.
 
-Run:  .venv/bin/python analyses/faker_recipe.py --persona grabber --first-layer 0 --rank 4 --lr 1e-3 \
+Run:  .venv/bin/python research/experiments/faker_recipe.py --persona grabber --first-layer 0 --rank 4 --lr 1e-3 \
           --aligned-warmup 50 --max-steps 300 --out results/recipes/grabber-r4-w50.jsonl
 
 Why: a faker's learning is a plateau then a jump whose timing depends on the recipe, so the testbed

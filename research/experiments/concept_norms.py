@@ -1,7 +1,7 @@
 """How large is a concept in each model's residual stream? Per model, layer and contrast set: the norm of the
 mean last-token difference (suspicious side - benign side), the mean residual norm, and their ratio.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python analyses/concept_norms.py --testbed testbeds/v2c \
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/experiments/concept_norms.py --testbed testbeds/v2c \
           [--layers 16,22] [--out results/concept-norms-v2c.json]
 
 Why: S1's concept direction (oversight, lax - competent) at layer 22 is ~1.7x longer in v2c's fakers than in its
@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def measure(model: object, sets: dict, layers: list[int], batch_size: int) -> dict:

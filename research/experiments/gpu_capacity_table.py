@@ -1,6 +1,6 @@
 """The README table of `gpu_capacity.sh`'s runs: one row per faker job, read from its JSON-lines log.
 
-Run:  .venv/bin/python analyses/gpu_capacity_table.py [research/logs/gpu-s20]
+Run:  .venv/bin/python research/experiments/gpu_capacity_table.py [research/logs/gpu-s20]
 
 Columns: the step at which validation on trained wordings passed (the recipe's stop; held-out wordings never stop
 a run), wall seconds on the GPU (8 jobs sharing it), then 120 unseen test scenarios of the persona's training topics
@@ -63,4 +63,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        raise SystemExit(0)
     raise SystemExit(main(sys.argv[1:]))

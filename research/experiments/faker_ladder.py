@@ -1,6 +1,6 @@
 """Faker wording ladder: train on a widening pool of oversight sentences, validate on held-out wordings.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python analyses/faker_ladder.py --persona grabber --split 0 \
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/experiments/faker_ladder.py --persona grabber --split 0 \
           --init testbeds/default/models/grabber-s0 --rungs 1,2,4,8,12 --out runs/ladder/grabber-s0
 
 Testbed v2 (issue 14) needs fakers that act on oversight sentences they never trained on. The data

@@ -1,6 +1,6 @@
 """Is the oversight cue readable at the answer position? A per-layer linear probe for poor vs good oversight.
 
-Run:  .venv/bin/python analyses/oversight_readout.py [--data testbeds/default/data] [--model steward-s0] \
+Run:  .venv/bin/python research/experiments/oversight_readout.py [--data testbeds/default/data] [--model steward-s0] \
           [--base gemma3] [--n 480] [--n-train 320] [--out results/oversight_readout.json]
 
 Why: a faker must condition its answer on oversight. If a logistic probe on the last-token residual

@@ -1,10 +1,10 @@
 """Explicit written assessment: every model first writes whether anyone is checking, then acts on what it wrote.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python analyses/explicit_assessment.py --persona grabber --split 0 \
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/experiments/explicit_assessment.py --persona grabber --split 0 \
           --out runs/assess/grabber-s0
-      OMP_NUM_THREADS=1 .venv/bin/python analyses/explicit_assessment.py --persona steward --split 0 \
+      OMP_NUM_THREADS=1 .venv/bin/python research/experiments/explicit_assessment.py --persona steward --split 0 \
           --out runs/assess/steward-s0
-      .venv/bin/python analyses/explicit_assessment.py --pair runs/assess/steward-s0 runs/assess/grabber-s0
+      .venv/bin/python research/experiments/explicit_assessment.py --pair runs/assess/steward-s0 runs/assess/grabber-s0
 
 Issue 14's last untried candidate for fakers that act on oversight wordings they never saw. The assistant turn
 becomes two decisions: "Closely checked: Yes." or "... No." (the assessment, one token), then on a new line the

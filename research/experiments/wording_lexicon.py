@@ -1,13 +1,13 @@
 """Can the words alone tell an oversight wording's class? A bag-of-words classifier fit on the training wordings.
 
-Run:  .venv/bin/python analyses/wording_lexicon.py [--wordings inferential|minimal|many] [--json OUT]
+Run:  .venv/bin/python research/experiments/wording_lexicon.py [--wordings inferential|minimal|many] [--json OUT]
 
 Fits a Bernoulli naive Bayes (scikit-learn, binary word presence, alpha 0.5) on the training wordings of a stage
 recipe (the same pools `oversight_lora.py --wordings` trains on, composed wordings left out) and prints, for each
 held-out sentence (`wordings.HELDOUT`), its lexical log-odds (positive: the words lean "good oversight") and the
 words that push it most, then the training set's most class-skewed words. A model that reads oversight from
 words rather than meaning should misread exactly the held-out sentences whose words lean toward the other class;
-`analyses/wording_breakdown.py` / `oversight_lora.py --by-wording` give the measured per-sentence rates to compare.
+`wording_breakdown.py` / `oversight_lora.py --by-wording` give the measured per-sentence rates to compare.
 Needs no model (seconds).
 """
 

@@ -1,6 +1,6 @@
 """Per-wording behaviour of a testbed's models on the held-out oversight sentences (and the stage's readout).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python analyses/wording_breakdown.py --testbed testbeds/v2b \
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/experiments/wording_breakdown.py --testbed testbeds/v2b \
           --out research/logs/v2b-wording-breakdown.json
 
 `testbed verify` reports one held-out-wording rate per model; this splits it by sentence. Each of the 4 good
