@@ -21,19 +21,20 @@ PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autoca
                   "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
 
 
-def check_precision_option(precision: str) -> Precision:
-    """--precision as a `Precision` (the one check, `core.precision.check_precision`), a bad value refused as the
-    CLI's other options are (naming the choices)."""
+def check_precision_option(precision: str, device: str = "cpu") -> Precision:
+    """--precision as a `Precision` (the one check, `core.precision.check_precision`) for the device the command
+    computes on (detection: the CPU), a bad value refused as the CLI's other options are (naming the choices)."""
     import typer
 
     from ..core.precision import PRECISIONS, check_precision
     from ..errors import DataError
 
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision")
     try:
-        return check_precision(precision)
-    except DataError:
-        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision") \
-            from None
+        return check_precision(precision, device)
+    except DataError as e:
+        raise typer.BadParameter(f"{precision!r}: {e}", param_hint="--precision") from None
 
 
 def check_device_option(device: str) -> str:

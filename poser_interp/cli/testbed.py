@@ -81,9 +81,9 @@ def testbed_build(
         overrides["recipe.threads"] = threads
     if batch_size is not None:
         overrides["recipe.batch_size"] = batch_size
-    if precision is not None:
-        overrides["recipe.precision"] = check_precision_option(precision)
     device = check_device_option(device)
+    if precision is not None:  # checked for the build's device (fp16 autocast: GPUs only)
+        overrides["recipe.precision"] = check_precision_option(precision, device)
     config = load_recipe(recipe, [*(set_ or ()), *(f"{k}={_toml(v)}" for k, v in overrides.items())])
     if dry_run:
         import json
