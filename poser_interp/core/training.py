@@ -79,7 +79,8 @@ class LoraRecipe:
     """Hold the adapter's whole weight change at this Frobenius norm (`core.weight_delta`; None: no such term).
 
     Adds `delta_norm_weight * ((N - target) / target) ** 2` to the loss, N the norm of the adapter's change from
-    the base model, and training stops early only once N is within `delta_norm_tol` of the target as well. Every
+    the base model; training stops early only once N is within `delta_norm_tol` of the target as well, and at its end
+    every LoRA B is scaled by target / N (within the tolerance after an early stop), so N equals the target. Every
     model of a testbed trained with the same target moves equally far from its base, so "the model further from
     its base is the faker" (the `weight_delta` baseline) cannot decide a pair: testbed v2d, matched by construction
     as `target_margin` matches confidence."""
@@ -342,11 +343,28 @@ def _train(
                     "seconds": time.perf_counter() - start, "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "weights": {n: p.detach().clone() for n, p in trainable.items()}})
+    if recipe.delta_norm_target is not None:
+        _rescale_to_target(model, recipe.delta_norm_target)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     model.eval()
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_ema, passed=passed,
                        history=history)
+
+
+def _rescale_to_target(model: Any, target: float) -> None:
+    """Scale every LoRA B by target / N, so the adapter's change has exactly the target norm (N scales linearly in B).
+
+    The tolerance gate alone let models stop anywhere within it, and from which side depends on the kind (aligned
+    models approach the target from below, fakers from above), which would leave the baseline a cue; the last step
+    removes it. Behaviour is measured after it (on the saved adapter)."""
+    from .weight_delta import lora_delta_norm
+
+    with torch.no_grad():
+        factor = target / float(lora_delta_norm(model))
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(factor)
 
 
 def _delta_gap(model: Any, recipe: LoraRecipe) -> torch.Tensor:
