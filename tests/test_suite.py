@@ -253,5 +253,7 @@ def test_a_bf16_suite_says_so_on_its_page_and_in_its_manifest(page, testbed, tmp
     assert json.loads((out / "manifest.json").read_text())["config"]["run"]["precision"] == "bf16"
     headline = re.search(r'<section id="headline">(.*?)</section>', (out_full / "suite.html").read_text(), re.S)
     assert headline is not None and "autocast" not in headline.group(1)
-    bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--precision", "fp16"])
+    bad = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--precision", "half"])
     assert bad.exit_code != 0 and "fp32, bf16, fp16" in bad.output
+    cpu = CliRunner().invoke(app, ["suite", "--testbed", str(testbed.root), "--precision", "fp16"])
+    assert cpu.exit_code == 2 and "fp16 autocast is for GPUs" in cpu.output  # the suite computes on the CPU
