@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
     from ..viz.audit_page import write_audit_page
 
     write_audit_page(record, out / "audit.html")
-    return replace(verdict)
+    return verdict
 
 
 def _vote(store: ResultsStore, strategy: Any, ids: Sequence[str], config: AuditConfig,
