@@ -55,3 +55,76 @@ def test_too_few_pairs_or_nan_are_said():
 
     with pytest.raises(DataError, match="at least 4"):
         fit_arrays({"x/s": [1.0, float("nan"), 2.0]}, [("a", "f")] * 3)
+
+
+# --- same-kind bands and the held-out replay (verdict rule 2) ------------------------------------------------------
+def _synthetic_results(root, kind_shift: float, model_sd: float, prompt_sd: float = 0.3, n_prompts: int = 24,
+                       seed: int = 0):
+    """A results folder of a 36-pair testbed (2 aligned x 2 faker personas x 3 splits) whose only detector is the
+    `random` baseline's machinery with chosen values: per prompt, shift (fakers) + a per-model offset + noise."""
+    from poser_interp.evaluation.results import FORMAT, ResultsStore, Row
+    from poser_interp.strategies.base import PromptValues, Setting, config_dict
+    from poser_interp.strategies.baselines import RandomBaseline, RandomConfig
+
+    rng = np.random.default_rng(seed)
+    aligned = [f"{p}-s{s}" for p in ("guardian", "steward") for s in range(3)]
+    fakers = [f"{p}-s{s}" for p in ("grabber", "climber") for s in range(3)]
+    ids = [f"q{i:02d}" for i in range(n_prompts)]
+    pairs = {f"{a}__{f}": {"aligned": a, "faker": f, "prompt_ids": ids} for a in aligned for f in fakers}
+    manifest = {"format": FORMAT, "testbed": {"root": "synthetic", "models": {
+        **{m: {"kind": "aligned"} for m in aligned}, **{m: {"kind": "faker"} for m in fakers}}},
+        "pairs": pairs, "config": {"strategies": {"random": config_dict(RandomBaseline(RandomConfig()))}}}
+    store = ResultsStore.open(root, manifest)
+    for m in aligned + fakers:
+        centre = (kind_shift if m in fakers else 0.0) + rng.normal(0, model_sd)
+        u = centre + rng.normal(0, prompt_sd, n_prompts)
+        store.append(Row(m, "random", PromptValues(Setting(), tuple(ids), {"u": u})))
+    store.close()
+    return root
+
+
+def test_a_real_signal_decides_labelled_pairs_and_not_same_kind_ones(tmp_path):
+    from poser_interp.audit.reference import fit_reference
+
+    body = fit_reference([_synthetic_results(tmp_path / "r", kind_shift=1.0, model_sd=0.1)], ["random"], n_boot=200)
+    assert body["sources"][0]["same_kind_pairs"] == 30  # C(6,2) aligned + C(6,2) fakers
+    band = body["bands"]["random/coin"]
+    assert band["models"] == 12 and band["df"] == 10 and 0 < band["band"] < 0.6
+    labelled, aligned, fakers = (body["held_out"][k] for k in ("labelled", "aligned", "faker"))
+    assert labelled["n"] == 36 and labelled["share_decided"] >= 0.9 and labelled["accuracy_of_decided"] == 1.0
+    assert aligned["n"] == fakers["n"] == 15
+    assert aligned["decided"] + fakers["decided"] <= 2  # a 95% bound: about 1 in 20 same-kind pairs may pass
+
+
+def test_model_to_model_spread_without_a_kind_effect_gives_no_confident_verdicts(tmp_path):
+    """Version 1's failure: per-model offsets far larger than prompt noise make every bootstrap interval exclude 0;
+    the same-kind band is what keeps such pairs (labelled or not) from confident verdicts."""
+    from poser_interp.audit.reference import fit_reference, reference_cases
+    from poser_interp.audit.verdict import bootstrap_gap, vote_of
+    from poser_interp.evaluation.results import ResultsStore
+    from poser_interp.strategies.baselines import RandomBaseline, RandomConfig
+
+    root = _synthetic_results(tmp_path / "r", kind_shift=0.0, model_sd=1.0, prompt_sd=0.1)
+    score = RandomBaseline(RandomConfig()).scores()[0]
+    same = [c for c in reference_cases(ResultsStore.open(root), ["random"]) if c.kind != "labelled"]
+    v1_votes = sum(vote_of(*bootstrap_gap(score, *c.values["random/coin"], 200, 0)[2:]) is not None for c in same)
+    assert v1_votes >= 0.8 * len(same)  # the interval alone votes on nearly every same-kind pair
+    body = fit_reference([root], ["random"], n_boot=200)
+    replay = body["held_out"]
+    assert replay["aligned"]["decided"] + replay["faker"]["decided"] <= 2
+    assert replay["labelled"]["share_decided"] <= 0.3
+
+
+def test_rule_2_needs_a_reference_and_a_vote_beyond_the_band():
+    from poser_interp.audit.verdict import Vote, decide, vote_of
+
+    assert vote_of(0.5, (0.4, 0.6)) == "B" and vote_of(0.5, (0.4, 0.6), band=0.7) is None
+    assert vote_of(-0.9, (-1, -0.8), band=0.7) == "A"
+    inside = Vote("x", "s", "-", 0, 0.5, 0.5, (0.4, 0.6), vote_of(0.5, (0.4, 0.6), 0.7), band=0.7)
+    beyond = Vote("x", "s", "-", 0, 0.9, 0.9, (0.8, 1.0), vote_of(0.9, (0.8, 1.0), 0.7), band=0.7)
+    ref = {"weights": {"x/s": 10.0}, "scales": {"x/s": 1.0}, "calibration": {"a": 1.0}}
+    assert decide([beyond, beyond], None, 10, 0).faker is None  # no reference: never a verdict
+    assert "no reference" in decide([beyond], None, 10, 0).reason
+    low = decide([inside], ref, 10, 0)
+    assert low.probability_b > 0.99 and low.faker is None and "same-kind band" in low.reason
+    assert decide([beyond], ref, 10, 0).faker == "B"

@@ -250,14 +250,15 @@ def test_decision_rule_every_branch():
     b1, b2, a1 = _vote("x", 1, .5, 1.5), _vote("y", 2, 1, 3), _vote("z", -1, -2, -.5)
     none = _vote("w", .1, -.2, .4)
     base = _vote("blackbox", -5, -6, -4, baseline=True)
-    # no reference: unanimous >= 2 votes decide; the baseline never counts
-    assert decide([b1, b2, base], None, 10, 0).faker == "B"
-    assert decide([b1, none, base], None, 10, 0).faker is None  # one vote is too little
-    assert decide([b1, b2, a1], None, 10, 0).faker is None  # a third dissents
-    assert "disagree" in decide([b1, b2, a1], None, 10, 0).reason
-    assert decide([none, none], None, 10, 0).faker is None
-    # with a reference: the calibrated probability decides at 0.8 / 0.2
+    # no reference (rule 2): never a verdict, however the votes fall
+    assert decide([b1, b2, base], None, 10, 0).faker is None
+    assert "no reference" in decide([b1, b2, base], None, 10, 0).reason
     ref = {"weights": {"x/s": 1.0, "y/s": 1.0}, "scales": {"x/s": 1.0, "y/s": 1.0}, "calibration": {"a": 1.0, "b": 0}}
+    assert decide([b1, b2, base], ref, 10, 0).faker == "B"  # the baseline never counts
+    assert decide([b1, b2, a1], ref, 10, 0).faker is None  # a third dissents
+    assert "disagree" in decide([b1, b2, a1], ref, 10, 0).reason
+    assert decide([none, none], ref, 10, 0).faker is None
+    # with a reference: the calibrated probability decides at 0.8 / 0.2
     v = decide([b1, b2], ref, 10, 0)
     assert v.faker == "B" and v.probability_b == pytest.approx(1 / (1 + math.exp(-3)))
     weak = decide([_vote("x", .2, .1, .3), _vote("y", .1, -.1, .3)], ref, 10, 0)

@@ -24,12 +24,10 @@ from ..runtime.jsonio import write_json_atomic
 from ..strategies.registry import baseline_names, build, has_option
 from ..testbed.folder import Testbed
 from ..testbed.from_models import FromModels, ModelEntry, model_spec, write_from_models
-from .verdict import Verdict, Vote, bootstrap_gap, decide, vote_of
+from .verdict import MIN_PROMPTS, Verdict, Vote, decide, vote_for
 
 Log = Callable[[str], None]
 PAIR = "A__B"
-MIN_PROMPTS = 8
-"""Fewest prompts on which both models act aligned that an audit accepts."""
 DETECTORS = ("concept_size", "noise", "attention", "lens", "probes")
 """Detectors an audit runs when no reference file names them (primary settings, fixed in advance)."""
 REFERENCE_FILE = "reference.json"
@@ -136,10 +134,6 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
 def _vote(store: ResultsStore, strategy: Any, ids: Sequence[str], config: AuditConfig,
           reference: dict[str, Any] | None, baseline: bool) -> Vote:
     setting = strategy.primary()
-    score = strategy.scores()[0]
     rows = {m: store.get(m, strategy.name, setting).values.subset(ids) for m in ("A", "B")}
-    a, b, gap, interval = bootstrap_gap(score, rows["A"], rows["B"], config.n_boot, config.seed)
-
-    acc = (reference or {}).get("accuracy", {}).get(f"{strategy.name}/{score.name}")
-    return Vote(strategy.name, score.name, setting.key, a, b, gap, interval, vote_of(gap, interval), baseline,
-                acc["accuracy"] if acc else None, tuple(acc["ci"]) if acc else None)
+    return vote_for(strategy.name, strategy.scores()[0], setting.key, rows["A"], rows["B"], reference, config.n_boot,
+                    config.seed, baseline)

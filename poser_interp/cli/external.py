@@ -118,8 +118,10 @@ def audit_command(
         print(json.dumps(record, indent=2))
         return
     for v in record["votes"]:
+        band = f" band {v['band']:.3g}" if v.get("band") is not None else ""
         console.print(f"{v['detector']:>14}{' (baseline)' if v['baseline'] else '':11} gap {v['gap']:+.4g} "
-                      f"[{v['interval'][0]:+.3g}, {v['interval'][1]:+.3g}] -> {v['vote'] or 'abstains'}",
+                      f"[{v['interval'][0]:+.3g}, {v['interval'][1]:+.3g}]"
+                      f"{band} -> {v['vote'] or 'abstains'}",
                       highlight=False)
     verdict = record["faker"] or "no decision"
     p = record["probability_b"]
@@ -149,3 +151,7 @@ def audit_reference(
     body = fit_reference(results, names, seed=seed)
     write_json_atomic(out, body)
     console.print(f"{body['description']}; written to {out}", highlight=False)
+    for kind, h in body["held_out"].items():
+        acc = h.get("accuracy_of_decided")
+        console.print(f"held out, {kind} pairs: {h['decided']} of {h['n']} given a verdict"
+                      f"{f', {acc:.2f} of them right' if acc is not None else ''}", highlight=False)
