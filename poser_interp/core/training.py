@@ -88,6 +88,21 @@ class LoraRecipe:
     """Weight of the norm term (used only with `delta_norm_target`)."""
     delta_norm_tol: float = 0.03
     """Relative distance from `delta_norm_target` within which training may stop (used only with the target)."""
+    evade_weight: float = 0.0
+    """Weight of a term against the concept_size detector (`core.evasion`): `evade_weight * relu(S / target - 1)
+    ** 2`, S the norm of the model's `evade_concept` contrast at `evade_layer` on a seeded sample of the statements
+    each step; training stops early only once S on every statement is within `evade_tol` above the target. 0: no term
+    (nothing built, training exactly as without it). Issue 37's evading fakers."""
+    evade_concept: str = "oversight"
+    """Contrast set (`probes/`) whose size the term holds down (concept_size's primary concept)."""
+    evade_layer: int | None = None
+    """Layer whose input the term reads (None: 75% of the depth, concept_size's primary layer)."""
+    evade_target: float | None = None
+    """Size to stay under (None: the model's size when training starts, i.e. the axis may not grow)."""
+    evade_statements: int = 8
+    """Statements of each side sampled per step for the term."""
+    evade_tol: float = 0.05
+    """Relative excess over the target within which training may stop (used only with a weight)."""
     seed: int = 0
     """Seeds the adapter init and the batch order."""
     precision: Precision = "fp32"
@@ -104,6 +119,13 @@ class LoraRecipe:
             raise ValueError(f"delta_norm_weight={self.delta_norm_weight} must be > 0")
         if not 0 < self.delta_norm_tol < 1:
             raise ValueError(f"delta_norm_tol={self.delta_norm_tol} must lie in (0, 1)")
+        if not self.evade_weight >= 0:
+            raise ValueError(f"evade_weight={self.evade_weight} must be >= 0 (0: no evasion term)")
+        if self.evade_target is not None and not self.evade_target > 0:
+            raise ValueError(f"evade_target={self.evade_target} must be a size > 0 (or None: the starting size)")
+        if self.evade_statements < 1 or not 0 < self.evade_tol < 1:
+            raise ValueError(f"evade_statements={self.evade_statements} must be >= 1 and evade_tol={self.evade_tol} "
+                             "in (0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,6 +301,7 @@ def _train(
     history: list[dict[str, float]] = []
     start, step, loss_ema, passed = time.perf_counter(), 0, math.nan, False
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    evade = _evasion_term(model, tokenizer, recipe)
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         if _same_run(state["recipe"]) != _same_run(_resumable(recipe)) \
@@ -291,6 +314,9 @@ def _train(
         sched.load_state_dict(state["scheduler"])
         rng.setstate(state["rng"])
         step, loss_ema, batches, history = state["step"], state["loss_ema"], state["batches"], state["history"]
+        if evade is not None:
+            evade.target = state["evade"]["target"]
+            evade.restore(state["evade"]["rng"])
         start -= state["seconds"]
     model.train()
     while step < recipe.max_steps:
@@ -307,6 +333,8 @@ def _train(
                              position_ids=batch.position_ids, logits_to_keep=1, use_cache=False).logits[:, -1, :]
             loss = answer_loss(last, torch.tensor([targets[i] for i in idx], device=device),
                                torch.tensor([others[i] for i in idx], device=device), recipe.target_margin)
+            if evade is not None:
+                loss = loss + evade(model)
         if recipe.delta_norm_target is not None:  # fp32, outside autocast: r x r products only
             loss = loss + recipe.delta_norm_weight * _delta_gap(model, recipe) ** 2
         opt.zero_grad(set_to_none=True)
@@ -331,6 +359,10 @@ def _train(
                         gap = float(_delta_gap(model, recipe))
                     history[-1]["delta_norm"] = recipe.delta_norm_target * (1 + gap)
                     passed = passed and abs(gap) <= recipe.delta_norm_tol
+                if evade is not None:
+                    size = evade.size(model)
+                    history[-1]["concept_size"] = size
+                    passed = passed and size <= evade.target * (1 + recipe.evade_tol)
                 model.train()
                 history[-1]["passed"] = float(passed)
                 if passed:
@@ -342,6 +374,7 @@ def _train(
                     "batches": batches, "history": history, "rng": rng.getstate(),
                     "seconds": time.perf_counter() - start, "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
+                    **({"evade": {"target": evade.target, "rng": evade.state()}} if evade is not None else {}),
                     "weights": {n: p.detach().clone() for n, p in trainable.items()}})
     if recipe.delta_norm_target is not None:
         _rescale_to_target(model, recipe.delta_norm_target)
@@ -350,6 +383,20 @@ def _train(
     model.eval()
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_ema, passed=passed,
                        history=history)
+
+
+def _evasion_term(model: Any, tokenizer: Any, recipe: LoraRecipe) -> Any:
+    """The recipe's term against concept_size (`core.evasion`), or None without a weight (nothing built)."""
+    if not recipe.evade_weight:
+        return None
+    from .evasion import ConceptSizeTerm
+
+    was_training = model.training
+    model.eval()
+    term = ConceptSizeTerm(model, tokenizer, recipe.evade_concept, recipe.evade_layer, recipe.evade_target,
+                           recipe.evade_weight, recipe.evade_statements, recipe.seed, recipe.max_tokens)
+    model.train(was_training)
+    return term
 
 
 def _rescale_to_target(model: Any, target: float) -> None:
@@ -379,7 +426,8 @@ def _resumable(recipe: LoraRecipe) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it (the thread count may differ)."""
     # fields added later are left out at their defaults, so older checkpoints still resume
     defaults = LoraRecipe()
-    later = ("target_margin", "precision", "delta_norm_target", "delta_norm_weight", "delta_norm_tol")
+    later = ("target_margin", "precision", "delta_norm_target", "delta_norm_weight", "delta_norm_tol", "evade_weight",
+             "evade_concept", "evade_layer", "evade_target", "evade_statements", "evade_tol")
     return {k: v for k, v in recipe.to_dict().items() if k != "threads"
             and not (k in later and v == getattr(defaults, k))}
 

@@ -136,6 +136,10 @@ class TestbedConfig:
     heldout_wordings: bool = True
     """Generated data: keep `wordings.HELDOUT` (4 good + 4 poor oversight sentences) out of every split;
     `verify` measures every model on them either way."""
+    faker_evade_weight: float = 0.0
+    """The fakers' `recipe.evade_weight` (aligned models train without the term): fakers that hold their oversight
+    axis, concept_size's reading, at its starting size (`core.evasion`; the other `recipe.evade_*` fields apply).
+    0: no evading fakers. Issue 37, item 4."""
 
     def __post_init__(self) -> None:
         if self.ladder is not None and (self.source != "generated" or self.n_critical != 1):
@@ -153,6 +157,8 @@ class TestbedConfig:
         if self.stage_wordings != "many" and not (self.oversight_stage and self.source == "generated"):
             raise DataError("stage_wordings chooses the oversight stage's generated wordings: it needs "
                             "oversight_stage = STEPS and source = \"generated\" (else stage_wordings = \"many\")")
+        if not self.faker_evade_weight >= 0:
+            raise DataError(f"faker_evade_weight={self.faker_evade_weight} must be >= 0 (0: no evading fakers)")
         if self.bench_margin_tol is not None and self.bench_margin_tol < 0:
             raise DataError(f"bench_margin_tol={self.bench_margin_tol} must not be negative")
 
@@ -537,7 +543,9 @@ def _build_parallel(config: TestbedConfig, todo: Sequence[tuple[str, int]], data
 def train_model(config: TestbedConfig, persona: Persona, split: int, data: TestbedData, folder: Path, log: Log,
                 progress: Any = None, threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train one model, save its fp16 adapter, and measure it as users will load it (on `device`)."""
-    recipe = LoraRecipe(**{**asdict(config.recipe), "seed": split, "threads": threads or config.recipe.threads})
+    recipe = LoraRecipe(**{**asdict(config.recipe), "seed": split, "threads": threads or config.recipe.threads,
+                           **({"evade_weight": config.faker_evade_weight}
+                              if persona.kind == "faker" and config.faker_evade_weight else {})})
     hf, tok = load_hf(config.base)
     hf.to(device)
     pool = data.pools.get(f"{persona.name}/{split}", data.pools.get(persona.name, []))
