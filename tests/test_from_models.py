@@ -216,6 +216,10 @@ def test_audit_on_two_full_checkpoints_writes_a_verdict(testbed, checkpoints, tm
     assert (out / "audit.html").exists() and "Verdict" in (out / "audit.html").read_text() or \
         "No decision" in (out / "audit.html").read_text()
     assert json.loads((out / "verdict.json").read_text())["n_prompts"] == record["n_prompts"] >= 2
+    # audit computes each detector's primary setting alone (a quick run would add the rest of S2's scales)
+    rows = [json.loads(x) for x in (out / "results" / "rows.jsonl").read_text().splitlines()]
+    noise_keys = {r["key"] for r in rows if r["strategy"] == "noise"}
+    assert noise_keys == {next(v["setting"] for v in record["votes"] if v["detector"] == "noise")}
 
 
 @pytest.mark.parametrize("args, message", [

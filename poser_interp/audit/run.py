@@ -114,7 +114,7 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
     runnable, skipped = applicable(testbed, strategies, config.max_prompts)
     for name, why in skipped.items():
         log(f"{name}: not run on this pair. {why}")
-    run_detection(testbed, runnable, out / "results", pairs=[PAIR], progress=progress, log=log, quick=True,
+    run_detection(testbed, runnable, out / "results", pairs=[PAIR], progress=progress, log=log, primary_only=True,
                   config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
                                    precision=check_precision(config.dtype)))
     store = ResultsStore.open(out / "results")

@@ -169,7 +169,7 @@ def quick_settings(strategy: Strategy) -> tuple[Setting, ...]:
 def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path,
                   pairs: Sequence[str] | None = None, config: RunConfig = RunConfig(), progress: Any = None,
                   log: Log = print, load: Callable[[str], Any] | None = None, workers: int = 1,
-                  quick: bool = False, executor: Executor | None = None) -> Evaluation:
+                  quick: bool = False, executor: Executor | None = None, primary_only: bool = False) -> Evaluation:
     """Compute what is missing in `out` (resuming), then evaluate the selected pairs from the store.
 
     quick: compute only each strategy's `quick_settings` (the primary setting, on which every headline number rests,
@@ -180,17 +180,20 @@ def run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | P
     them first (rows stored of rows to compute; its time estimate assumes rows cost alike). load: model id -> hooked
     model (default: `testbed.load`, hash-checked). workers > 1: that many models at once, each in a process of its
     own with one thread (`testbed.load` only); this process alone writes the store, row by row as they arrive, so
-    the numbers and the resume behaviour are those of one worker. executor: where models are computed (default:
-    local, as `workers` says); a Ray executor runs one Ray task per model with work, at most `workers` at a time
-    (`runtime.executors`), its rows streamed back and stored here as they arrive: the same rows, the same resume.
+    the numbers and the resume behaviour are those of one worker. primary_only: compute each strategy's primary
+    setting alone, not what comes free with it in a quick run (audit reads nothing else). executor: where models
+    are computed (default: local, as `workers` says); a Ray executor runs one Ray task per model with work, at most
+    `workers` at a time (`runtime.executors`), its rows streamed back and stored here as they arrive: the same rows,
+    the same resume.
     """
     with using_style(testbed.prompt_format):  # every prompt rendered as the testbed's models expect
-        return _run_detection(testbed, strategies, out, pairs, config, progress, log, load, workers, quick, executor)
+        return _run_detection(testbed, strategies, out, pairs, config, progress, log, load, workers, quick, executor,
+                              primary_only)
 
 
 def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | Path, pairs: Sequence[str] | None,
                    config: RunConfig, progress: Any, log: Log, load: Callable[[str], Any] | None, workers: int,
-                   quick: bool, executor: Executor | None = None) -> Evaluation:
+                   quick: bool, executor: Executor | None = None, primary_only: bool = False) -> Evaluation:
     check_strategies(strategies)
     on_ray = executor is not None and executor.is_ray
     if workers < 1 or ((workers > 1 or on_ray) and load is not None):
@@ -199,7 +202,8 @@ def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | 
     plan = make_plan(testbed, pairs, config.max_prompts)
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
         strategy.preflight(plan.every(), testbed.root)
-    wanted = {s.name: quick_settings(s) if quick else s.settings() for s in strategies}
+    wanted = {s.name: (s.primary(),) if primary_only else quick_settings(s) if quick else s.settings()
+              for s in strategies}
     manifest = manifest_for(testbed, strategies, config, plan)
     with ResultsStore.open(out, manifest) as store:  # holds the folder's write lock until every row is stored
         todos = {model: _todo(store, model, prompts, wanted) for model, prompts in plan.prompts.items()}
