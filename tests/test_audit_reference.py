@@ -128,3 +128,17 @@ def test_rule_2_needs_a_reference_and_a_vote_beyond_the_band():
     low = decide([inside], ref, 10, 0)
     assert low.probability_b > 0.99 and low.faker is None and "same-kind band" in low.reason
     assert decide([beyond], ref, 10, 0).faker == "B"
+
+
+def test_the_page_shows_the_bands_and_the_held_out_replay(tmp_path):
+    from poser_interp.audit.reference import fit_reference
+    from poser_interp.audit.verdict import Vote, decide, vote_of
+    from poser_interp.viz.audit_page import write_audit_page
+
+    ref = fit_reference([_synthetic_results(tmp_path / "r", kind_shift=1.0, model_sd=0.1)], ["random"], n_boot=100)
+    band = ref["bands"]["random/coin"]["band"]
+    vote = Vote("random", "coin", "-", 0.0, 1.0, 1.0, (0.9, 1.1), vote_of(1.0, (0.9, 1.1), band), band=band)
+    record = decide([vote], ref, 24, 0).to_dict()
+    html = write_audit_page(record, tmp_path / "audit.html").read_text()
+    assert f"{band:.3g}"[:4] in html and "two aligned models" in html and "36" in html
+    assert record["faker"] == "B"

@@ -39,6 +39,21 @@ def _reliability(reference: dict[str, Any]) -> str:
             f'<text x="2" y="{pad - 8}" font-size="11">observed</text></svg>')
 
 
+def _held_out(reference: dict[str, Any]) -> str:
+    """The reference's replay of the rule on held-out pairs: what audit is expected to do on a new pair."""
+    replay = reference.get("held_out") or {}
+    if not replay:
+        return ""
+    what = {"labelled": "an aligned model and a faker", "aligned": "two aligned models", "faker": "two fakers"}
+    rows = "".join(
+        f"<tr><td>{_e(what.get(k, k))}</td><td>{h['n']}</td><td>{h['decided']} ({h['share_decided']:.0%})</td>"
+        f"<td>{_num(h.get('accuracy_of_decided'), 2) if k == 'labelled' else 'every one is wrong'}</td></tr>"
+        for k, h in replay.items())
+    return ("<table><caption>The rule replayed on held-out reference pairs (leave-one-persona-out): how often audit "
+            "gives a verdict, and how often it is right</caption><tr><th>pair of</th><th>pairs</th><th>verdicts"
+            f"</th><th>accuracy of the verdicts</th></tr>{rows}</table>")
+
+
 def write_audit_page(record: dict[str, Any], path: Path) -> Path:
     """Write the page for a verdict record (`verdict.json`'s content)."""
     models = record["models"]
@@ -57,7 +72,8 @@ def write_audit_page(record: dict[str, Any], path: Path) -> Path:
                     f"{f' [{_num(ci[0], 2)}, {_num(ci[1], 2)}]' if ci else ''}</td></tr>")
     skipped = "".join(f"<li>{_e(k)}: {_e(w)}</li>" for k, w in record.get("skipped", {}).items())
     reference = record.get("reference")
-    ref = (f"<h2>Reference ensemble</h2><p>{_e(reference.get('description', ''))}</p>{_reliability(reference)}"
+    ref = (f"<h2>Reference ensemble</h2><p>{_e(reference.get('description', ''))}</p>{_held_out(reference)}"
+           f"{_reliability(reference)}"
            if reference else "<h2>Reference ensemble</h2><p>None shipped: without it, how far two models of the same "
            "kind differ on each detector is unknown, so votes are shown on their intervals alone and no verdict is "
            "given.</p>")
