@@ -72,6 +72,8 @@ def testbed_build(
     from ..testbed.recipe import load_recipe
 
     at_most(MAX_COUNT, workers=workers, threads=threads, batch_size=batch_size)
+    device = check_device_option(device, split=False)  # a training runs on one GPU
+    arithmetic = dtype_option(dtype, precision, device, default=None)  # checked for the device (fp16: GPUs)
     if recipe is None and _holds_testbed(out):
         recipe = out / "manifest.json"
         typer.echo(f"{out} holds a testbed: building with its own recipe ({recipe})", err=True)
@@ -84,8 +86,6 @@ def testbed_build(
         overrides["recipe.threads"] = threads
     if batch_size is not None:
         overrides["recipe.batch_size"] = batch_size
-    device = check_device_option(device, split=False)  # a training runs on one GPU
-    arithmetic = dtype_option(dtype, precision, device, default=None)  # checked for the device (fp16: GPUs)
     if arithmetic is not None:
         overrides["recipe.precision"] = arithmetic
     config = load_recipe(recipe, [*(set_ or ()), *(f"{k}={_toml(v)}" for k, v in overrides.items())])

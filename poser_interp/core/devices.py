@@ -92,12 +92,14 @@ def model_bytes(model: Any) -> int:
 
 
 def check_fits(need: int, device: torch.device | str, what: str) -> None:
-    """Log the memory `what` needs on `device`; on a GPU, DataError naming the fix when torch says less is free."""
+    """On a GPU: say (a logged line, shown on stderr) the memory `what` needs and what is free, and refuse with
+    DataError naming the fix when torch reports less free than that. On the CPU: nothing (the OS swaps or kills)."""
     device = torch.device(device)
-    log.info("%s needs about %.2f GB on %s", what, need / 1e9, device)
     if device.type != "cuda":
         return
     free, total = torch.cuda.mem_get_info(device)
+    log.warning("%s needs about %.2f GB on %s (%.2f of %.2f GB free)", what, need / 1e9, device, free / 1e9,
+                total / 1e9)
     if need > free:
         raise DataError(f"{what} needs about {need / 1e9:.2f} GB on {device}, which has {free / 1e9:.2f} of "
                         f"{total / 1e9:.2f} GB free; free GPU memory, run it on a larger GPU, or pass --device cpu")
