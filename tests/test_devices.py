@@ -301,6 +301,27 @@ def test_auto_split_refuses_with_fewer_than_two_gpus():
         place(torch.nn.Linear(2, 2), "auto")
 
 
+def test_auto_split_refuses_a_model_the_gpus_cannot_hold(monkeypatch):
+    """Where accelerate's balance would put part of the model on the CPU (the GPUs' free memory is too small), the
+    split is refused naming the fix: the hooked model does not run a CPU/GPU mix."""
+    import accelerate
+
+    from poser_interp.core.devices import place
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=None: (10**6, 8 * 10**10))
+    asked = {}
+
+    def infer(model, max_memory=None, no_split_module_classes=None):
+        asked.update(max_memory=max_memory, no_split=no_split_module_classes)
+        return {"model.layers.0": 0, "model.layers.1": "cpu"}
+
+    monkeypatch.setattr(accelerate, "infer_auto_device_map", infer)
+    with pytest.raises(DataError, match="does not fit the GPUs' free memory"):
+        place(torch.nn.Linear(2, 2), "auto")
+    assert asked == {"max_memory": {0: 10**6, 1: 10**6}, "no_split": []}
+
+
 # --- S3's copies ------------------------------------------------------------------------------------------------------
 def test_s3_states_its_memory_and_refuses_on_a_gpu_that_cannot_hold_it(monkeypatch, caplog):
     from poser_interp.strategies.learning_speed import copy_bytes

@@ -34,9 +34,9 @@ def check_device(device: str, split: bool = True) -> str:
     kind = _parse(device)
     if kind.type == "cuda":
         if not torch.cuda.is_available():
-            raise DataError(f"--device {device}: this machine has no CUDA GPU (torch sees none); pass --device cpu")
+            raise DataError(f"--device {device!r}: this machine has no CUDA GPU (torch sees none); pass --device cpu")
         if kind.index is not None and kind.index >= torch.cuda.device_count():
-            raise DataError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s) "
+            raise DataError(f"--device {device!r}: this machine has {torch.cuda.device_count()} GPU(s) "
                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return device
 
