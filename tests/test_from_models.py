@@ -176,7 +176,8 @@ def test_no_chat_template_names_the_option(tokenizer):
 
 
 def test_device_and_dtype_refusals():
-    from poser_interp.core.precision import check_device, check_precision
+    from poser_interp.core.devices import check_device
+    from poser_interp.core.precision import check_precision
     from poser_interp.errors import DataError
 
     if not torch.cuda.is_available():

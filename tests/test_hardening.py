@@ -405,7 +405,8 @@ def test_testbed_build_on_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on CI, also where a GPU is present
     out = tmp_path / "new"
     res = cli("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(out), "--device", "cuda")
-    assert res.exit_code == 2 and "--device: 'cuda': this machine has no CUDA device; pass --device cpu" in res.output
+    assert res.exit_code == 2
+    assert "--device: 'cuda': this machine has no CUDA GPU (torch sees none); pass --device cpu" in res.output
     assert "Traceback" not in res.output and not out.exists()
 
 

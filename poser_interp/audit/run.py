@@ -116,7 +116,7 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
         log(f"{name}: not run on this pair. {why}")
     run_detection(testbed, runnable, out / "results", pairs=[PAIR], progress=progress, log=log, primary_only=True,
                   config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
-                                   precision=check_precision(config.dtype)))
+                                   precision=check_precision(config.dtype, config.device), device=config.device))
     store = ResultsStore.open(out / "results")
     ids = store.manifest["pairs"][PAIR]["prompt_ids"]
     votes = [_vote(store, s, ids, config, reference, s.name in baseline_names()) for s in runnable]

@@ -37,12 +37,15 @@ from .common import (
 )
 from .options import (
     EXECUTOR_HELP,
-    PRECISION_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
     WORKERS_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    PrecisionOpt,
+    check_device_option,
     check_executor_option,
-    check_precision_option,
+    dtype_option,
 )
 from .tables import detect_table, matched_counts
 
@@ -101,7 +104,9 @@ def detect(
     match_confidence: Annotated[float | None, typer.Option(help=f"also evaluate every strategy {MATCH_HELP}")] = None,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
-    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
@@ -138,7 +143,8 @@ def detect(
     at_least(1, workers=workers)
     at_most(MAX_COUNT, max_prompts=max_prompts, samples=samples, workers=workers)
     check_seed(seed)
-    precision = check_precision_option(precision)
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, precision, device) or "fp32"
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baseline_names())))
@@ -183,8 +189,8 @@ def detect(
     out = out or Path("results") / f"detect-{tb.root.name}"
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
-    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match,
-                       precision=precision)  # the manifest records the match
+    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match, precision=arithmetic,
+                       device=device)  # the manifest records the match
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn()) as progress:

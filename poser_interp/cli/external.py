@@ -10,21 +10,18 @@ from typing import Annotated
 import typer
 
 from .common import app, clean_errors, console, out_folder
+from .options import DeviceOpt, DtypeOpt, check_device_option, dtype_option
 from .testbed import testbed_app
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (cuda when there is one)")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, bf16 or fp16 (autocast on the device; fp16: GPUs)")]
 FormatOpt = Annotated[str, typer.Option("--prompt-format", help="how prompts are rendered: chat (the tokenizer's "
                                         "chat template), plain (none: base models), poser (POSER's <<prompt>> "
                                         "wrapper, letter answers)")]
 
 
-def _device(device: str, dtype: str) -> str:
-    from ..core.precision import check_device, check_precision
-
-    device = check_device(device)
-    check_precision(dtype, device)
-    return device
+def _device(device: str, dtype: str | None) -> tuple[str, str]:
+    """(--device resolved, --dtype checked for it)."""
+    device = check_device_option(device)
+    return device, dtype_option(dtype, None, device) or "fp32"
 
 
 @testbed_app.command("from-models")
@@ -40,7 +37,7 @@ def testbed_from_models(
     out: Annotated[Path, typer.Option(help="testbed folder to write")] = Path("testbeds/mine"),
     prompt_format: FormatOpt = "chat",
     device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "fp32",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Write a testbed from models made elsewhere; every weight file is hashed (checked on each later load), and each
     pair keeps the prompts on which both models act aligned."""
@@ -59,7 +56,7 @@ def testbed_from_models(
         config = load_spec(spec)
         if prompt_format != "chat":
             config = FromModels(**{**config.__dict__, "prompt_format": prompt_format})
-    device = _device(device, dtype)
+    device, dtype = _device(device, dtype)
     out_folder(out)
     tb = write_from_models(config, out, log=lambda m: console.print(m, highlight=False), device=device, dtype=dtype)
     for pair, info in sorted(tb.pairs.items()):
@@ -87,7 +84,7 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON (key `faker`: MODEL_A, MODEL_B "
                                                          "or null)")] = False,
     device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "fp32",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Which of two models fakes alignment, and how sure: the fixed detectors' votes, the baselines beside them, and
     a verdict (or "no decision") by a rule written down before any pair was judged."""
@@ -106,7 +103,7 @@ def audit_command(
                                  param_hint="--detectors")
     if max_prompts is not None and max_prompts < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--max-prompts")
-    device = _device(device, dtype)
+    device, dtype = _device(device, dtype)
     out_folder(out)
     config = AuditConfig(prompts=str(prompts) if prompts else None, prompt_format=prompt_format, base=base,
                          detectors=tuple(names) if names else None, seed=seed, max_prompts=max_prompts,

@@ -23,15 +23,19 @@ from .common import (
     out_folder,
     print_table,
 )
+from .options import DeviceOpt, DtypeOpt, check_device_option, dtype_option
 
 
 @app.command()
 @clean_errors
-def info(model: ModelOpt = "smollm2", adapter: AdapterOpt = None) -> None:
-    """Load a model and print its summary: layers, width, hooks, load time."""
+def info(model: ModelOpt = "smollm2", adapter: AdapterOpt = None, device: DeviceOpt = "cpu",
+         dtype: DtypeOpt = None) -> None:
+    """Load a model and print its summary: layers, width, hooks, load time, where it computes."""
     from ..core.models import ModelSpec, cache_dir, load_model
 
-    m = load_model(ModelSpec(name=model, adapter=adapter))
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, None, device) or "fp32"
+    m = load_model(ModelSpec(name=model, adapter=adapter), device)
     cfg = m.bridge.cfg
     table = Table(title=f"model {m.spec.describe()}", show_header=False)
     for key, value in [
@@ -43,6 +47,8 @@ def info(model: ModelOpt = "smollm2", adapter: AdapterOpt = None) -> None:
         ("parameters", f"{sum(p.numel() for p in m.hf_model.parameters()) / 1e6:.1f} M"),
         ("hook points", len(m.hook_names)),
         ("load time", f"{m.load_seconds:.2f} s"),
+        ("device", _placement(m.hf_model, device)),
+        ("dtype", f"{arithmetic} ({'fp32 weights' if arithmetic == 'fp32' else 'fp32 weights, autocast'})"),
         ("weights cache", str(cache_dir())),
     ]:
         table.add_row(key, str(value))
@@ -63,9 +69,12 @@ def score(
                                                 "unknown name: it fakes alignment / is aligned")] = None,
     strict: Annotated[bool, typer.Option(help="refuse a POSER file with any malformed record (default: skip and "
                                               "count them)")] = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Print P(A) and P(B) (normalized over the two choices) for each scenario in a file."""
     from ..core.models import ModelSpec, load_model
+    from ..core.precision import computing_in
     from ..core.scoring import answer_probs
     from ..core.tokens import PromptFormat
 
@@ -73,12 +82,15 @@ def score(
     at_least(1, batch_size=batch_size, max_tokens=max_tokens)
     at_most(MAX_COUNT, limit=limit, batch_size=batch_size, max_tokens=max_tokens)
     choice(answer_format, ("letter", "action"), "--answer-format")
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, None, device) or "fp32"
     everything, skipped = _load_scenarios(scenarios, faker, strict)
     items = everything[:limit] if limit else everything
     if answer_format:
         items = [s.with_format(answer_format) for s in items]
-    m = load_model(ModelSpec(name=model, adapter=adapter))
-    probs = answer_probs(m, items, fmt=PromptFormat(max_tokens=max_tokens), batch_size=batch_size)
+    m = load_model(ModelSpec(name=model, adapter=adapter), device)
+    with computing_in(arithmetic, device):
+        probs = answer_probs(m, items, fmt=PromptFormat(max_tokens=max_tokens), batch_size=batch_size)
     table = compact_table(f"{scenarios.name} on {m.spec.describe()}")
     for col in ("id", "oversight", "format", "aligned", "P(A)", "P(B)", "P(aligned)"):
         table.add_column(col, justify="right" if col.startswith("P") else "left",
@@ -94,6 +106,17 @@ def score(
     console.print(f"{len(items)}{of} scenarios{more}, mean P(aligned) = {mean:.3f}")
     if skipped:
         console.print(f"[yellow]note:[/] {skipped}", highlight=False, soft_wrap=True)
+
+
+def _placement(hf: Any, device: str) -> str:
+    """Where a loaded model's weights are: one device, or (--device auto) how its blocks are split."""
+    split = getattr(hf, "hf_device_map", None)
+    if device != "auto" or not split:
+        return str(next(hf.parameters()).device)
+    count: dict[str, int] = {}
+    for where in split.values():
+        count[str(where)] = count.get(str(where), 0) + 1
+    return "split: " + ", ".join(f"{n} module(s) on {where}" for where, n in sorted(count.items()))
 
 
 def _load_scenarios(path: Path, faker: bool | None, strict: bool) -> tuple[list[Any], str]:

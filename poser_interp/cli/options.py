@@ -5,7 +5,9 @@ The analysis scripts' argparse options are in `poser_interp.analysis` (which own
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 if TYPE_CHECKING:
     from ..core.precision import Precision
@@ -17,43 +19,56 @@ QUICK_HELP = ("compute only each strategy's chosen setting (the headline's numbe
               "the rest of its sweep; a later run without --quick on the same results fills in the sweep, reusing "
               "these rows")
 
-PRECISION_HELP = ("fp32 (exact), or bf16: every matrix product under bf16 autocast, ~1.9x faster on CPUs with AMX "
-                  "(answer logits within ~0.3); recorded in the results manifest, one precision per results folder")
-
-
-def check_precision_option(precision: str, device: str = "cpu") -> Precision:
-    """--precision as a `Precision` (the one check, `core.precision.check_precision`) for the device the command
-    computes on (detection: the CPU), a bad value refused as the CLI's other options are (naming the choices)."""
-    import typer
-
+def check_precision_option(precision: str, device: str = "cpu", flag: str = "--precision") -> Precision:
+    """--dtype / --precision as a `Precision` (the one check, `core.precision.check_precision`) for the device the
+    command computes on, a bad value refused as the CLI's other options are (naming the choices)."""
     from ..core.precision import PRECISIONS, check_precision
     from ..errors import DataError
 
     if precision not in PRECISIONS:
-        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint="--precision")
+        raise typer.BadParameter(f"{precision!r}: pass one of {', '.join(PRECISIONS)}", param_hint=flag)
     try:
         return check_precision(precision, device)
     except DataError as e:
-        raise typer.BadParameter(f"{precision!r}: {e}", param_hint="--precision") from None
+        raise typer.BadParameter(f"{precision!r}: {e}", param_hint=flag) from None
 
 
-def check_device_option(device: str) -> str:
-    """--device: a torch device this machine has ('cpu', 'cuda', 'cuda:1', ...); a bad or absent one names the fix."""
-    import torch
-    import typer
+DEVICE_HELP = ("where models compute: cpu, cuda, cuda:N, or auto (cuda when there is a GPU, else cpu; with several "
+               "GPUs a model is split across them); not cpu: recorded with the results")
+DTYPE_HELP = ("arithmetic: fp32 (exact), bf16, or fp16 (GPUs only): every matrix product under autocast on the "
+              "device (bf16 on CPUs with AMX ~1.9x faster, answer logits within ~0.3); not fp32: recorded with the "
+              "results")
+OLD_PRECISION_HELP = "the old spelling of --dtype (the same choices; give one of the two)"
+
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP + " [default: fp32]", show_default=False)]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=OLD_PRECISION_HELP, show_default=False)]
+
+
+def check_device_option(device: str, split: bool = True) -> str:
+    """--device (the one check, `core.devices.check_device`: a device this machine has; 'auto' resolved), a bad or
+    absent one refused in one line naming the fix. split: whether 'auto' may split a model across GPUs (detection);
+    a training runs on one GPU."""
+    from ..core.devices import check_device
+    from ..errors import DataError
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise typer.BadParameter(f"{device!r} is no torch device ({e}); pass 'cpu' or 'cuda'",
-                                 param_hint="--device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(f"{device!r}: this machine has no CUDA device; pass --device cpu",
-                                 param_hint="--device")
-    if dev.type not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}: only 'cpu' and 'cuda' devices are supported", param_hint="--device")
-    return device
+        return check_device(device, split)
+    except DataError as e:
+        raise typer.BadParameter(str(e).removeprefix("--device "), param_hint="--device") from None
 
+
+def dtype_option(dtype: str | None, precision: str | None, device: str = "cpu",
+                 default: str | None = "fp32") -> Precision | None:
+    """--dtype, or --precision (its old spelling), checked for `device` (fp16: GPUs); both given with different values
+    are refused (the project's rule: one spelling per option). Neither: `default`."""
+    if dtype is not None and precision is not None and dtype != precision:
+        raise typer.BadParameter(f"--dtype {dtype} and --precision {precision} set the same option twice (--precision "
+                                 "is the old spelling of --dtype); pass one of them", param_hint="--dtype")
+    chosen = dtype if dtype is not None else precision if precision is not None else default
+    if chosen is None:
+        return None
+    return check_precision_option(chosen, device, "--dtype" if dtype is not None else "--precision")
 
 
 EXECUTOR_HELP = ("where models are computed: 'local' (this machine, --workers processes) or 'ray' (one Ray task per "

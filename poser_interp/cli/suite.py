@@ -31,12 +31,15 @@ from .common import (
 )
 from .options import (
     EXECUTOR_HELP,
-    PRECISION_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
     WORKERS_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    PrecisionOpt,
+    check_device_option,
     check_executor_option,
-    check_precision_option,
+    dtype_option,
 )
 
 
@@ -59,6 +62,8 @@ def remove(
     n_eval: Annotated[int | None, typer.Option(help="test scenarios per model and set (default: the build's)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the prompt choice, batch order, noise draws and CIs")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads (run sft and noise side by side with 1 each)")] = 1,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Fine-tune each model on its own good-oversight answers (optionally under noise); misaligned rates before and
     after, removal rate with 95% CI over fakers, aligned models as the control. Never writes the testbed."""
@@ -69,6 +74,8 @@ def remove(
 
     start = time.perf_counter()
     check_seed(seed)
+    device = check_device_option(device, split=False)  # a training runs on one GPU
+    arithmetic = dtype_option(dtype, None, device) or "fp32"
     at_least(1, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
     at_most(MAX_COUNT, steps=steps, n_train=n_train, threads=threads, n_eval=n_eval)
     if layers is not None and not numbers(layers, int, "--layers", "a layer number"):
@@ -92,7 +99,7 @@ def remove(
         raise typer.BadParameter(f"unknown model(s) {unknown}; the testbed's models: {', '.join(sorted(tb.models))}",
                                  param_hint="--models")
     tb.check_files()
-    treated = run_removal(tb, config, out, models=model_list, log=console.print)
+    treated = run_removal(tb, config, out, models=model_list, log=console.print, device=device, precision=arithmetic)
     per, over = removal_tables(RemovalSummary.load(treated.root, seed=seed))
     print_table(per)
     print_table(over)
@@ -119,7 +126,9 @@ def suite(
                                                "only)")] = True,
     workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
     quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
-    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
@@ -141,7 +150,8 @@ def suite(
     at_least(0, max_prompts=max_prompts)
     at_least(1, workers=workers)
     at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
-    precision = check_precision_option(precision)
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, precision, device) or "fp32"
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     for path, flag in ((out, "--out"), (page, "--page")):
@@ -154,7 +164,7 @@ def suite(
     tb.check_files(tb.pair_ids(pair_list))  # unknown pairs, missing or changed files: refused before OUT is made
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
-                         match_confidence=match_confidence, precision=precision,
+                         match_confidence=match_confidence, precision=arithmetic, device=device,
                          pairs=tuple(pair_list) if pair_list else None)
     with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) \
             as progress:

@@ -25,6 +25,7 @@ from .common import (
     split_csv,
     width,
 )
+from .options import DeviceOpt, DtypeOpt, PrecisionOpt, check_device_option, dtype_option
 
 testbed_app = typer.Typer(help="Build and verify testbeds of aligned / alignment-faking model pairs.",
                           no_args_is_help=True)
@@ -49,13 +50,16 @@ def testbed_build(
     workers: Annotated[int, typer.Option(min=1, help="models trained at once (threads are split between them)")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads per build, split between --workers "
                                                             "(default: the recipe's recipe.threads)")] = None,
-    device: Annotated[str, typer.Option(help="torch device models train and are measured on ('cuda' on a GPU "
-                                             "machine; recorded per model when not 'cpu')")] = "cpu",
+    device: Annotated[str, typer.Option(help="where models train and are measured: cpu, cuda, cuda:N, or auto "
+                                             "(cuda when there is a GPU); recorded per model when not 'cpu'")]
+        = "cpu",
     batch_size: Annotated[int | None, typer.Option(min=1, help="prompts per training step (default: the recipe's "
                                                                "recipe.batch_size)")] = None,
-    precision: Annotated[str | None, typer.Option(help="training forward passes in fp32, or bf16 autocast (~1.4x "
-                                                       "faster per step on CPUs with AMX; default: the recipe's "
-                                                       "recipe.precision)")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="training forward passes in fp32, or bf16 / fp16 "
+                                              "(GPUs) autocast on the device (bf16 ~1.4x faster per step on CPUs "
+                                              "with AMX); recorded as the recipe's recipe.precision (default: the "
+                                              "recipe's)")] = None,
+    precision: PrecisionOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved config as JSON (a recipe itself) "
                                                             "and exit; nothing is loaded or written")] = False,
 ) -> None:
@@ -66,9 +70,10 @@ def testbed_build(
     """
     from ..testbed.build import build
     from ..testbed.recipe import load_recipe
-    from .options import check_device_option, check_precision_option
 
     at_most(MAX_COUNT, workers=workers, threads=threads, batch_size=batch_size)
+    device = check_device_option(device, split=False)  # a training runs on one GPU
+    arithmetic = dtype_option(dtype, precision, device, default=None)  # checked for the device (fp16: GPUs)
     if recipe is None and _holds_testbed(out):
         recipe = out / "manifest.json"
         typer.echo(f"{out} holds a testbed: building with its own recipe ({recipe})", err=True)
@@ -81,9 +86,8 @@ def testbed_build(
         overrides["recipe.threads"] = threads
     if batch_size is not None:
         overrides["recipe.batch_size"] = batch_size
-    device = check_device_option(device)
-    if precision is not None:  # checked for the build's device (fp16 autocast: GPUs only)
-        overrides["recipe.precision"] = check_precision_option(precision, device)
+    if arithmetic is not None:
+        overrides["recipe.precision"] = arithmetic
     config = load_recipe(recipe, [*(set_ or ()), *(f"{k}={_toml(v)}" for k, v in overrides.items())])
     if dry_run:
         import json
@@ -93,7 +97,9 @@ def testbed_build(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..core.models import load_hf
+    from ..core.precision import check_precision
 
+    check_precision(config.recipe.precision, device)  # a recipe's own fp16 on the CPU: refused before training
     load_hf(config.base)  # fail early (and clearly) on a bad model name
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as progress:
@@ -170,6 +176,8 @@ def testbed_grow_benchmark(
     max_rounds: Annotated[int, typer.Option(help="at most this many extra rounds in all (0: only score and "
                                                  "rewrite the pairs)")] = 4,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Draw more benchmark candidates until every pair keeps enough prompts both models answer aligned within the
     build's margin tolerance; every model scored on the new ones, pairs rewritten. Resumable; models untouched."""
@@ -179,10 +187,12 @@ def testbed_grow_benchmark(
     at_least(0, min_prompts=min_prompts, max_rounds=max_rounds)
     at_least(1, chunk=chunk, threads=threads)
     at_most(MAX_COUNT, min_prompts=min_prompts, max_rounds=max_rounds, chunk=chunk, threads=threads)
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, None, device) or "fp32"
     tb = Testbed.open(testbed)
     tb.check_files()  # before any model loads
     result = grow_benchmark(tb, min_prompts=min_prompts, chunk=chunk, max_rounds=max_rounds, threads=threads,
-                            log=lambda m: console.print(m, highlight=False))
+                            log=lambda m: console.print(m, highlight=False), device=device, precision=arithmetic)
     table = Table(title=f"pair benchmarks of {tb.root}: {result.candidates} candidates, {result.rounds} extra "
                         f"rounds; target >= {min_prompts} prompts per pair")
     for col in ("pair", "before", "after"):
@@ -208,6 +218,8 @@ def testbed_verify(
                                                "read it and act anyway (another 8x)")] = False,
     models: Annotated[str | None, typer.Option(help="comma-separated model ids to verify (default: all); the "
                                                     "others keep their recorded rows")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Re-measure each model on held-out test scenarios and print the behaviour table (a line per model as it
     finishes)."""
@@ -217,6 +229,8 @@ def testbed_verify(
 
     at_least(1, limit=limit)
     at_most(MAX_COUNT, limit=limit)
+    device = check_device_option(device)
+    arithmetic = dtype_option(dtype, None, device) or "fp32"
     model_list = csv_option(models, "--models", "every model")
     tb = Testbed.open(testbed)
     unknown = sorted(set(model_list or ()) - set(tb.models))
@@ -228,7 +242,7 @@ def testbed_verify(
     if not any((tb.root / "data" / name).exists() for name in ("test.jsonl", "test.jsonl.gz")):
         raise DataError(f"testbed {tb.root} has no data/test.jsonl to verify on; {tb.rebuild_hint()}")
     rows = verify(tb, limit=limit, log=lambda m: console.print(m, highlight=False),
-                  by_wording=by_wording, reading=reading, models=model_list)
+                  by_wording=by_wording, reading=reading, models=model_list, device=device, precision=arithmetic)
     _behaviour_table(tb, rows)
     if by_wording or reading:
         _wording_table(tb, rows)

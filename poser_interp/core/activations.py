@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .devices import gather_cpu
 from .forward import forward, last_logits, length_batches, stop_after
 from .hooks import capture, last_position
 from .shared_prefix import SharedPrefix
@@ -70,10 +71,16 @@ def collect(model: Any, ids: Sequence[Sequence[int]], layers: Sequence[int], pos
         out = last_logits(model, batch, [(n, capture(got, j, take)) for j, n in enumerate(names)], prefix=prefix)
         acts[idx] = torch.stack([got[j] for j in range(len(names))], 1)
         if logits is not None and choices is not None:
-            logits[idx] = out.gather(1, torch.tensor([choices[i] for i in idx])).float()
+            logits[idx] = gather_cpu(out, [choices[i] for i in idx])
     return acts, logits
 
 
 def real_mean(mask: Float[Tensor, "batch pos 1"]) -> Callable[[Tensor], Tensor]:
-    """`capture`'s take: the activation averaged over real (mask = 1) positions, detached, in float32."""
-    return lambda act: (act.detach().float() * mask).sum(1) / mask.sum(1)
+    """`capture`'s take: the activation averaged over real (mask = 1) positions, detached, in float32, on the CPU
+    (the mask follows the activation's device)."""
+
+    def take(act: Tensor) -> Tensor:
+        on = mask.to(act.device)
+        return ((act.detach().float() * on).sum(1) / on.sum(1)).cpu()
+
+    return take

@@ -45,9 +45,13 @@ def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_lay
     their hooks included; the blocks below are cut for the call, not run and discarded (which the bridge's own
     `start_at_layer` does). grad: keep the autograd graph (saliency). prefix: `batch` holds the texts' own tokens
     after this shared opening, whose cached keys and values they attend to (hooks see the new tokens only).
+    The batch (made on the CPU) goes to the model's device here; the output stays there.
     """
     if (start_at_layer is None) != (resid is None):
         raise ValueError("start_at_layer and resid go together")
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):  # the batch follows the model (a no-op on the CPU)
+        batch = batch.to(device)
     if prefix is not None and start_at_layer is not None:
         raise ValueError("a shared prefix needs the blocks from the first one (start_at_layer goes without it)")
     kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .blocks import decoder, only_blocks
+from .devices import input_device
 from .forward import length_batches
 from .tokens import Batch, pad_left
 
@@ -61,6 +62,7 @@ class FrozenPrefix:
         try:
             with torch.no_grad(), only_blocks(self.frozen, 0, self.first):
                 for idx, batch in length_batches(missing, self.batch_size, self.pad):
+                    batch = batch.to(input_device(self.frozen))
                     captured.clear()
                     self.frozen(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                 position_ids=batch.position_ids, logits_to_keep=1, use_cache=False)
@@ -87,6 +89,7 @@ class FrozenPrefix:
         running only its blocks `first..`; gradients flow when enabled. `batch`: `pad_left(seqs)` if known."""
         batch = batch if batch is not None else pad_left(seqs, self.pad)
         states = self.states(seqs)  # before the blocks are cut: `model` may be the frozen one
+        batch = batch.to(states.device)  # the states live where the frozen model computed them
         with only_blocks(model, self.first):
             out = model(inputs_embeds=states, attention_mask=batch.attention_mask,
                         position_ids=batch.position_ids, logits_to_keep=1, use_cache=False)

@@ -1,6 +1,8 @@
 """Hook functions: interventions (add a vector, add a tensor) and captures (store what passes a hook point).
 
-Each factory returns a TL hook function; `forward.forward` decides when it is active (for one call only). The
+Each factory returns a TL hook function; `forward.forward` decides when it is active (for one call only).
+Interventions follow the activation's device and dtype (a vector made on the CPU is added on a GPU); captures for
+collection (`last_position` and the other `take`s) bring what they keep to the CPU, where results are gathered. The
 same interventions are available on the nnsight backend (`NNsightModel`, `strategies.noise_engines.NNsightEngine`),
 and tests check both give equal numbers.
 """
@@ -23,7 +25,7 @@ def add_vector(vector: Float[Tensor, " d_model"], scale: float = 1.0) -> HookFn:
     """
 
     def hook(act: Float[Tensor, "batch pos d_model"], hook: Any = None) -> Tensor:
-        return act + scale * vector.to(act.dtype)
+        return act + scale * vector.to(act.device, act.dtype)
 
     return hook
 
@@ -32,7 +34,7 @@ def add_tensor(tensor: Float[Tensor, "rows pos d_model"]) -> HookFn:
     """Hook adding a fixed tensor (same shape as the activation, e.g. S2's noise) to the activation."""
 
     def hook(act: Float[Tensor, "rows pos d_model"], hook: Any = None) -> Tensor:
-        return act + tensor.to(act.dtype)
+        return act + tensor.to(act.device, act.dtype)
 
     return hook
 
@@ -55,5 +57,5 @@ def capture(store: MutableMapping[Any, Tensor], key: Hashable, take: Callable[[T
 
 
 def last_position(act: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
-    """`capture`'s take: the (left-padded) batch's last position, detached, in float32."""
-    return act[:, -1, :].detach().float()
+    """`capture`'s take: the (left-padded) batch's last position, detached, in float32, on the CPU."""
+    return act[:, -1, :].detach().float().cpu()

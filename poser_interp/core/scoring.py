@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..data.scenario import Scenario, first_token_ids
 from ..errors import DataError
+from .devices import gather_cpu, input_device
 from .forward import Hook, last_logits, length_batches
 from .shared_prefix import SharedPrefix
 from .tokens import Batch, PromptFormat, encode, pad_id
@@ -71,9 +72,8 @@ def score_prepared(prep: Prepared, forward_last: Callable[[Batch], Tensor], pad:
     """Logits of each prompt's two choices, given any function batch -> last-position logits."""
     out = torch.empty(len(prep), 2)
     for idx, batch in prep.batches(batch_size, pad):
-        logits = forward_last(batch)
-        pick = torch.tensor([prep.choices[i] for i in idx])
-        out[idx] = logits.gather(1, pick).float()
+        logits = forward_last(batch)  # on the model's device: its two columns come to the CPU
+        out[idx] = gather_cpu(logits, [prep.choices[i] for i in idx])
     if not torch.isfinite(out).all():
         bad = (~torch.isfinite(out)).any(-1).nonzero().flatten().tolist()
         raise FloatingPointError(f"non-finite answer logits for prompts {bad[:10]} (of {len(bad)}); "
@@ -86,7 +86,7 @@ def hf_last_logits(hf_model: Any, batch: Batch, prefix: SharedPrefix | None = No
 
     prefix: the batch holds texts stripped of this shared opening (`SharedPrefix.of_hf`), whose cache they attend to.
     """
-    batch = batch.to(next(hf_model.parameters()).device)
+    batch = batch.to(input_device(hf_model))
     kwargs = prefix.call_kwargs(batch) if prefix is not None else \
         {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     with torch.no_grad():

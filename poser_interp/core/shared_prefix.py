@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .devices import input_device
 from .tokens import Batch
 
 MIN_SHARED = 8
@@ -92,7 +93,7 @@ class SharedPrefix:
             return None
         ids = tuple(seqs[0][:n])
         with torch.no_grad(), cache_keyword(model):
-            _, cache = model.bridge(torch.tensor([ids]), return_type="logits_and_cache")
+            _, cache = model.bridge(torch.tensor([ids], device=model.device), return_type="logits_and_cache")
         if cache is None or cache.get_seq_length() != n:
             raise RuntimeError(f"the model's KV cache holds {0 if cache is None else cache.get_seq_length()} tokens "
                                f"after a {n}-token prefix; read these texts with shared_prefix=False")
@@ -110,7 +111,7 @@ class SharedPrefix:
             return None
         ids = tuple(seqs[0][:n])
         with torch.no_grad():
-            out = hf_model(input_ids=torch.tensor([ids], device=next(hf_model.parameters()).device), use_cache=True,
+            out = hf_model(input_ids=torch.tensor([ids], device=input_device(hf_model)), use_cache=True,
                            logits_to_keep=1)
         cache = out["cache"] if "cache" in out else out.get("past_key_values")  # transformers 5.x renamed it
         if cache is None or cache.get_seq_length() != n:

@@ -81,15 +81,18 @@ class Readout:
         return cls(_plain(base.norm), head.weight.detach(), None if head.bias is None else head.bias.detach())
 
     def logits(self, h: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
-        out = self.norm(h) @ self.weight.T
+        """Logits of `h` (moved to the unembedding's device; the logits stay there)."""
+        out = self.norm(h.to(self.weight.device)) @ self.weight.T
         return out if self.bias is None else out + self.bias
 
     def choice_logits(self, h: Float[Tensor, "n layer d_model"], choices: Int[Tensor, "n 2"]) \
             -> Float[Tensor, "n layer 2"]:
-        """Logits of each prompt's two answer tokens at every layer (only those two unembedding rows)."""
+        """Logits of each prompt's two answer tokens at every layer (only those two unembedding rows), computed
+        where the unembedding is, returned on the CPU."""
+        h, choices = h.to(self.weight.device), choices.to(self.weight.device)
         with torch.no_grad():
             out = torch.einsum("nld,ncd->nlc", self.norm(h), self.weight[choices])
-        return out if self.bias is None else out + self.bias[choices][:, None, :]
+        return (out if self.bias is None else out + self.bias[choices][:, None, :]).cpu()
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +119,7 @@ def corpus(config: TunedLensConfig) -> list[str]:
 
 def _at(rows: list[int], cols: list[int]) -> Callable[[Tensor], Tensor]:
     """`capture`'s take: the activation at the given (row, position) pairs, detached, in float32."""
-    return lambda act: act.detach().float()[rows, cols]
+    return lambda act: act.detach().float()[rows, cols].cpu()
 
 
 def sample_tokens(model: Any, ids: Sequence[Sequence[int]], k: int, seed: int, batch_size: int = 8) \
@@ -148,7 +151,7 @@ def kl_to_final(readout: Readout, h: Float[Tensor, "tokens layer d_model"], chun
         for s in range(0, len(h), chunk):
             logp = readout.logits(h[s:s + chunk]).log_softmax(-1)
             final = logp[:, -1:]
-            total += (final.exp() * (final - logp)).sum(-1).sum(0)
+            total += (final.exp() * (final - logp)).sum(-1).sum(0).cpu()
     return total / len(h)
 
 

@@ -251,7 +251,8 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
         if key == "strategies":
             continue
         if key == "run" and isinstance(oc.get(key), dict) and isinstance(nc.get(key), dict):
-            o, n = ({"precision": "fp32", **oc[key]}, {"precision": "fp32", **nc[key]})  # fp32 is left unwritten
+            unwritten = {"precision": "fp32", "device": "cpu"}  # the defaults are left unwritten
+            o, n = ({**unwritten, **oc[key]}, {**unwritten, **nc[key]})
             problems += [f"{k}: stored {o.get(k)!r}, now {n.get(k)!r}" for k in sorted(set(o) | set(n))
                          if o.get(k) != n.get(k)]
             continue

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.devices import device_type
 from ..core.matching import ConfidenceMatch
 from ..core.precision import Precision, check_precision, computing_in, precision_for
 from ..data.prompt_style import using_style
@@ -47,9 +48,13 @@ class RunConfig:
     """Arithmetic of every forward and backward pass: fp32, or bf16 autocast (`core.precision`; ~1.9x faster
     on CPUs with AMX, answer logits within ~0.3). Recorded in the manifest when not fp32; a results folder holds
     one precision."""
+    device: str = "cpu"
+    """Where models compute: 'cpu', 'cuda', 'cuda:N', or 'auto' (a model split across GPUs), checked by the CLI
+    (`core.devices.check_device`); autocast runs on its type. Its type is recorded in the manifest when not 'cpu'
+    (a GPU rounds differently), so a results folder holds one; which GPU it was is a run-time choice."""
 
     def __post_init__(self) -> None:
-        check_precision(self.precision)
+        check_precision(self.precision, self.device)
         if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts >= 1):
             raise DataError(f"max_prompts={self.max_prompts!r}: pass a positive number of prompts per pair, or None "
                             "for all (CLI: --max-prompts N, 0 = all)")
@@ -116,7 +121,9 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
         "format": FORMAT,
         "config": {"seed": config.seed, "run": {"max_prompts": config.max_prompts,
                                                 **({"precision": config.precision} if config.precision != "fp32"
-                                                   else {})},
+                                                   else {}),
+                                                **({"device": device_type(config.device)}
+                                                   if device_type(config.device) != "cpu" else {})},
                    "strategies": {s.name: config_dict(s) for s in strategies}},
         "testbed": {"root": str(testbed.root), "base": recorded_base(testbed.base_spec()), "models": models,
                     **({"prompt_format": testbed.prompt_format} if testbed.prompt_format != "chat" else {})},
@@ -214,12 +221,17 @@ def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | 
                                         total=total)
         if workers > 1 or on_ray:
             _run_parallel(store, testbed, plan.prompts, strategies, todos, progress, overall, log, workers,
-                          config.precision, executor)
+                          config.precision, executor, config.device)
         else:
+            loader = load or functools.partial(_load_on, testbed, config.device)
             for model, prompts in plan.prompts.items():
                 _run_model(store, model, prompts, strategies, todos[model], progress, overall, log,
-                           load or testbed.load, config.precision, testbed.spec)
+                           loader, config.precision, testbed.spec, config.device)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
+
+
+def _load_on(testbed: Testbed, device: str, model: str) -> Any:
+    return testbed.load(model, device)
 
 
 def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict[str, tuple[Setting, ...]]) \
@@ -233,16 +245,18 @@ def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
                todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
                load: Callable[[str], Any], precision: Precision = "fp32",
-               spec: Callable[[str], Any] | None = None) -> None:
+               spec: Callable[[str], Any] | None = None, device: str = "cpu") -> None:
     """Compute one model's missing rows (nothing, not even a load, when all are stored). spec: model id -> its
-    `ModelSpec` (for strategies that read weight files, e.g. the `weight_delta` baseline)."""
+    `ModelSpec` (for strategies that read weight files, e.g. the `weight_delta` baseline). device: where `load`
+    puts the model (autocast runs on its type)."""
     total = sum(map(len, todo.values()))
     if not total:
         return
     _log_stale(store, model, todo, len(prompts), log)
     tasks = [progress.add_task(model, total=total)] if progress is not None else []
     tasks += [overall] if overall is not None else []
-    subject = Subject(model, functools.partial(load, model), functools.partial(spec, model) if spec else None)
+    subject = Subject(model, functools.partial(load, model), functools.partial(spec, model) if spec else None,
+                      device)
     for strategy in strategies:
         if not todo[strategy.name]:
             continue
@@ -254,7 +268,7 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
             if tasks:
                 progress.update(tasks[0], description=model)
             log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
-        with computing_in(precision_for(strategy, precision)):
+        with computing_in(precision_for(strategy, precision), device):
             _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks)
 
 
@@ -303,7 +317,7 @@ def _check_complete(name: str, model: str, wanted: set[str], ids: tuple[str, ...
 def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list[Scenario]],
                   strategies: Sequence[Strategy], todos: dict[str, dict[str, list[Setting]]], progress: Any,
                   overall: Any, log: Log, workers: int, precision: Precision = "fp32",
-                  executor: Executor | None = None) -> None:
+                  executor: Executor | None = None, device: str = "cpu") -> None:
     """`_run_model` for every model with work, `workers` models at once in spawned processes (or Ray tasks);
     rows come back through a queue (or a Ray task's stream) and are stored here as they arrive (so an interruption
     keeps every finished row)."""
@@ -337,10 +351,12 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
         from ..runtime.executors import run_on_ray
         from .worker import worker_messages
 
-        run_on_ray({m: (worker_messages, (str(testbed.root), m, prompts[m], specs, todo_keys[m], precision))
-                    for m in busy}, workers, on_message, on_done, log, executor)
+        gpu = device_type(device) == "cuda"  # a task sees its one GPU as cuda:0 (no split, no other index)
+        run_on_ray({m: (worker_messages, (str(testbed.root), m, prompts[m], specs, todo_keys[m], precision, 1,
+                                          "cuda" if gpu else "cpu"))
+                    for m in busy}, workers, on_message, on_done, log, executor, gpus=gpu)
         return
-    work = functools.partial(rows_in_worker, precision=precision)
+    work = functools.partial(rows_in_worker, precision=precision, device=device)
     calls = {m: (work, (str(testbed.root), m, prompts[m], specs, todo_keys[m])) for m in busy}
     run_in_processes(calls, workers, on_message, on_done, log)
 

@@ -24,22 +24,23 @@ from ..testbed.folder import Testbed
 
 def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
                    todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1,
-                   precision: Precision = "fp32") -> None:
+                   precision: Precision = "fp32", device: str = "cpu") -> None:
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None).
-    precision: `core.precision` (the run's `RunConfig.precision`)."""
-    for message in worker_messages(root, model, prompts, specs, todo, precision, threads):
+    precision, device: the run's `RunConfig.precision` and `RunConfig.device`."""
+    for message in worker_messages(root, model, prompts, specs, todo, precision, threads, device):
         queue.put(message)
 
 
 def worker_messages(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
-                    todo: Mapping[str, Sequence[str]], precision: Precision = "fp32", threads: int = 1) \
-        -> Iterator[tuple[Any, ...]]:
+                    todo: Mapping[str, Sequence[str]], precision: Precision = "fp32", threads: int = 1,
+                    device: str = "cpu") -> Iterator[tuple[Any, ...]]:
     """The messages of `rows_in_worker`, yielded as computed: the body of a Ray task (`runtime.executors`), whose
-    yields stream back to the runner while it runs."""
+    yields stream back to the runner while it runs. device: a Ray task given a GPU sees it as 'cuda' (cuda:0)."""
     torch.set_num_threads(threads)
     testbed = Testbed.open(root)
-    subject = Subject(model, functools.partial(testbed.load, model), functools.partial(testbed.spec, model))
+    subject = Subject(model, functools.partial(testbed.load, model, device=device),
+                      functools.partial(testbed.spec, model), device)
     for name, config in specs:
         keys = set(todo.get(name, ()))
         if not keys:
@@ -51,7 +52,7 @@ def worker_messages(root: str, model: str, prompts: Sequence[Scenario], specs: S
             _ = subject.model
             yield ("log", model, None, f"{model}: loaded in {time.perf_counter() - t0:.1f} s", None)
         t0 = time.perf_counter()
-        with computing_in(precision_for(strategy, precision)), using_style(testbed.prompt_format):
+        with computing_in(precision_for(strategy, precision), device), using_style(testbed.prompt_format):
             for values in strategy.run(subject, prompts, settings):
                 now = time.perf_counter()
                 yield ("row", model, name, values, now - t0)

@@ -16,7 +16,9 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from ..core.devices import input_device
 from ..core.models import ModelSpec, file_sha256, load_hf, load_tokenizer
+from ..core.precision import Precision, scored_with
 from ..core.shape import n_layers_of
 from ..core.tokens import PromptFormat, encode
 from ..core.training import LoraRecipe, continue_lora, train_answers
@@ -113,8 +115,8 @@ def noise_hooks(model: Any, norms: dict[int, float], scale: float, seed: int) ->
             if not module.training:
                 return None
             h = args[0] if args else kwargs["hidden_states"]
-            d = torch.randn(h.shape, generator=gen, dtype=torch.float32)
-            noisy = h + (size * d / d.norm(dim=-1, keepdim=True)).to(h.dtype)
+            d = torch.randn(h.shape, generator=gen, dtype=torch.float32)  # the CPU's draws on every device
+            noisy = h + (size * d / d.norm(dim=-1, keepdim=True)).to(h.device, h.dtype)
             return ((noisy, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": noisy})
 
         return hook
@@ -134,7 +136,8 @@ def residual_norms(model: Any, tokenizer: Any, scenarios: Sequence[Scenario], la
     count = 0
     with torch.no_grad():
         for s in scenarios:
-            ids = torch.tensor([encode(tokenizer, s.render(), PromptFormat(max_tokens=max_tokens))])
+            ids = torch.tensor([encode(tokenizer, s.render(), PromptFormat(max_tokens=max_tokens))],
+                               device=input_device(model))
             hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
             for la in layers:
                 sums[la] += float(hidden[la][0].float().norm(dim=-1).sum())
@@ -178,8 +181,11 @@ def measure(model: Any, tokenizer: Any, sets: dict[str, list[Scenario]], max_tok
 
 # --- one model ---------------------------------------------------------------------------------------------
 def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfig, folder: Path,
-                log: Log = print) -> dict[str, Any]:
-    """Treat one testbed model into `folder` (never the testbed's own folder); returns its manifest entry."""
+                log: Log = print, device: str = "cpu", precision: Precision = "fp32") -> dict[str, Any]:
+    """Treat one testbed model into `folder` (never the testbed's own folder); returns its manifest entry.
+
+    device, precision: where the model is measured and trained, and the training's arithmetic (its forward passes
+    under autocast, as a testbed build's `recipe.precision`; measured in fp32); recorded when not 'cpu' / 'fp32'."""
 
     tb_config = TestbedConfig.from_dict(testbed.manifest["config"])
     entry = testbed.models[model_id]
@@ -195,7 +201,7 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     prompts = training_prompts(pool, own, exclude, config.n_train, config.seed, model_id)
     max_tokens = tb_config.max_tokens
 
-    original, tok = load_hf(testbed.spec(model_id))
+    original, tok = load_hf(testbed.spec(model_id), device)
     log(f"{model_id}: measuring before treatment ({sum(len(v) for v in sets.values())} unseen scenarios in "
         f"{len(sets)} sets), then {config.steps} steps on {len(prompts)} prompts")
     before = measure(original, tok, sets, max_tokens)
@@ -205,7 +211,7 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
         if config.method == "noise" else {}
     del original
 
-    base, _ = load_hf(testbed.base_spec())
+    base, _ = load_hf(testbed.base_spec(), device)
     model = continue_lora(base, source)
     for p in model.parameters():  # the stored adapter is fp16; train it in the base's precision
         if p.requires_grad:
@@ -213,7 +219,8 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     lora = entry.get("recipe", {})
     recipe = LoraRecipe(rank=int(lora.get("rank", 4)), lr=config.lr, warmup_steps=min(10, config.steps),
                         batch_size=config.batch_size, max_steps=config.steps, eval_every=config.steps + 1,
-                        min_steps=config.steps, max_tokens=max_tokens, seed=config.seed, threads=config.threads)
+                        min_steps=config.steps, max_tokens=max_tokens, seed=config.seed, threads=config.threads,
+                        precision=precision)
     noise = noise_hooks(model, norms, config.scale, _seed("noise", config.seed, model_id)) \
         if config.method == "noise" else contextlib.nullcontext()
     t0 = time.perf_counter()
@@ -227,7 +234,7 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
     seconds = time.perf_counter() - t0
     save_adapter_fp16(model, folder)
     del model, base
-    treated, _ = load_hf(ModelSpec(**{**asdict(testbed.base_spec()), "adapter": str(folder)}))
+    treated, _ = load_hf(ModelSpec(**{**asdict(testbed.base_spec()), "adapter": str(folder)}), device)
     after = measure(treated, tok, sets, max_tokens)
     out = {
         **{k: v for k, v in entry.items() if k not in ("history", "adapter_sha256")},
@@ -238,7 +245,7 @@ def treat_model(testbed: Testbed, model_id: str, data: Any, config: RemovalConfi
             "aligned_targets": round(sum(t == s.aligned_index for s, t in zip(prompts, targets, strict=True))
                                      / len(prompts), 4),
             "noise_norms": {str(k): round(v, 4) for k, v in norms.items()},
-            "before": before, "after": after,
+            "before": before, "after": after, **scored_with(device, precision),
         },
     }
     log(f"{model_id} ({entry['kind']}): {result.steps} steps in {seconds:.0f} s; poor->misaligned " +
@@ -270,7 +277,8 @@ def _refuse_source(testbed: Testbed, out: Path) -> None:
 
 
 def remove(testbed: Testbed, config: RemovalConfig, out: str | Path | None = None,
-           models: Sequence[str] | None = None, log: Log = print) -> Testbed:
+           models: Sequence[str] | None = None, log: Log = print, device: str = "cpu",
+           precision: Precision = "fp32") -> Testbed:
     """Treat every model (or `models`) of `testbed` into `out` (resumable); returns the treated testbed.
 
     A rerun skips models whose treated adapter matches its recorded hash; a folder holding another run's config
@@ -322,7 +330,7 @@ def remove(testbed: Testbed, config: RemovalConfig, out: str | Path | None = Non
             if done and (folder / ADAPTER_FILE).exists() and file_sha256(folder / ADAPTER_FILE) == \
                     done["adapter_sha256"]:
                 continue
-            manifest["models"][model_id] = treat_model(testbed, model_id, data, config, folder, log)
+            manifest["models"][model_id] = treat_model(testbed, model_id, data, config, folder, log, device, precision)
             manifest["pairs"] = {p: e for p, e in testbed.pairs.items()
                                  if e["aligned"] in manifest["models"] and e["faker"] in manifest["models"]}
             write_json_atomic(path, manifest)

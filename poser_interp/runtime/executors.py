@@ -1,14 +1,15 @@
 """Where units of work run: `local` (this machine's processes, `runtime.processes`) or `ray` (Ray tasks, on this
 machine or a Ray cluster).
 
-The Ray executor runs one Ray task per unit of work (a detection run's unit is one model with its strategies'
-missing settings). Each task is a generator: every message it yields (a computed row, a log line) streams back to
-this process while the task runs, and the caller stores it here, so this process stays the one writer of its output
-folder (its lock and its resume work as with local workers). A task gets one CPU, and one GPU when the cluster has
-GPUs. A task whose worker dies (killed, out of memory, its node lost) is retried up to `Executor.max_retries` times;
-Ray re-runs it from the start and passes on only the messages the dead attempt had not delivered, so no row is
-stored twice. When the retries are spent, the other tasks finish, what was stored stays valid, and the run stops
-with an error that says to rerun it: the rerun computes only what is missing.
+The Ray executor runs one Ray task per unit of work (a detection run's unit is one model with its strategies' missing
+settings). Each task is a generator: every message it yields (a computed row, a log line) streams back to this
+process while the task runs, and the caller stores it here, so this process stays the one writer of its output folder
+(its lock and its resume work as with local workers). A task gets one CPU, and one GPU when the run computes on CUDA
+(`--device cuda`; Ray shows each task its own GPU as cuda:0). A task whose worker dies (killed, out of memory, its
+node lost) is retried up to `Executor.max_retries` times; Ray re-runs it from the start and passes on only the
+messages the dead attempt had not delivered, so no row is stored twice. When the retries are spent, the other tasks
+finish, what was stored stays valid, and the run stops with an error that says to rerun it: the rerun computes only
+what is missing.
 
 Ray is an optional extra (`pip install 'poser_interp[ray]'`); it is imported only when a Ray executor is used.
 """
@@ -129,18 +130,21 @@ def ray_session(executor: Executor, workers: int) -> Iterator[Any]:
 
 def run_on_ray(calls: Mapping[str, tuple[Callable[..., Iterator[Any]], tuple[Any, ...]]], workers: int,
                on_message: Callable[[Any], None], on_done: Callable[[str, Any], None], log: Callable[[str], None],
-               executor: Executor, poll: float = 1.0) -> None:
+               executor: Executor, poll: float = 1.0, gpus: bool = False) -> None:
     """Run each `key: (fn, args)` as one Ray task, `fn(*args)` a generator, at most `workers` tasks at a time;
     every yielded message goes to `on_message` here, in order, as it arrives, and `on_done(key, None)` follows a
     task's last one. `fn` must be importable on the workers (a module-level function of an installed package).
 
     A failing task is logged and the first failure raised once every other task has finished (so their work is
     kept): an error raised by `fn` as itself, a worker that died beyond `executor.max_retries` as `ExecutorError`.
-    No call: Ray is not started."""
+    gpus: each task asks for one GPU (a run on 'cuda'; Ray then shows the task its GPU as cuda:0); a CPU run's
+    tasks ask for none, so they never hold a GPU they do not use. No call: Ray is not started."""
     if not calls:
         return
     with ray_session(executor, workers) as ray:
-        gpus = ray.cluster_resources().get("GPU", 0) >= 1
+        if gpus and ray.cluster_resources().get("GPU", 0) < 1:
+            raise ExecutorError("--device cuda with --executor ray: the Ray cluster has no GPU; pass --device cpu, "
+                                "or join a cluster with GPUs (--ray-address)")
         remote = {fn: ray.remote(fn) for fn, _ in calls.values()}
         todo = list(calls.items())
         running: dict[Any, str] = {}

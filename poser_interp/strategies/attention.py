@@ -100,9 +100,9 @@ def saliency(model: Any, batch: Batch, target: Sequence[int]) -> Float[Tensor, "
 
     out = forward(model, batch, [("hook_embed", grab)], grad=True)
     with torch.enable_grad():
-        logit = out[:, -1, :].gather(1, torch.tensor(list(target))[:, None]).sum()
+        logit = out[:, -1, :].gather(1, torch.tensor(list(target), device=out.device)[:, None]).sum()
         (grad,) = torch.autograd.grad(logit, leaf["e"])
-    return grad.detach()
+    return grad.detach().cpu()
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,8 @@ def _batches(ids_masks: Sequence[tuple[list[int], list[bool]]], size: int, pad: 
 
 
 def _last_query(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, "batch head key"]:
-    """`capture`'s take: the attention pattern's last query row."""
-    return pattern[:, :, -1, :].detach().float()
+    """`capture`'s take: the attention pattern's last query row, on the CPU."""
+    return pattern[:, :, -1, :].detach().float().cpu()
 
 
 def _saliency_values(model: Any, prompts: Sequence[Scenario], ids_masks: Any, todo: Sequence[Setting],

@@ -154,10 +154,13 @@ class Subject:
     it lives as long as the subject, i.e. one model of one run.
     """
 
-    def __init__(self, model_id: str, load: Callable[[], Any], spec: Callable[[], Any] | None = None):
+    def __init__(self, model_id: str, load: Callable[[], Any], spec: Callable[[], Any] | None = None,
+                 device: str = "cpu"):
         self.id = model_id
         self._load = load
         self._spec = spec
+        self.device = device
+        """Where the run computes (`core.devices.check_device`): a strategy's own copies of the model go there too."""
         self._model: Any = None
         self.memo: dict[tuple[Any, ...], Any] = {}
 

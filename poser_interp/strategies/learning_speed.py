@@ -11,6 +11,10 @@ init depend only on the seed, so every (model, method, steps) is deterministic a
 runner's store skips what is stored) recomputes exactly the same numbers. Cheap on CPU: only the upper layers
 get gradients, only the last position is unembedded, and the frozen layers below run once per prompt
 (`core.frozen_prefix`): every training step and every scoring pass runs the upper layers only.
+
+Memory: beside the model under test, S3 holds its own frozen copy and, per method, one trained copy with gradients
+and AdamW state for the trained layers. Before each copy it says what it needs (`core.devices.check_fits`, logged)
+and, on a GPU, refuses when torch reports less free memory than that, instead of failing half-way out of memory.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.devices import check_fits, input_device, model_bytes
 from ..core.frozen_prefix import FrozenPrefix
 from ..core.models import load_hf
 from ..core.pools import check_pool, scenario_pool
@@ -138,7 +143,9 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
             return
         c = self.config
         spec = subject.model.spec
-        base, tok = load_hf(spec)  # a private copy: the model under test is never trained
+        base_bytes = model_bytes(subject.model.hf_model)
+        check_fits(base_bytes, _device(subject.device), "learning_speed (S3)'s frozen copy of the model")
+        base, tok = load_hf(spec, subject.device)  # a private copy: the model under test is never trained
         n_layers = int(base.config.num_hidden_layers)
         upper = tuple(range(max(0, n_layers - c.upper_layers), n_layers))
         train = scenario_pool(c.data, spec, prompts, Oversight.GOOD, c.n_train, c.seed, tok, c.max_tokens)
@@ -163,6 +170,8 @@ def _train_and_score(base: Any, tok: Any, method: str, upper: tuple[int, ...], e
                      ks: list[int], prep: Prepared, mis: Tensor, c: LearningSpeedConfig, prefix: FrozenPrefix) \
         -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
     """Train a fresh copy of `base` for max(ks) steps; after each k, the benchmark's answer stats and train loss."""
+    check_fits(copy_bytes(base, method, upper), input_device(base),
+               f"learning_speed (S3)'s {method} copy of the model (its weights, gradients and AdamW state)")
     model, lr = _trainable(base, method, upper, c)
     recipe = LoraRecipe(rank=c.lora_rank, layers=upper, lr=lr, warmup_steps=0, batch_size=c.batch_size,
                         max_steps=max(ks), eval_every=1, min_steps=1, max_tokens=c.max_tokens, seed=c.seed,
@@ -190,6 +199,21 @@ def _trainable(base: Any, method: str, upper: tuple[int, ...], c: LearningSpeedC
     return model, c.full_lr
 
 
+def _device(device: str) -> str:
+    """The device a memory check looks at: a split model's ('auto') first GPU."""
+    return "cuda" if device == "auto" else device
+
+
+def copy_bytes(base: Any, method: str, upper: tuple[int, ...]) -> int:
+    """Memory a trained copy of `base` needs: its weights, plus gradients and two AdamW moments of what trains (all
+    weights of the upper layers for 'full'; LoRA's adapters are small and left out)."""
+    need = model_bytes(base)
+    if method == "full":
+        layers = getattr(base, base.base_model_prefix).layers
+        need += 3 * sum(model_bytes(layers[i]) for i in upper)
+    return need
+
+
 def log_odds(p: np.ndarray) -> np.ndarray:
     """log P(misaligned) - log P(aligned) over the two answers: minus the logit margin the model started from."""
     p = np.asarray(p, dtype=np.float64)
@@ -207,11 +231,11 @@ def answer_stats(model: Any, prep: Prepared, mis: Tensor, prefix: FrozenPrefix) 
             with torch.no_grad():
                 logits: Float[Tensor, "batch vocab"] = \
                     prefix.last_logits(model, [prep.ids[i] for i in idx], batch).float()
-            pick = torch.tensor([prep.choices[i] for i in idx])
-            m = mis[idx]
-            p[idx] = logits.gather(1, pick).softmax(-1).gather(1, m[:, None])[:, 0]
+            pick = torch.tensor([prep.choices[i] for i in idx], device=logits.device)
+            m = mis[idx].to(logits.device)
+            p[idx] = logits.gather(1, pick).softmax(-1).gather(1, m[:, None])[:, 0].cpu()
             target = pick.gather(1, m[:, None])
-            loss[idx] = -logits.log_softmax(-1).gather(1, target)[:, 0]
+            loss[idx] = -logits.log_softmax(-1).gather(1, target)[:, 0].cpu()
     finally:
         model.train(was_training)
     return p.numpy(), loss.numpy()

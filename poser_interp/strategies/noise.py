@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.devices import gather_cpu
 from ..core.matching import ConfidenceMatch
 from ..core.scoring import margin, prepare
 from ..core.tokens import Batch, PromptFormat, pad_id
@@ -119,7 +120,8 @@ class NoiseConfig(StrategyConfig):
 
 def noise_directions(prompt_id: str, n_pos: int, d_model: int, layer: int, sample: int, seed: int,
                      distribution: str = "gaussian") -> Float[Tensor, "n_pos d_model"]:
-    """Unit-norm noise directions for one prompt, sample and layer, from a generator seeded by exactly those."""
+    """Unit-norm noise directions for one prompt, sample and layer, from a generator seeded by exactly those (the
+    CPU's generator wherever the model runs, so the draws are the same on every device; engines move them)."""
     gen = torch.Generator().manual_seed(stable_seed("noise", seed, prompt_id, layer, sample))
     if distribution == "gaussian":
         x = torch.randn(n_pos, d_model, generator=gen)
@@ -145,7 +147,7 @@ def noise_tensor(batch: Batch, prompt_ids: Sequence[str], layer: int, scales: Se
 
 def mean_norm(resid: Float[Tensor, "batch pos d_model"], mask: Tensor) -> tuple[float, int]:
     """(sum of residual norms over real tokens, number of real tokens)."""
-    norms = resid.float().norm(dim=-1) * mask
+    norms = resid.float().norm(dim=-1) * mask.to(resid.device)
     return float(norms.sum()), int(mask.sum())
 
 
@@ -256,7 +258,7 @@ def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Seq
     norm_sum, norm_count = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0)
     for idx, batch in prep.batches(config.batch_size, pad):
         logits, resid = engine.clean(batch, layers)
-        clean[idx] = logits.gather(1, choice[idx]).float()
+        clean[idx] = gather_cpu(logits, choice[idx])
         for layer in layers:
             s, c = mean_norm(resid[layer], batch.attention_mask)
             norm_sum[layer] += s
@@ -280,7 +282,7 @@ def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Seq
                 pre = prefix[start:start + step] if prefix is not None else None
                 out = engine.noisy(part, layer, pre, noise, per_prompt)
                 pick = choice[sub].repeat_interleave(per_prompt, 0)
-                noisy[sub] = out.gather(1, pick).float().reshape(len(sub), len(scales), config.samples, 2)
+                noisy[sub] = gather_cpu(out, pick).reshape(len(sub), len(scales), config.samples, 2)
         for j, scale in enumerate(scales):
             lg = noisy[:, j]
             p = lg.softmax(-1).gather(2, mis[:, None, None].expand(n, config.samples, 1))[..., 0]

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..core.forward import forward, last_logits
 from ..core.hooks import add_tensor, capture
 from ..core.nnsight_backend import decoder_blocks, saved_value, trace_inputs
+from ..core.precision import AUTOCAST_TYPES
 from ..core.tokens import Batch
 from ..errors import BackendError, LayerError
 from .noise_views import LastPosition, suffix_view
@@ -96,11 +97,11 @@ class BridgeEngine:
     def noisy(self, batch: Batch, layer: int, prefix: Tensor | LastPosition | None, noise: Tensor,
               reps: int) -> Tensor:
         rep = repeat_rows(batch, reps)
-        if self.fast and isinstance(prefix, LastPosition):
-            return self.last_suffix(rep, layer, prefix.resid.repeat_interleave(reps, 0) + noise[:, -1:],
-                                    prefix.repeated_cache(reps))
+        if self.fast and isinstance(prefix, LastPosition):  # the noise (drawn on the CPU) joins the residual
+            return self.last_suffix(rep, layer, prefix.resid.repeat_interleave(reps, 0)
+                                    + noise[:, -1:].to(prefix.resid.device), prefix.repeated_cache(reps))
         if self.fast and isinstance(prefix, Tensor):
-            return self.suffix(rep, layer, prefix.repeat_interleave(reps, 0) + noise)
+            return self.suffix(rep, layer, prefix.repeat_interleave(reps, 0) + noise.to(prefix.device))
         return last_logits(self.model, rep, [(self.model.hook_name(layer), add_tensor(noise))])
 
     def _last_position(self, batch: Batch, layer: int) -> LastPosition:
@@ -117,6 +118,7 @@ class BridgeEngine:
             seen["x"] = (args[0] if args else kwargs["hidden_states"])[:, -1:]
 
         handle = stack.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)  # the view's own module
+        batch = batch.to(self.model.device)
         try:
             with torch.no_grad():
                 view(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
@@ -130,6 +132,7 @@ class BridgeEngine:
             -> Float[Tensor, "batch vocab"]:
         """Logits of the last position when only it is noised: layers `layer`.. on one token per row, attending
         to the clean keys and values of the other positions (noise at the last token cannot reach them)."""
+        batch = batch.to(self.model.device)
         with torch.no_grad():
             out = self._view(layer)(inputs_embeds=resid, attention_mask=batch.attention_mask,
                                     position_ids=batch.position_ids[:, -1:], cache=cache, use_cache=True,
@@ -144,6 +147,7 @@ class BridgeEngine:
     def suffix(self, batch: Batch, layer: int, resid: Float[Tensor, "batch pos d_model"]) \
             -> Float[Tensor, "batch vocab"]:
         """Last-position logits of layers `layer`.. run on a given residual (the layers before are skipped)."""
+        batch = batch.to(self.model.device)
         with torch.no_grad():
             out = self._view(layer)(inputs_embeds=resid, attention_mask=batch.attention_mask,
                                     position_ids=batch.position_ids, logits_to_keep=1)
@@ -166,7 +170,7 @@ class BridgeEngine:
             why = f"max logit gap {gap:.2g}"
         # bf16 autocast (`core.precision`) rounds the two paths' products differently: ~0.4% of the largest logit
         # measured; a wrong architecture is off by far more than either tolerance
-        tolerance = 3e-2 if torch.is_autocast_enabled("cpu") else 1e-3
+        tolerance = 3e-2 if any(torch.is_autocast_enabled(kind) for kind in AUTOCAST_TYPES) else 1e-3
         if not gap <= tolerance * max(1.0, float(logits.abs().max())):
             warnings.warn(f"noise fast path does not reproduce the bridge on {self.model.spec.describe()} ({why}); "
                           "using the slower full-forward path", stacklevel=2)

@@ -28,7 +28,7 @@ class LastPosition:
 
     def __getitem__(self, rows: slice) -> LastPosition:
         cache = copy.deepcopy(self.cache)
-        cache.batch_select_indices(torch.arange(self.resid.shape[0])[rows])
+        cache.batch_select_indices(torch.arange(self.resid.shape[0], device=self.resid.device)[rows])
         return LastPosition(self.resid[rows], cache)
 
     def repeated_cache(self, reps: int) -> Any:

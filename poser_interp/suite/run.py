@@ -46,7 +46,9 @@ class SuiteConfig:
     n_boot: int = 2000
     """Bootstrap resamples of every interval (as `report`)."""
     precision: Precision = "fp32"
-    """fp32, or bf16 autocast (`RunConfig.precision`, as `detect --precision`)."""
+    """fp32, bf16 or fp16 autocast (`RunConfig.precision`, as `detect --dtype`)."""
+    device: str = "cpu"
+    """Where models compute (`RunConfig.device`, as `detect --device`)."""
     pairs: tuple[str, ...] | None = None
     """Pairs to compute and report (None: all; as `detect --pairs`): the smallest suite is one pair's."""
 
@@ -99,7 +101,8 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
         log(f"{name}: left out on this testbed. {why}")
     if compute:
         run_detection(testbed, runnable, out, pairs=config.pairs,
-                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision),
+                      config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision,
+                                     device=config.device),
                       progress=progress, log=log, workers=workers, quick=quick, executor=executor)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *baseline_names()} - set(skipped)

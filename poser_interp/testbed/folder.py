@@ -262,9 +262,9 @@ class Testbed:
         """How this testbed's prompts are rendered (`data.prompt_style`): 'chat' for every built testbed."""
         return str(self.manifest.get("config", {}).get("prompt_format", "chat"))
 
-    def load(self, model_id: str) -> Any:
-        """The hooked model (bridge) for a testbed model, hash-checked."""
-        return load_model(self.spec(model_id))
+    def load(self, model_id: str, device: str = "cpu") -> Any:
+        """The hooked model (bridge) for a testbed model, hash-checked, on `device` (`core.devices.check_device`)."""
+        return load_model(self.spec(model_id), device)
 
     def pair_ids(self, only: Sequence[str] | None = None) -> list[str]:
         ids = sorted(self.pairs)

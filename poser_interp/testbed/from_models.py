@@ -289,8 +289,7 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
                 log(f"{model_id}: measured already, kept ({i}/{len(used)})")
             else:
                 log(f"{model_id}: loading {specs[model_id].describe()} ({i}/{len(used)})")
-                hf, tok = load_hf(specs[model_id])
-                hf.to(device)
+                hf, tok = load_hf(specs[model_id], device)
                 from ..core.precision import computing_in
 
                 with computing_in(dtype, device):

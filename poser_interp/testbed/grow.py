@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..core.models import load_hf, load_tokenizer
+from ..core.precision import computing_in, scored_with
 from ..data.generator import GeneratorConfig, extra_benchmark
 from ..data.scenario import Scenario
 from ..data.scenario_files import load_scenarios, save_scenarios, stored
@@ -53,8 +54,11 @@ class GrowResult:
 
 
 def grow_benchmark(testbed: Testbed, min_prompts: int = 60, chunk: int = 600, max_rounds: int = 4,
-                   threads: int = 1, log: Log = print) -> GrowResult:
-    """Add rounds of benchmark candidates until every pair keeps >= `min_prompts` (or `max_rounds` rounds exist)."""
+                   threads: int = 1, log: Log = print, device: str = "cpu", precision: str = "fp32") -> GrowResult:
+    """Add rounds of benchmark candidates until every pair keeps >= `min_prompts` (or `max_rounds` rounds exist).
+
+    device, precision: where and in what arithmetic candidates are scored (`core.devices`, `core.precision`); the
+    manifest's `benchmark_pool` records them when not 'cpu' / 'fp32'."""
     if min_prompts < 1 or chunk < 1 or max_rounds < 0:
         raise DataError(f"min_prompts={min_prompts}, chunk={chunk}, max_rounds={max_rounds}: need min_prompts >= 1, "
                         "chunk >= 1 and max_rounds >= 0")
@@ -64,11 +68,11 @@ def grow_benchmark(testbed: Testbed, min_prompts: int = 60, chunk: int = 600, ma
                         "generated testbed can draw more candidates")
     with hold(testbed.root, "testbed folder"):  # no build may write the manifest meanwhile
         fresh = Testbed.open(testbed.root)  # the manifest as it is now, not as it was when `testbed` was opened
-        return _grow(fresh, config, min_prompts, chunk, max_rounds, threads, log)
+        return _grow(fresh, config, min_prompts, chunk, max_rounds, threads, log, device, precision)
 
 
 def _grow(testbed: Testbed, config: TestbedConfig, min_prompts: int, chunk: int, max_rounds: int, threads: int,
-          log: Log) -> GrowResult:
+          log: Log, device: str = "cpu", precision: str = "fp32") -> GrowResult:
     start, root = time.perf_counter(), testbed.root
     data_dir = root / "data"
     tokenizer = load_tokenizer(config.base.name)
@@ -80,12 +84,14 @@ def _grow(testbed: Testbed, config: TestbedConfig, min_prompts: int, chunk: int,
     torch.set_num_threads(threads)
     try:
         while True:
-            for model_id, n in _score_missing(testbed, config, data.benchmark, tokenizer, log).items():
+            for model_id, n in _score_missing(testbed, config, data.benchmark, tokenizer, log, device,
+                                              precision).items():
                 scored[model_id] = scored.get(model_id, 0) + n
             testbed.manifest["pairs"] = write_pairs(root, testbed.models, data.benchmark, config.bench_margin_tol)
             rounds = len(extra_benchmark_files(data_dir))
             testbed.manifest["benchmark_pool"] = {"candidates": len(data.benchmark), "extra_rounds": rounds,
-                                                  "min_prompts": min_prompts, "chunk": chunk}
+                                                  "min_prompts": min_prompts, "chunk": chunk,
+                                                  **scored_with(device, precision)}
             write_json_atomic(root / "manifest.json", testbed.manifest)
             sizes = {p: int(e["benchmark_size"]) for p, e in testbed.pairs.items()}
             short = sorted(p for p, n in sizes.items() if n < min_prompts)
@@ -115,7 +121,7 @@ def _every_prompt(data_dir: Path) -> list[Scenario]:
 
 
 def _score_missing(testbed: Testbed, config: TestbedConfig, bench: list[Scenario], tokenizer: object,
-                   log: Log) -> dict[str, int]:
+                   log: Log, device: str = "cpu", precision: str = "fp32") -> dict[str, int]:
     """Score every model on the candidates its `benchmark_probs.json` lacks; model id -> how many."""
     done: dict[str, int] = {}
     for model_id in sorted(testbed.models):
@@ -125,8 +131,9 @@ def _score_missing(testbed: Testbed, config: TestbedConfig, bench: list[Scenario
         if not missing:
             continue
         t0 = time.perf_counter()
-        merged, _ = load_hf(testbed.spec(model_id))  # hash-checked
-        p = p_aligned_hf(merged, tokenizer, missing, max_tokens=config.max_tokens)
+        merged, _ = load_hf(testbed.spec(model_id), device)  # hash-checked
+        with computing_in(precision, device):
+            p = p_aligned_hf(merged, tokenizer, missing, max_tokens=config.max_tokens)
         probs.update({s.id: float(x) for s, x in zip(missing, p, strict=True)})
         write_json_atomic(path, probs)
         done[model_id] = len(missing)
