@@ -36,11 +36,14 @@ from .common import (
     split_csv,
 )
 from .options import (
+    BACKEND_HELP,
     EXECUTOR_HELP,
     PRECISION_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
+    REMOTE_HELP,
     WORKERS_HELP,
+    check_backend_option,
     check_executor_option,
     check_precision_option,
 )
@@ -104,6 +107,8 @@ def detect(
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "tl",
+    remote: Annotated[bool, typer.Option(help=REMOTE_HELP)] = False,
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -139,6 +144,7 @@ def detect(
     at_most(MAX_COUNT, max_prompts=max_prompts, samples=samples, workers=workers)
     check_seed(seed)
     precision = check_precision_option(precision)
+    backend = check_backend_option(backend, remote)
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baseline_names())))
@@ -183,8 +189,8 @@ def detect(
     out = out or Path("results") / f"detect-{tb.root.name}"
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
-    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match,
-                       precision=precision)  # the manifest records the match
+    config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match, precision=precision,
+                       backend="nnsight" if backend == "nnsight" else "tl", remote=remote)  # the manifest records them
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn()) as progress:

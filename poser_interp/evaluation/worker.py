@@ -24,22 +24,23 @@ from ..testbed.folder import Testbed
 
 def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
                    todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1,
-                   precision: Precision = "fp32") -> None:
+                   precision: Precision = "fp32", on: tuple[str, bool] = ("tl", False)) -> None:
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None).
-    precision: `core.precision` (the run's `RunConfig.precision`)."""
-    for message in worker_messages(root, model, prompts, specs, todo, precision, threads):
+    precision: `core.precision` (the run's `RunConfig.precision`); on: the run's (backend, remote)."""
+    for message in worker_messages(root, model, prompts, specs, todo, precision, threads, on):
         queue.put(message)
 
 
 def worker_messages(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
-                    todo: Mapping[str, Sequence[str]], precision: Precision = "fp32", threads: int = 1) \
-        -> Iterator[tuple[Any, ...]]:
+                    todo: Mapping[str, Sequence[str]], precision: Precision = "fp32", threads: int = 1,
+                    on: tuple[str, bool] = ("tl", False)) -> Iterator[tuple[Any, ...]]:
     """The messages of `rows_in_worker`, yielded as computed: the body of a Ray task (`runtime.executors`), whose
     yields stream back to the runner while it runs."""
     torch.set_num_threads(threads)
     testbed = Testbed.open(root)
-    subject = Subject(model, functools.partial(testbed.load, model), functools.partial(testbed.spec, model))
+    subject = Subject(model, functools.partial(testbed.load, model, backend=on[0], remote=on[1]),
+                      functools.partial(testbed.spec, model))
     for name, config in specs:
         keys = set(todo.get(name, ()))
         if not keys:
