@@ -132,7 +132,7 @@ def detect(
     from ..core.matching import ConfidenceMatch
     from ..core.shape import shape_of
     from ..evaluation.results import ResultsStore
-    from ..evaluation.runner import RunConfig, applicable, evaluate, run_detection
+    from ..evaluation.runner import RunConfig, applicable, check_backend, evaluate, run_detection
     from ..runtime.locking import hold
     from ..strategies import baseline_names, build, has_option, known
     from ..testbed.folder import Testbed
@@ -191,6 +191,8 @@ def detect(
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
     config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match, precision=precision,
                        backend="nnsight" if backend == "nnsight" else "tl", remote=remote)  # the manifest records them
+    check_backend(tb, built, config, sorted({tb.pairs[p][k] for p in tb.pair_ids(pair_list) for k in ("aligned",
+                                                                                                  "faker")}))
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn()) as progress:

@@ -109,6 +109,8 @@ class NNsightHooked:
     spec: ModelSpec
     load_seconds: float
     remote: Remote = False
+    hf: Any = None
+    """The local Hugging Face model nnsight wraps (None on NDIF)."""
     backend: str = "nnsight"
 
     @property
@@ -130,10 +132,10 @@ class NNsightHooked:
     @property
     def hf_model(self) -> Any:
         """The local Hugging Face model (its weights: the lens readout, S2's views); none on NDIF."""
-        if self.remote is True:
+        if self.hf is None:
             raise BackendError("this analysis reads the model's weights here (e.g. the lens readout: final norm and "
                                "unembedding), and with --remote they stay on NDIF; run it without --remote")
-        return self.lm._model
+        return self.hf
 
     @property
     def provenance(self) -> str:
@@ -270,11 +272,13 @@ def load_nnsight(spec: ModelSpec | str = "smollm2", remote: Remote = False, **ov
             raise ModelLoadError(f"cannot open {repo} for NDIF: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
                                  "the config and tokenizer come from the hub (unset HF_HUB_OFFLINE)") from None
         tok = lm.tokenizer
-    else:
+    hf = None
+    if remote is not True:
         hf, tok = load_hf(spec)
         lm = TransformersModel(hf, tokenizer=tok)
         if remote == "local":
             import nnsight
 
             nnsight.register("poser_interp")
-    return NNsightHooked(lm=lm, tokenizer=tok, spec=spec, load_seconds=time.perf_counter() - start, remote=remote)
+    return NNsightHooked(lm=lm, tokenizer=tok, spec=spec, load_seconds=time.perf_counter() - start, remote=remote,
+                         hf=hf)
