@@ -180,3 +180,21 @@ def test_detect_on_nnsight_records_its_backend(testbed, tmp_path, monkeypatch):
     with pytest.raises(BackendError, match="is a LoRA adapter of this testbed.*drop --remote"):
         run_detection(testbed, strategies, tmp_path / "remote",
                       config=RunConfig(backend="nnsight", remote=True, max_prompts=2), log=lines.append)
+
+
+def test_suite_hands_its_backend_to_the_run(testbed, tmp_path, monkeypatch):
+    import poser_interp.suite.run as suite_run
+    from poser_interp.suite import SuiteConfig, run_suite
+
+    seen = []
+
+    def stop(*args, config, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite_run, "run_detection", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(testbed, tmp_path, SuiteConfig(strategies=("noise",), backend="nnsight"), log=lambda _: None)
+    assert seen[0].backend == "nnsight" and not seen[0].remote
+    out = CliRunner().invoke(app, ["suite", "--backend", "vllm"])
+    assert out.exit_code != 0 and "pass tl or nnsight" in out.output

@@ -30,11 +30,13 @@ from .common import (
     print_table,
 )
 from .options import (
+    BACKEND_HELP,
     EXECUTOR_HELP,
     PRECISION_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
     WORKERS_HELP,
+    check_backend_option,
     check_executor_option,
     check_precision_option,
 )
@@ -122,6 +124,7 @@ def suite(
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "tl",
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -142,6 +145,7 @@ def suite(
     at_least(1, workers=workers)
     at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
     precision = check_precision_option(precision)
+    backend = check_backend_option(backend, False)
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     for path, flag in ((out, "--out"), (page, "--page")):
@@ -155,6 +159,7 @@ def suite(
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
                          match_confidence=match_confidence, precision=precision,
+                         backend="nnsight" if backend == "nnsight" else "tl",
                          pairs=tuple(pair_list) if pair_list else None)
     with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) \
             as progress:
