@@ -125,6 +125,8 @@ def test_unserved_hook_points_are_refused(nn_llama):
         forward(nn_llama, batch, [("blocks.1.hook_mlp_out", capture({}, 0))])
     with pytest.raises(BackendError, match="not served"):
         nn_llama.hook_name(1, "resid_mid")
+    with pytest.raises(BackendError, match="attention patterns are read only.*--backend tl"):
+        forward(nn_llama, batch, [("blocks.1.attn.hook_pattern", lambda act, hook: act * 0)])
 
 
 # --- strategies ----------------------------------------------------------------------------------------------------

@@ -199,7 +199,9 @@ class NNsightHooked:
                 else:  # attention weights: read only (the layer's output is computed from them already)
                     x = layers[site.layer].self_attn.output[1] * mask[:, None, :, None].to(mask.device)
                     seen.append(x.save())
-                    fn(x, HookPoint(site.name))
+                    if fn(x, HookPoint(site.name)) is not x:
+                        raise BackendError(f"{site.name}: attention patterns are read only on --backend nnsight (the "
+                                           "layer's output is computed from them already); run this with --backend tl")
             if start is not None and not done_start:
                 layers[start[0]].input = start[1].to(layers[start[0]].input.dtype)
             if stop_at_layer is not None:
