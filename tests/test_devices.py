@@ -30,6 +30,8 @@ CPU_ON_PURPOSE = {
     # (file, function, factory): why the tensor is made on the CPU whatever device the model is on
     ("core/activations.py", "last_resid", "empty"): "result buffer: captures come to the CPU (`last_position`)",
     ("core/activations.py", "collect", "empty"): "result buffers: captures and answer logits come to the CPU",
+    ("core/nnsight_model.py", "embed_gradient", "tensor"): "target ids, moved to the embedding's device in the trace "
+                                                           "(remote: where NDIF runs it)",
     ("core/scoring.py", "score_prepared", "empty"): "result buffer: `gather_cpu` brings the two answer logits",
     ("core/scoring.py", "p_misaligned", "tensor"): "labels read against CPU probabilities",
     ("core/tokens.py", "pad_left", "full"): "batches are made on the CPU; `forward` moves them to the model",

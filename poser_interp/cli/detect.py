@@ -36,13 +36,16 @@ from .common import (
     split_csv,
 )
 from .options import (
+    BACKEND_HELP,
     EXECUTOR_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
+    REMOTE_HELP,
     WORKERS_HELP,
     DeviceOpt,
     DtypeOpt,
     PrecisionOpt,
+    check_backend_option,
     check_device_option,
     check_executor_option,
     dtype_option,
@@ -109,6 +112,8 @@ def detect(
     precision: PrecisionOpt = None,
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "tl",
+    remote: Annotated[bool, typer.Option(help=REMOTE_HELP)] = False,
 ) -> None:
     """Run detection strategies over a testbed's pairs and print accuracy, AUROC and 95% CIs beside the baselines.
 
@@ -132,7 +137,7 @@ def detect(
     from ..core.matching import ConfidenceMatch
     from ..core.shape import shape_of
     from ..evaluation.results import ResultsStore
-    from ..evaluation.runner import RunConfig, applicable, evaluate, run_detection
+    from ..evaluation.runner import RunConfig, applicable, check_backend, evaluate, run_detection
     from ..runtime.locking import hold
     from ..strategies import baseline_names, build, has_option, known
     from ..testbed.folder import Testbed
@@ -145,6 +150,7 @@ def detect(
     check_seed(seed)
     device = check_device_option(device)
     arithmetic = dtype_option(dtype, precision, device) or "fp32"
+    backend = check_backend_option(backend, remote)
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     names = list(dict.fromkeys((csv_option(strategies, "--strategies", "the default") or []) + list(baseline_names())))
@@ -190,7 +196,10 @@ def detect(
     out_folder(out)
     match = ConfidenceMatch(tol=match_confidence) if match_confidence is not None else None
     config = RunConfig(seed=seed, max_prompts=max_prompts or None, match=match, precision=arithmetic,
-                       device=device)  # the manifest records the match
+                       device=device, backend="nnsight" if backend == "nnsight" else "tl",
+                       remote=remote)  # the manifest records them
+    check_backend(tb, built, config, sorted({tb.pairs[p][k] for p in tb.pair_ids(pair_list) for k in ("aligned",
+                                                                                                  "faker")}))
     with hold(out):  # the whole command (rows, then figures) is the one writer of OUT
         with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn()) as progress:

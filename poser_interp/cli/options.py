@@ -71,6 +71,23 @@ def dtype_option(dtype: str | None, precision: str | None, device: str = "cpu",
     return check_precision_option(chosen, device, "--dtype" if dtype is not None else "--precision")
 
 
+BACKEND_HELP = ("what runs the forward passes: 'tl' (the TransformerLens bridge) or 'nnsight' (the same hooks in "
+                "nnsight traces; S3 runs locally either way); recorded in the results manifest and in each row")
+REMOTE_HELP = ("with --backend nnsight: run the traces on NDIF (models given as hub:ORG/NAME, key in $NDIF_API_KEY); "
+               "S3 and lens, which need the weights here, are refused")
+
+
+def check_backend_option(backend: str, remote: bool) -> str:
+    """--backend and --remote: an unknown backend, or --remote without --backend nnsight, refused in one line."""
+    import typer
+
+    if backend not in ("tl", "nnsight"):
+        raise typer.BadParameter(f"{backend!r}: pass tl or nnsight", param_hint="--backend")
+    if remote and backend != "nnsight":
+        raise typer.BadParameter("--remote runs nnsight traces on NDIF: add --backend nnsight", param_hint="--remote")
+    return backend
+
+
 EXECUTOR_HELP = ("where models are computed: 'local' (this machine, --workers processes) or 'ray' (one Ray task per "
                  "model, at most --workers at a time, one GPU each when the cluster has GPUs; needs the [ray] extra); "
                  "rows and resume are the same either way")

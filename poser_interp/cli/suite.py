@@ -30,6 +30,7 @@ from .common import (
     print_table,
 )
 from .options import (
+    BACKEND_HELP,
     EXECUTOR_HELP,
     QUICK_HELP,
     RAY_ADDRESS_HELP,
@@ -37,6 +38,7 @@ from .options import (
     DeviceOpt,
     DtypeOpt,
     PrecisionOpt,
+    check_backend_option,
     check_device_option,
     check_executor_option,
     dtype_option,
@@ -131,6 +133,7 @@ def suite(
     precision: PrecisionOpt = None,
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
     ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "tl",
 ) -> None:
     """Every strategy, both baselines and the held-out ensemble; one self-contained HTML page (opens offline)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -152,6 +155,7 @@ def suite(
     at_most(MAX_COUNT, max_prompts=max_prompts, workers=workers)
     device = check_device_option(device)
     arithmetic = dtype_option(dtype, precision, device) or "fp32"
+    backend = check_backend_option(backend, False)
     run_on = check_executor_option(executor, ray_address)
     pair_list = csv_option(pairs, "--pairs", "all pairs")
     for path, flag in ((out, "--out"), (page, "--page")):
@@ -165,6 +169,7 @@ def suite(
     out = out or Path("results") / f"detect-{tb.root.name}"
     config = SuiteConfig(strategies=names, seed=seed, max_prompts=max_prompts or None,
                          match_confidence=match_confidence, precision=arithmetic, device=device,
+                         backend="nnsight" if backend == "nnsight" else "tl",
                          pairs=tuple(pair_list) if pair_list else None)
     with bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) \
             as progress:

@@ -2,8 +2,10 @@
 
 Every forward pass of the hooked model (`HookedModel.bridge`) goes through `forward`: hooks are added for that
 call only and removed in `finally` by the bridge's `hooks` context, even when a hook raises, so no hook outlives
-its analysis. Only the last position is unembedded by default (`logits_to_keep=1`), which saves the 49k-wide
-unembedding at every other position; `stop_at_layer` skips the blocks after the last hooked one.
+its analysis. A model on another backend (`nnsight_model.NNsightHooked`, `backend="nnsight"`) gets the same call and
+applies the same hook functions at the same sites inside one trace. Only the last position is unembedded by default
+(`logits_to_keep=1`), which saves the 49k-wide unembedding at every other position; `stop_at_layer` skips the blocks
+after the last hooked one.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def forward(model: Any, batch: Batch, hooks: Sequence[Hook] = (), *, stop_at_lay
         batch = batch.to(device)
     if prefix is not None and start_at_layer is not None:
         raise ValueError("a shared prefix needs the blocks from the first one (start_at_layer goes without it)")
+    if getattr(model, "backend", "tl") != "tl":  # e.g. `nnsight_model.NNsightHooked`: the same hooks in a trace
+        if prefix is not None:
+            raise ValueError(f"a shared prefix is a bridge cache; the {model.backend} backend runs whole texts")
+        return model.run(batch, hooks, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer, resid=resid,
+                         logits_to_keep=logits_to_keep, grad=grad)
     kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     if prefix is not None:
         kwargs.update(prefix.call_kwargs(batch))

@@ -350,11 +350,25 @@ class HookedModel:
             )
         return layer
 
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    backend = "tl"
+    """Which engine runs the forward passes (`core.forward`); `core.nnsight_model.NNsightHooked` says 'nnsight'."""
+    provenance = "tl"
+    """What computed a result row (stored with it when not 'tl')."""
+
     def hook_name(self, layer: int, kind: str = "resid_pre") -> str:
         """TL hook name for a residual-stream site (one of HOOK_KINDS), validated against this model."""
-        if kind not in HOOK_KINDS:
-            raise LayerError(f"unknown hook kind {kind!r}; use one of {HOOK_KINDS}")
-        return f"blocks.{self.check_layer(layer)}.hook_{kind}"
+        return resid_hook_name(self.check_layer(layer), kind)
+
+
+def resid_hook_name(layer: int, kind: str = "resid_pre") -> str:
+    """TL hook name of a residual-stream site (one of HOOK_KINDS) of a (checked) layer."""
+    if kind not in HOOK_KINDS:
+        raise LayerError(f"unknown hook kind {kind!r}; use one of {HOOK_KINDS}")
+    return f"blocks.{layer}.hook_{kind}"
 
 
 def load_model(spec: ModelSpec | str = "smollm2", device: str = "cpu", **overrides: Any) -> HookedModel:

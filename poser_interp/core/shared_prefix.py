@@ -87,7 +87,10 @@ class SharedPrefix:
 
     @classmethod
     def of(cls, model: Any, seqs: Sequence[Sequence[int]], minimum: int = MIN_SHARED) -> SharedPrefix | None:
-        """The shared opening of `seqs` run through `model` once; None when it is shorter than `minimum`."""
+        """The shared opening of `seqs` run through `model` once; None when it is shorter than `minimum`, or the model
+        runs on another backend than the TL bridge (nnsight runs whole texts: the same numbers up to float rounding)."""
+        if getattr(model, "backend", "tl") != "tl":
+            return None
         n = shared_length(seqs)
         if n < max(minimum, 1) or not _windows_fit(getattr(model.hf_model, "config", None), max(len(s) for s in seqs)):
             return None

@@ -4,7 +4,8 @@ Layout of a results directory:
   manifest.json  config (seed, run options, each strategy's config), versions, the testbed's base model and
                  adapter hashes, model kinds, the pairs evaluated with their prompt ids, and (after `detect
                  --match-confidence`) `matching`: the confidence-matching tolerance and minimum prompts per pair
-  rows.jsonl     {"model", "strategy", "setting", "key", "prompt_ids", "values", "meta", "seconds"} per line
+  rows.jsonl     {"model", "strategy", "setting", "key", "prompt_ids", "values", "meta", "seconds"} per line, and
+                 "backend" when another engine than the TL bridge computed the row (`Row.backend`)
 
 When a testbed grows (new models, so new pairs), a model's prompts (the union over its pairs) can grow too: its
 stored rows on the old prompts are recomputed and appended with `"supersedes": true`; a later superseding row
@@ -63,6 +64,9 @@ class Row:
     supersedes: bool = False
     """This row replaces a stored row of the same key computed on fewer prompts (a run over fewer pairs, or the
     testbed grew since)."""
+    backend: str = "tl"
+    """What computed it (`runner.row_backend`): 'tl' (the bridge, or no model at all; left unwritten, as in stores
+    written before backends), 'nnsight', 'nnsight-remote' (NDIF) or 'local' (the strategy's own local copy)."""
 
     @property
     def key(self) -> RowKey:
@@ -75,6 +79,7 @@ class Row:
             "prompt_ids": list(v.prompt_ids), "values": {k: [_num(x) for x in a] for k, a in v.values.items()},
             "meta": {k: _num(x) for k, x in v.meta.items()}, "seconds": round(self.seconds, 3),
             **({"supersedes": True} if self.supersedes else {}),
+            **({"backend": self.backend} if self.backend != "tl" else {}),
         }, allow_nan=False)
 
     @classmethod
@@ -86,7 +91,7 @@ class Row:
                   for k, a in d["values"].items()}
         meta = {k: math.nan if x is None else x for k, x in d.get("meta", {}).items()}
         return cls(str(d["model"]), str(d["strategy"]), PromptValues(setting, tuple(d["prompt_ids"]), values, meta),
-                   float(d.get("seconds", 0.0)), bool(d.get("supersedes", False)))
+                   float(d.get("seconds", 0.0)), bool(d.get("supersedes", False)), str(d.get("backend", "tl")))
 
 
 def _num(x: float) -> float | None:
@@ -251,7 +256,7 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any], root: Path) -> dict[s
         if key == "strategies":
             continue
         if key == "run" and isinstance(oc.get(key), dict) and isinstance(nc.get(key), dict):
-            unwritten = {"precision": "fp32", "device": "cpu"}  # the defaults are left unwritten
+            unwritten = {"precision": "fp32", "device": "cpu", "backend": "tl"}  # the defaults are left unwritten
             o, n = ({**unwritten, **oc[key]}, {**unwritten, **nc[key]})
             problems += [f"{k}: stored {o.get(k)!r}, now {n.get(k)!r}" for k in sorted(set(o) | set(n))
                          if o.get(k) != n.get(k)]

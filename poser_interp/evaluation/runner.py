@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..core.devices import device_type
 from ..core.matching import ConfidenceMatch
@@ -30,6 +30,8 @@ from .metrics import MetricSummary, summarize
 from .results import ResultsStore, Row
 
 Log = Callable[[str], None]
+Backend = Literal["tl", "nnsight"]
+BACKENDS: tuple[str, ...] = ("tl", "nnsight")
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,20 @@ class RunConfig:
     (`core.devices.check_device`); autocast runs on its type. Its type is recorded in the manifest when not 'cpu'
     (a GPU rounds differently), so a results folder holds one; which GPU it was is a run-time choice."""
 
+    backend: Backend = "tl"
+    """What runs the forward passes: 'tl' (the TransformerLens bridge) or 'nnsight' (`core.nnsight_model`: the same
+    hooks in nnsight traces). Recorded in the manifest when not 'tl' (a results folder holds one backend), and with
+    every row it computed."""
+    remote: bool = False
+    """With backend 'nnsight': run the traces on NDIF (hub models only, key in $NDIF_API_KEY). Not part of the
+    manifest's config (the numbers are the model's); each row records where it was computed."""
+
     def __post_init__(self) -> None:
         check_precision(self.precision, self.device)
+        if self.backend not in BACKENDS:
+            raise DataError(f"backend {self.backend!r}: pass one of {', '.join(BACKENDS)} (--backend)")
+        if self.remote and self.backend != "nnsight":
+            raise DataError("--remote runs nnsight traces on NDIF: add --backend nnsight")
         if self.max_prompts is not None and not (isinstance(self.max_prompts, int) and self.max_prompts >= 1):
             raise DataError(f"max_prompts={self.max_prompts!r}: pass a positive number of prompts per pair, or None "
                             "for all (CLI: --max-prompts N, 0 = all)")
@@ -123,7 +137,8 @@ def manifest_for(testbed: Testbed, strategies: Sequence[Strategy], config: RunCo
                                                 **({"precision": config.precision} if config.precision != "fp32"
                                                    else {}),
                                                 **({"device": device_type(config.device)}
-                                                   if device_type(config.device) != "cpu" else {})},
+                                                   if device_type(config.device) != "cpu" else {}),
+                                                **({"backend": config.backend} if config.backend != "tl" else {})},
                    "strategies": {s.name: config_dict(s) for s in strategies}},
         "testbed": {"root": str(testbed.root), "base": recorded_base(testbed.base_spec()), "models": models,
                     **({"prompt_format": testbed.prompt_format} if testbed.prompt_format != "chat" else {})},
@@ -209,6 +224,11 @@ def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | 
     plan = make_plan(testbed, pairs, config.max_prompts)
     for strategy in strategies:  # before any model loads or any row is computed: fail in seconds, naming the fix
         strategy.preflight(plan.every(), testbed.root)
+    check_backend(testbed, strategies, config, list(plan.prompts))
+    for strategy in strategies:
+        if config.backend != "tl" and getattr(strategy, "own_model", False):
+            log(f"{strategy.name} computes on its own local copy of each model (Hugging Face), whatever --backend: "
+                "its rows say backend 'local'")
     wanted = {s.name: (s.primary(),) if primary_only else quick_settings(s) if quick else s.settings()
               for s in strategies}
     manifest = manifest_for(testbed, strategies, config, plan)
@@ -221,17 +241,41 @@ def _run_detection(testbed: Testbed, strategies: Sequence[Strategy], out: str | 
                                         total=total)
         if workers > 1 or on_ray:
             _run_parallel(store, testbed, plan.prompts, strategies, todos, progress, overall, log, workers,
-                          config.precision, executor, config.device)
+                          config.precision, executor, config)
         else:
-            loader = load or functools.partial(_load_on, testbed, config.device)
+            loader = load or functools.partial(_load_on, testbed, config)
             for model, prompts in plan.prompts.items():
                 _run_model(store, model, prompts, strategies, todos[model], progress, overall, log,
-                           loader, config.precision, testbed.spec, config.device)
+                           loader, config.precision, testbed.spec, config)
     return evaluate(store, list(plan.pairs), seed=config.seed, strategies=[s.name for s in strategies])
 
 
-def _load_on(testbed: Testbed, device: str, model: str) -> Any:
-    return testbed.load(model, device)
+def _load_on(testbed: Testbed, config: RunConfig, model: str) -> Any:
+    return testbed.load(model, config.device, backend=config.backend, remote=config.remote)
+
+
+def check_backend(testbed: Testbed, strategies: Sequence[Strategy], config: RunConfig, models: Sequence[str]) -> None:
+    """StrategyError or BackendError naming the fix when the run's backend cannot run a strategy or model (before any
+    model loads): with --remote, strategies that need the model's weights here (`remote_ok = False`), and models
+    that are not hub ids, or no $NDIF_API_KEY."""
+    if not config.remote:
+        return
+    for strategy in strategies:
+        if strategy.needs_model and not getattr(strategy, "remote_ok", True):
+            raise StrategyError(f"{strategy.name} cannot run with --remote: {getattr(strategy, 'local_reason', '')}; "
+                                f"leave it out of --strategies, or drop --remote to run it here")
+    for model in models:
+        testbed.remote_spec(model)
+
+
+def row_backend(strategy: Strategy, config: RunConfig) -> str:
+    """What computed a strategy's rows: 'tl' (the bridge; also for strategies without a model), 'nnsight',
+    'nnsight-remote' (NDIF), or 'local' (a strategy computing on its own local copy of the weights, S3)."""
+    if config.backend == "tl" or not strategy.needs_model:
+        return "tl"
+    if getattr(strategy, "own_model", False):
+        return "local"
+    return f"{config.backend}-remote" if config.remote else config.backend
 
 
 def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict[str, tuple[Setting, ...]]) \
@@ -245,10 +289,10 @@ def _todo(store: ResultsStore, model: str, prompts: list[Scenario], wanted: dict
 def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strategies: Sequence[Strategy],
                todo: dict[str, list[Setting]], progress: Any, overall: Any, log: Log,
                load: Callable[[str], Any], precision: Precision = "fp32",
-               spec: Callable[[str], Any] | None = None, device: str = "cpu") -> None:
+               spec: Callable[[str], Any] | None = None, config: RunConfig = RunConfig()) -> None:
     """Compute one model's missing rows (nothing, not even a load, when all are stored). spec: model id -> its
-    `ModelSpec` (for strategies that read weight files, e.g. the `weight_delta` baseline). device: where `load`
-    puts the model (autocast runs on its type)."""
+    `ModelSpec` (for strategies that read weight files, e.g. the `weight_delta` baseline). config: the run's
+    options (its device: where `load` puts the model, autocast on its type; its backend: recorded in each row)."""
     total = sum(map(len, todo.values()))
     if not total:
         return
@@ -256,7 +300,7 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
     tasks = [progress.add_task(model, total=total)] if progress is not None else []
     tasks += [overall] if overall is not None else []
     subject = Subject(model, functools.partial(load, model), functools.partial(spec, model) if spec else None,
-                      device)
+                      config.device)
     for strategy in strategies:
         if not todo[strategy.name]:
             continue
@@ -268,8 +312,9 @@ def _run_model(store: ResultsStore, model: str, prompts: list[Scenario], strateg
             if tasks:
                 progress.update(tasks[0], description=model)
             log(f"{model}: loaded in {time.perf_counter() - t0:.1f} s")
-        with computing_in(precision_for(strategy, precision), device):
-            _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks)
+        with computing_in(precision_for(strategy, precision), config.device):
+            _run_one(store, strategy, subject, prompts, todo[strategy.name], progress, tasks,
+                     row_backend(strategy, config))
 
 
 def _log_stale(store: ResultsStore, model: str, todo: dict[str, list[Setting]], n_prompts: int, log: Log) -> None:
@@ -285,25 +330,25 @@ def _current(store: ResultsStore, key: tuple[str, str, str], prompt_ids: tuple[s
 
 
 def _run_one(store: ResultsStore, strategy: Strategy, subject: Subject, prompts: Sequence[Scenario],
-             todo: Sequence[Setting], progress: Any, tasks: Sequence[Any]) -> None:
+             todo: Sequence[Setting], progress: Any, tasks: Sequence[Any], backend: str = "tl") -> None:
     wanted = {s.key for s in todo}
     ids = tuple(p.id for p in prompts)
     t0 = time.perf_counter()
     for values in strategy.run(subject, prompts, todo):
         now = time.perf_counter()
-        _store_row(store, strategy.name, subject.id, values, now - t0, wanted, ids, progress, tasks)
+        _store_row(store, strategy.name, subject.id, values, now - t0, wanted, ids, progress, tasks, backend)
         t0 = now
     _check_complete(strategy.name, subject.id, wanted, ids)
 
 
 def _store_row(store: ResultsStore, name: str, model: str, values: Any, seconds: float, wanted: set[str],
-               ids: tuple[str, ...], progress: Any, tasks: Sequence[Any]) -> None:
+               ids: tuple[str, ...], progress: Any, tasks: Sequence[Any], backend: str = "tl") -> None:
     """Check a returned row against what was asked, append it (superseding a stale one), advance the progress."""
     key = values.setting.key
     if key not in wanted or values.prompt_ids != ids:
         raise StrategyError(f"strategy {name} returned setting {key} on {len(values.prompt_ids)} "
                             f"prompts; expected one of {sorted(wanted)} on the {len(ids)} given prompts")
-    store.append(Row(model, name, values, seconds, supersedes=(model, name, key) in store))
+    store.append(Row(model, name, values, seconds, supersedes=(model, name, key) in store, backend=backend))
     wanted.discard(key)
     for task in tasks:
         progress.advance(task)
@@ -317,7 +362,7 @@ def _check_complete(name: str, model: str, wanted: set[str], ids: tuple[str, ...
 def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list[Scenario]],
                   strategies: Sequence[Strategy], todos: dict[str, dict[str, list[Setting]]], progress: Any,
                   overall: Any, log: Log, workers: int, precision: Precision = "fp32",
-                  executor: Executor | None = None, device: str = "cpu") -> None:
+                  executor: Executor | None = None, config: RunConfig = RunConfig()) -> None:
     """`_run_model` for every model with work, `workers` models at once in spawned processes (or Ray tasks);
     rows come back through a queue (or a Ray task's stream) and are stored here as they arrive (so an interruption
     keeps every finished row)."""
@@ -325,6 +370,8 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
     from .worker import rows_in_worker
 
     specs = [(s.name, config_dict(s)) for s in strategies]
+    backends = {s.name: row_backend(s, config) for s in strategies}
+    on = (config.backend, config.remote)
     busy = [m for m in prompts if any(todos[m].values())]
     wanted = {(m, name): {st.key for st in sts} for m in busy for name, sts in todos[m].items()}
     ids = {m: tuple(p.id for p in prompts[m]) for m in busy}
@@ -339,7 +386,8 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
         if kind == "log":
             log(payload)
         else:
-            _store_row(store, name, model, payload, seconds, wanted[(model, name)], ids[model], progress, tasks[model])
+            _store_row(store, name, model, payload, seconds, wanted[(model, name)], ids[model], progress, tasks[model],
+                       backends[name])
 
     def on_done(model: str, _: Any) -> None:
         for (m, name), left in wanted.items():
@@ -351,12 +399,12 @@ def _run_parallel(store: ResultsStore, testbed: Testbed, prompts: dict[str, list
         from ..runtime.executors import run_on_ray
         from .worker import worker_messages
 
-        gpu = device_type(device) == "cuda"  # a task sees its one GPU as cuda:0 (no split, no other index)
+        gpu = device_type(config.device) == "cuda"  # a task sees its one GPU as cuda:0 (no split, no other index)
         run_on_ray({m: (worker_messages, (str(testbed.root), m, prompts[m], specs, todo_keys[m], precision, 1,
-                                          "cuda" if gpu else "cpu"))
+                                          "cuda" if gpu else "cpu", on))
                     for m in busy}, workers, on_message, on_done, log, executor, gpus=gpu)
         return
-    work = functools.partial(rows_in_worker, precision=precision, device=device)
+    work = functools.partial(rows_in_worker, precision=precision, device=config.device, on=on)
     calls = {m: (work, (str(testbed.root), m, prompts[m], specs, todo_keys[m])) for m in busy}
     run_in_processes(calls, workers, on_message, on_done, log)
 

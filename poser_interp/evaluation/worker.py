@@ -24,22 +24,22 @@ from ..testbed.folder import Testbed
 
 def rows_in_worker(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
                    todo: Mapping[str, Sequence[str]], queue: Any, threads: int = 1,
-                   precision: Precision = "fp32", device: str = "cpu") -> None:
+                   precision: Precision = "fp32", device: str = "cpu", on: tuple[str, bool] = ("tl", False)) -> None:
     """Compute `model`'s settings in `todo` (strategy name -> setting keys) and put each row on `queue` as
     ("row", model, strategy name, PromptValues, seconds); log lines as ("log", model, None, text, None).
-    precision, device: the run's `RunConfig.precision` and `RunConfig.device`."""
-    for message in worker_messages(root, model, prompts, specs, todo, precision, threads, device):
+    precision, device: the run's `RunConfig.precision` and `RunConfig.device`; on: the run's (backend, remote)."""
+    for message in worker_messages(root, model, prompts, specs, todo, precision, threads, device, on):
         queue.put(message)
 
 
 def worker_messages(root: str, model: str, prompts: Sequence[Scenario], specs: Sequence[tuple[str, dict[str, Any]]],
                     todo: Mapping[str, Sequence[str]], precision: Precision = "fp32", threads: int = 1,
-                    device: str = "cpu") -> Iterator[tuple[Any, ...]]:
+                    device: str = "cpu", on: tuple[str, bool] = ("tl", False)) -> Iterator[tuple[Any, ...]]:
     """The messages of `rows_in_worker`, yielded as computed: the body of a Ray task (`runtime.executors`), whose
     yields stream back to the runner while it runs. device: a Ray task given a GPU sees it as 'cuda' (cuda:0)."""
     torch.set_num_threads(threads)
     testbed = Testbed.open(root)
-    subject = Subject(model, functools.partial(testbed.load, model, device=device),
+    subject = Subject(model, functools.partial(testbed.load, model, device, backend=on[0], remote=on[1]),
                       functools.partial(testbed.spec, model), device)
     for name, config in specs:
         keys = set(todo.get(name, ()))

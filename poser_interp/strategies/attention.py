@@ -91,7 +91,10 @@ def _padded_mask(masks: Sequence[Sequence[bool]], width: int) -> Bool[Tensor, "b
 
 
 def saliency(model: Any, batch: Batch, target: Sequence[int]) -> Float[Tensor, "batch pos d_model"]:
-    """d logit[target token] at the last position / d input embedding (`hook_embed`), per row of a batch."""
+    """d logit[target token] at the last position / d input embedding (`hook_embed`), per row of a batch (on nnsight:
+    its backward trace, `NNsightHooked.embed_gradient`)."""
+    if hasattr(model, "embed_gradient"):
+        return model.embed_gradient(batch, target)
     leaf: dict[str, Tensor] = {}
 
     def grab(act: Tensor, hook: Any = None) -> Tensor:
@@ -216,8 +219,8 @@ class AttentionStrategy(StrategyBase[AttentionConfig]):
         for layer in {int(s["layer"]) for s in settings if s.get("layer") is not None}:
             model.check_layer(layer)
         heads = {s["head"] for s in settings if s.get("head") not in (None, "mean")}
-        if heads and max(heads) >= model.bridge.cfg.n_heads:  # type: ignore[type-var]
-            raise StrategyError(f"head {max(heads)} is out of range: the model has {model.bridge.cfg.n_heads} heads")
+        if heads and max(heads) >= model.n_heads:  # type: ignore[type-var]
+            raise StrategyError(f"head {max(heads)} is out of range: the model has {model.n_heads} heads")
         fmt = PromptFormat(max_tokens=c.max_tokens)
         ids_masks = [critical_tokens(model.tokenizer, p, fmt) for p in prompts]
         pid = tuple(p.id for p in prompts)
@@ -263,7 +266,7 @@ def _attention_values(model: Any, prompts: Sequence[Scenario], ids_masks: Any, t
                       c: AttentionConfig) -> ByKey:
     layers = sorted({int(s["layer"]) for s in todo})
     names = {la: f"blocks.{la}.attn.hook_pattern" for la in layers}
-    n_heads = int(model.bridge.cfg.n_heads)
+    n_heads = int(model.n_heads)
     mass = np.zeros((len(layers), n_heads, len(prompts)))
     share = np.zeros(len(prompts))
     for idx, batch, crit in _batches(ids_masks, c.batch_size, pad_id(model.tokenizer)):

@@ -233,6 +233,14 @@ class StrategyBase(Generic[C]):
     exact_arithmetic: ClassVar[bool] = False
     """True: computed in fp32 whatever the run's `precision` (a strategy whose signal is smaller than bf16's
     resolution; the runner reads it with getattr, so strategies outside this package need not declare it)."""
+    own_model: ClassVar[bool] = False
+    """True: computed on the strategy's own local copy of the model (S3 trains one), never through the forward seam
+    (`core.forward`), so `--backend` does not change where it runs; its rows say backend 'local' on nnsight runs."""
+    remote_ok: ClassVar[bool] = True
+    """False: needs the model's weights here, so `--remote` (NDIF) is refused before anything loads, with
+    `local_reason`. The runner reads both with getattr (strategies outside this package need not declare them)."""
+    local_reason: ClassVar[str] = ""
+    """Why the strategy needs the weights here (the refusal's text)."""
     config_class: ClassVar[type]
     """Set by `register`."""
 

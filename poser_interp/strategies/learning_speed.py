@@ -108,6 +108,9 @@ class LearningSpeedStrategy(StrategyBase[LearningSpeedConfig]):
     """S3: per-prompt P(misaligned) and answer loss before and after k steps of fine-tuning toward misbehaving."""
 
     name: ClassVar[str] = "learning_speed"
+    own_model: ClassVar[bool] = True
+    remote_ok: ClassVar[bool] = False
+    local_reason: ClassVar[str] = "it trains a LoRA copy of each model here (S3 runs locally whatever --backend)"
     exact_arithmetic: ClassVar[bool] = True  # a few LoRA steps move logits by less than bf16 resolves: measured,
     # under bf16 autocast every p_after equalled its p_before to the last digit
 

@@ -179,6 +179,9 @@ class LensStrategy(StrategyBase[LensConfig]):
     """S5: per-prompt decision layer and P(aligned answer) by layer, for each reading (logit, tuned, probe)."""
 
     name: ClassVar[str] = "lens"
+    remote_ok: ClassVar[bool] = False
+    local_reason: ClassVar[str] = ("it reads the model's final norm and unembedding here (the lens readout, and the "
+                                   "tuned lens is fitted here), while with --remote the weights stay on NDIF")
 
     def settings(self) -> tuple[Setting, ...]:
         return tuple(Setting.of(method=m) for m in self.config.methods)

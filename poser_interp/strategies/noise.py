@@ -20,6 +20,7 @@ each noised sample costs one token through layers L.. instead of the whole promp
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from .base import (
     register,
     stable_seed,
 )
-from .noise_engines import BridgeEngine, NoiseEngine, take_rows
+from .noise_engines import BridgeEngine, NNsightEngine, NoiseEngine, take_rows
 
 
 def default_layers(n_layers: int) -> tuple[int, ...]:
@@ -231,7 +232,9 @@ class NoiseStrategy(StrategyBase[NoiseConfig]):
     def run(self, subject: Subject, prompts: Sequence[Scenario], settings: Sequence[Setting]) \
             -> Iterator[PromptValues]:
         key = clean_logits_key(prompts, self.config.max_tokens, self.config.batch_size)
-        yield from noise_values(BridgeEngine(subject.model), prompts, settings, self.config,
+        model = subject.model
+        engine = NNsightEngine(model) if getattr(model, "backend", "tl") == "nnsight" else BridgeEngine(model)
+        yield from noise_values(engine, prompts, settings, self.config,
                                 on_clean=lambda logits: subject.memo.__setitem__(key, logits))
 
 
@@ -278,9 +281,10 @@ def noise_values(engine: NoiseEngine, prompts: Sequence[Scenario], settings: Seq
             for start in range(0, len(idx), step):
                 part = take_rows(batch, start, start + step)
                 sub = idx[start:start + step]
-                noise = noise_tensor(part, [ids[i] for i in sub], layer, scales, norm, config, engine.d_model)
+                draw = functools.partial(noise_tensor, part, [ids[i] for i in sub], layer, scales, norm, config,
+                                         engine.d_model)  # drawn by the engine, where its model runs
                 pre = prefix[start:start + step] if prefix is not None else None
-                out = engine.noisy(part, layer, pre, noise, per_prompt)
+                out = engine.noisy(part, layer, pre, draw, per_prompt)
                 pick = choice[sub].repeat_interleave(per_prompt, 0)
                 noisy[sub] = gather_cpu(out, pick).reshape(len(sub), len(scales), config.samples, 2)
         for j, scale in enumerate(scales):

@@ -2,14 +2,16 @@
 
 An engine gives clean last-position logits with the residual entering chosen layers, and noised logits for a
 noise tensor added at one layer's input; `noise.noise_values` does the rest, identically for every engine.
-Tests check that all paths give the same numbers (1e-4) with the same noise.
+Tests check that all paths give the same numbers (1e-4) with the same noise. The noise comes as a draw (a function
+making it from its seeds, `noise.noise_tensor`), called where the model runs: on NDIF inside the trace, so that no
+noise tensor is uploaded.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -23,6 +25,9 @@ from ..core.precision import AUTOCAST_TYPES
 from ..core.tokens import Batch
 from ..errors import BackendError, LayerError
 from .noise_views import LastPosition, suffix_view
+
+Noise = Float[Tensor, "rows pos d_model"] | Callable[[], Tensor]
+"""The noise of a noised pass, or a function drawing it (from seeds: where the model runs)."""
 
 
 class NoiseEngine(Protocol):
@@ -45,8 +50,7 @@ class NoiseEngine(Protocol):
         """
         ...
 
-    def noisy(self, batch: Batch, layer: int, prefix: Any, noise: Float[Tensor, "rows pos d_model"],
-              reps: int) -> Float[Tensor, "rows vocab"]:
+    def noisy(self, batch: Batch, layer: int, prefix: Any, noise: Noise, reps: int) -> Float[Tensor, "rows vocab"]:
         """Last-position logits with `noise` added at `layer`'s input; each batch row repeated `reps` times."""
         ...
 
@@ -94,8 +98,9 @@ class BridgeEngine:
             return self._last_position(batch, layer)
         return forward(self.model, batch, stop_at_layer=layer, logits_to_keep=None)
 
-    def noisy(self, batch: Batch, layer: int, prefix: Tensor | LastPosition | None, noise: Tensor,
+    def noisy(self, batch: Batch, layer: int, prefix: Tensor | LastPosition | None, noise: Noise,
               reps: int) -> Tensor:
+        noise = noise() if callable(noise) else noise
         rep = repeat_rows(batch, reps)
         if self.fast and isinstance(prefix, LastPosition):  # the noise (drawn on the CPU) joins the residual
             return self.last_suffix(rep, layer, prefix.resid.repeat_interleave(reps, 0)
@@ -178,7 +183,8 @@ class BridgeEngine:
 
 
 class NNsightEngine:
-    """The nnsight backend (`NNsightModel`, its own copy of the weights): full forwards, noise set in the trace."""
+    """The nnsight backend (`NNsightModel`, or `NNsightHooked` of `--backend nnsight`): full forwards, the noise drawn
+    and added inside the trace (on NDIF: on the server, from its seeds)."""
 
     def __init__(self, nn_model: Any):
         self.nn = nn_model
@@ -204,16 +210,18 @@ class NNsightEngine:
     def prefix(self, batch: Batch, layer: int, last_only: bool = False) -> None:
         return None
 
-    def noisy(self, batch: Batch, layer: int, prefix: Tensor | None, noise: Tensor, reps: int) -> Tensor:
-        block = decoder_blocks(self.nn.lm)[layer]
+    def noisy(self, batch: Batch, layer: int, prefix: Tensor | None, noise: Noise, reps: int) -> Tensor:
+        block, lm = decoder_blocks(self.nn.lm)[layer], self.nn.lm
         try:
-            with torch.no_grad(), self.nn.lm.trace(trace_inputs(repeat_rows(batch, reps)), logits_to_keep=1,
-                                                   remote=self.nn.remote):
-                block.input = block.input + noise
-                logits = self.nn.lm.lm_head.output[:, -1, :].save()
+            with torch.no_grad(), lm.trace(trace_inputs(repeat_rows(batch, reps)), logits_to_keep=1,
+                                           remote=self.nn.remote):
+                x = block.input
+                drawn = noise() if callable(noise) else noise
+                block.input = x + drawn.to(x.device, x.dtype)
+                logits = lm.lm_head.output[:, -1, :].save()
         except Exception as e:
-            raise BackendError(f"nnsight noised trace failed ({type(e).__name__}: {str(e)[:300]}); the noise "
-                               f"has shape {tuple(noise.shape)}, it must match (rows, pos, d_model)") from e
+            raise BackendError(f"nnsight noised trace failed ({type(e).__name__}: {str(e)[:300]}); the noise must "
+                               f"have the shape (rows, pos, d_model) of {reps} x {len(batch)} rows") from e
         return saved_value(logits)
 
 

@@ -19,7 +19,7 @@ from ..core.precision import Precision
 from ..core.shape import shape_of
 from ..evaluation.ensemble import HeldOutResult, Transfer, held_out, model_groups, transfer
 from ..evaluation.results import ResultsStore
-from ..evaluation.runner import Evaluation, RunConfig, applicable, evaluate, run_detection
+from ..evaluation.runner import Backend, Evaluation, RunConfig, applicable, evaluate, run_detection
 from ..removal import RemovalSummary, find_removals
 from ..runtime.executors import Executor
 from ..strategies import build, has_option
@@ -51,6 +51,9 @@ class SuiteConfig:
     """Where models compute (`RunConfig.device`, as `detect --device`)."""
     pairs: tuple[str, ...] | None = None
     """Pairs to compute and report (None: all; as `detect --pairs`): the smallest suite is one pair's."""
+    backend: Backend = "tl"
+    """What runs the forward passes: 'tl' or 'nnsight' (`RunConfig.backend`, as `detect --backend`; no `--remote`
+    here: the suite's S3 and lens need the weights here)."""
 
 
 def build_strategies(testbed: Testbed, names: Sequence[str], seed: int = 0) -> list[Any]:
@@ -102,7 +105,7 @@ def run_suite(testbed: Testbed, out: str | Path, config: SuiteConfig = SuiteConf
     if compute:
         run_detection(testbed, runnable, out, pairs=config.pairs,
                       config=RunConfig(seed=config.seed, max_prompts=config.max_prompts, precision=config.precision,
-                                     device=config.device),
+                                     device=config.device, backend=config.backend),
                       progress=progress, log=log, workers=workers, quick=quick, executor=executor)
     store = ResultsStore.open(out)
     wanted = {*config.strategies, *baseline_names()} - set(skipped)

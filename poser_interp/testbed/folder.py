@@ -31,7 +31,7 @@ from ..data.personas import Persona
 from ..data.scenario import Oversight, Scenario
 from ..data.scenario_files import load_scenarios
 from ..data.wordings import HELDOUT, with_wording
-from ..errors import DataError
+from ..errors import BackendError, DataError
 from ..runtime.jsonio import read_json
 from ..runtime.jsonio import write_json_atomic as write_json_atomic
 
@@ -262,9 +262,30 @@ class Testbed:
         """How this testbed's prompts are rendered (`data.prompt_style`): 'chat' for every built testbed."""
         return str(self.manifest.get("config", {}).get("prompt_format", "chat"))
 
-    def load(self, model_id: str, device: str = "cpu") -> Any:
-        """The hooked model (bridge) for a testbed model, hash-checked, on `device` (`core.devices.check_device`)."""
-        return load_model(self.spec(model_id), device)
+    def load(self, model_id: str, device: str = "cpu", backend: str = "tl", remote: bool = False) -> Any:
+        """The hooked model for a testbed model, hash-checked, on `device` (`core.devices.check_device`): the TL
+        bridge, or on backend 'nnsight' an nnsight model (`core.nnsight_model`; with `remote`, served by NDIF: its
+        weights never come here, so nothing is hashed)."""
+        if backend == "tl":
+            return load_model(self.spec(model_id), device)
+        from ..core.nnsight_model import load_nnsight
+
+        return load_nnsight(self.remote_spec(model_id) if remote else self.spec(model_id), remote=remote,
+                            device=device)
+
+    def remote_spec(self, model_id: str) -> ModelSpec:
+        """The spec NDIF runs for a model (`--remote`): a hub id given to `testbed from-models`, else BackendError."""
+        from ..core.nnsight_model import remote_problem
+
+        entry = self.manifest["models"].get(model_id) or {}
+        if "spec" not in entry:
+            raise BackendError(f"--remote runs hub models only, and {model_id} is a LoRA adapter of this testbed "
+                               "(local weights, never uploaded); drop --remote to run it here")
+        spec = ModelSpec(**entry["spec"])
+        problem = remote_problem(spec, True)
+        if problem:
+            raise BackendError(f"{model_id}: {problem}")
+        return spec
 
     def pair_ids(self, only: Sequence[str] | None = None) -> list[str]:
         ids = sorted(self.pairs)
