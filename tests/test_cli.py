@@ -109,8 +109,8 @@ def test_testbed_build_passes_batch_size_and_device_and_refuses_a_missing_gpu(tm
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen.clear()
     res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--device", "cuda")
-    assert res.exit_code == 2 and "no CUDA device" in res.output and "--device cpu" in res.output and not seen
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output and "--device cpu" in res.output and not seen
     res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--device", "gpu0")
-    assert res.exit_code == 2 and "no torch device" in res.output and not seen
+    assert res.exit_code == 2 and "pass cpu, cuda, cuda:N or auto" in res.output and not seen
     res = run("testbed", "build", "--set", "base.name=tiny-llama", "--out", str(tmp_path), "--batch-size", "0")
     assert res.exit_code == 2 and not seen
