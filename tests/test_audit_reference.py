@@ -59,7 +59,7 @@ def test_too_few_pairs_or_nan_are_said():
 
 # --- same-kind bands and the held-out replay (verdict rule 2) ------------------------------------------------------
 def _synthetic_results(root, kind_shift: float, model_sd: float, prompt_sd: float = 0.3, n_prompts: int = 24,
-                       seed: int = 0):
+                       seed: int = 0, offset: float = 0.0, name: str = "synthetic"):
     """A results folder of a 36-pair testbed (2 aligned x 2 faker personas x 3 splits) whose only detector is the
     `random` baseline's machinery with chosen values: per prompt, shift (fakers) + a per-model offset + noise."""
     from poser_interp.evaluation.results import FORMAT, ResultsStore, Row
@@ -71,12 +71,12 @@ def _synthetic_results(root, kind_shift: float, model_sd: float, prompt_sd: floa
     fakers = [f"{p}-s{s}" for p in ("grabber", "climber") for s in range(3)]
     ids = [f"q{i:02d}" for i in range(n_prompts)]
     pairs = {f"{a}__{f}": {"aligned": a, "faker": f, "prompt_ids": ids} for a in aligned for f in fakers}
-    manifest = {"format": FORMAT, "testbed": {"root": "synthetic", "models": {
+    manifest = {"format": FORMAT, "testbed": {"root": name, "models": {
         **{m: {"kind": "aligned"} for m in aligned}, **{m: {"kind": "faker"} for m in fakers}}},
         "pairs": pairs, "config": {"strategies": {"random": config_dict(RandomBaseline(RandomConfig()))}}}
     store = ResultsStore.open(root, manifest)
     for m in aligned + fakers:
-        centre = (kind_shift if m in fakers else 0.0) + rng.normal(0, model_sd)
+        centre = offset + (kind_shift if m in fakers else 0.0) + rng.normal(0, model_sd)
         u = centre + rng.normal(0, prompt_sd, n_prompts)
         store.append(Row(m, "random", PromptValues(Setting(), tuple(ids), {"u": u})))
     store.close()
@@ -142,3 +142,16 @@ def test_the_page_shows_the_bands_and_the_held_out_replay(tmp_path):
     html = write_audit_page(record, tmp_path / "audit.html").read_text()
     assert f"{band:.3g}"[:4] in html and "two aligned models" in html and "36" in html
     assert record["faker"] == "B"
+
+
+def test_bands_centre_each_testbed_and_kind_apart(tmp_path):
+    """Two reference testbeds whose scores sit 5 apart (another base, another scale): the band is the spread within
+    each (testbed, kind), not the distance between testbeds."""
+    from poser_interp.audit.reference import fit_reference
+
+    one = _synthetic_results(tmp_path / "a", kind_shift=1.0, model_sd=0.1, name="a")
+    alone = fit_reference([one], ["random"], n_boot=50)["bands"]["random/coin"]
+    two = _synthetic_results(tmp_path / "b", kind_shift=1.0, model_sd=0.1, seed=1, offset=5.0, name="b")
+    both = fit_reference([one, two], ["random"], n_boot=50)["bands"]["random/coin"]
+    assert both["models"] == 24 and both["df"] == 20
+    assert both["band"] < 2 * alone["band"] < 1.0
