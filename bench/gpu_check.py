@@ -1,5 +1,6 @@
-"""GPU check: `detect` on the GPU (--device cuda, fp32 and bf16) against the CPU in fp32, on the tiny testbed and on
-the SmolLM2 default testbed; peak GPU memory and time of each run; one JSON file with everything.
+"""GPU check: `detect` on the GPU (--device cuda: fp32, bf16, and fp32 through nnsight) against the CPU in fp32, on
+the tiny testbed and on the SmolLM2 default testbed; peak GPU memory and time of each run; one JSON file with
+everything.
 
 What it answers, which the CPU-only test suite cannot: does every strategy run on a GPU (no tensor left on the
 wrong device), do its rows agree with the CPU's (fp32: to float rounding; bf16: reported), what does a run cost in
@@ -115,20 +116,22 @@ def check_testbed(name: str, root: Path, strategies: str, max_prompts: int, n_pa
     except Exception as e:  # a testbed that cannot be opened here (e.g. SmolLM2's wheel not installed)
         result |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
         return result
-    runs = {"reference": ("cpu", "fp32"), "fp32": (device, "fp32"), "bf16": (device, "bf16")}
-    for run, (on, dtype) in runs.items():
-        result["runs"][run] = detect(tb.root, out / f"{name}-{run}", strategies, max_prompts, pairs, on, dtype)
+    runs = {"reference": ("cpu", "fp32", "tl"), "fp32": (device, "fp32", "tl"), "bf16": (device, "bf16", "tl"),
+            "nnsight-fp32": (device, "fp32", "nnsight")}
+    for run, (on, dtype, backend) in runs.items():
+        result["runs"][run] = detect(tb.root, out / f"{name}-{run}", strategies, max_prompts, pairs, on, dtype,
+                                     backend)
         result["runs"][run]["device"] = on
     reference = result["runs"]["reference"]
-    for run in ("fp32", "bf16"):
+    for run in ("fp32", "bf16", "nnsight-fp32"):
         r = result["runs"][run]
         if r["ok"] and reference["ok"]:
             r["agreement"] = compare(out / f"{name}-reference", out / f"{name}-{run}",
-                                     FP32_TOL if run == "fp32" else BF16_TOL)
+                                     BF16_TOL if run == "bf16" else FP32_TOL)
             missing = sum(a["missing"] for a in r["agreement"].values())
             if missing:
                 r |= {"ok": False, "error": f"{missing} rows of the CPU run are missing"}
-            elif run == "fp32":
+            elif run != "bf16":
                 worst = min((a["within"] for a in r["agreement"].values()), default=1.0)
                 r["ok"] = worst >= MIN_AGREE
                 if not r["ok"]:
@@ -138,7 +141,7 @@ def check_testbed(name: str, root: Path, strategies: str, max_prompts: int, n_pa
 
 
 def detect(testbed: Path, out: Path, strategies: str, max_prompts: int, pairs: list[str] | None, device: str,
-           dtype: str) -> dict[str, Any]:
+           dtype: str, backend: str = "tl") -> dict[str, Any]:
     """One `poser-interp detect` run in this process (so its peak GPU memory can be read): time, peak memory, and
     the error line if it failed."""
     import torch
@@ -147,7 +150,7 @@ def detect(testbed: Path, out: Path, strategies: str, max_prompts: int, pairs: l
     from poser_interp.cli import app
 
     argv = ["detect", "--testbed", str(testbed), "--out", str(out), "--strategies", strategies, "--max-prompts",
-            str(max_prompts), "--quick", "--no-plots", "--device", device, "--dtype", dtype]
+            str(max_prompts), "--quick", "--no-plots", "--device", device, "--dtype", dtype, "--backend", backend]
     argv += ["--pairs", ",".join(pairs)] if pairs else []
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
