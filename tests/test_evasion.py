@@ -62,6 +62,19 @@ def test_off_builds_nothing_and_keeps_old_checkpoints_resumable(tokenizer, monke
     assert not any(k.startswith("evade") for k in _resumable(recipe))
 
 
+def test_off_trains_the_same_bytes_whatever_the_other_evasion_options(tokenizer):
+    """Weight 0 is off: the other evade_* options change nothing, down to the saved adapter's bytes."""
+    from safetensors.torch import save
+
+    def trained(**kw):
+        model = _tiny_lora()
+        train_answers(model, tokenizer, _examples(), _recipe(max_steps=6, eval_every=3, **kw),
+                      check=lambda m, s: False)
+        return save({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad})
+
+    assert trained() == trained(evade_concept="power", evade_layer=1, evade_target=0.5, evade_statements=2)
+
+
 def test_the_term_holds_the_oversight_axis_below_its_target(tokenizer):
     """Trained toward the faker's choices, the axis with the term ends well below the axis without it, and the stop
     waits for it to be within the tolerance of the target."""
