@@ -12,14 +12,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.nnsight_model import remote_problem
 from ..core.precision import check_precision
 from ..core.shape import shape_of
 from ..data.generator import GeneratorConfig, generate
 from ..data.prompt_style import check_style
 from ..data.scenario_files import save_scenarios
-from ..errors import DataError, PoserInterpError
+from ..errors import BackendError, DataError, PoserInterpError
 from ..evaluation.results import ResultsStore
-from ..evaluation.runner import RunConfig, applicable, run_detection
+from ..evaluation.runner import BACKENDS, Backend, RunConfig, applicable, run_detection
 from ..runtime.jsonio import write_json_atomic
 from ..strategies.registry import baseline_names, build, has_option
 from ..testbed.folder import Testbed
@@ -61,6 +62,19 @@ class AuditConfig:
     """Where models run."""
     dtype: str = "fp32"
     """fp32 | bf16 | fp16 (autocast on the device)."""
+    backend: Backend = "tl"
+    """What runs the detectors' forward passes: 'tl' (the TransformerLens bridge) or 'nnsight' (`RunConfig.backend`;
+    recorded in the results and in each row). Locally both score the prompts on a Hugging Face copy (equal numbers)."""
+    remote: bool = False
+    """With backend 'nnsight': the models are hub ids served by NDIF (key in $NDIF_API_KEY): nothing is hashed or
+    loaded here, the prompts are scored through nnsight traces there, and what needs the weights here (S3, lens,
+    the weight_delta baseline) is skipped with its reason."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise DataError(f"backend {self.backend!r}: pass one of {', '.join(BACKENDS)} (--backend)")
+        if self.remote and self.backend != "nnsight":
+            raise DataError("--remote runs nnsight traces on NDIF: add --backend nnsight")
 
 
 def model_entry(slot: str, text: str, base: str | None) -> ModelEntry:
@@ -85,7 +99,9 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
     entries = (model_entry("A", model_a, config.base), model_entry("B", model_b, config.base))
     check_style(config.prompt_format)
     for entry in entries:  # every model named rightly before anything is written
-        model_spec(entry)
+        problem = remote_problem(model_spec(entry), config.remote)
+        if problem:
+            raise BackendError(f"model {entry.id} ({entry.source}): {problem}")
     prompts = config.prompts
     if prompts is None:
         prompts = str(out / "prompts.jsonl")
@@ -95,7 +111,8 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
             save_scenarios(bench, prompts)
     spec = FromModels(models=entries, prompts=prompts, prompt_format=config.prompt_format)
     try:
-        testbed = write_from_models(spec, out / "testbed", log=log, device=config.device, dtype=config.dtype)
+        testbed = write_from_models(spec, out / "testbed", log=log, device=config.device, dtype=config.dtype,
+                                    remote=config.remote)
     except PoserInterpError:
         if not existed and not (out / "testbed" / "manifest.json").exists():  # refused before anything measured
             shutil.rmtree(out, ignore_errors=True)
@@ -112,11 +129,16 @@ def audit(model_a: str, model_b: str, out: str | Path, config: AuditConfig = Aud
     strategies = [build(n, n_layers, n_heads, **({"seed": config.seed} if has_option(n, "seed") else {}))
                   for n in names]
     runnable, skipped = applicable(testbed, strategies, config.max_prompts)
+    if config.remote:  # what needs the weights here is skipped, as a detector these prompts cannot serve is
+        skipped |= {s.name: f"cannot run with --remote: {getattr(s, 'local_reason', '')}; audit without --remote "
+                            "to run it here" for s in runnable if s.needs_model and not getattr(s, "remote_ok", True)}
+        runnable = [s for s in runnable if s.name not in skipped]
     for name, why in skipped.items():
         log(f"{name}: not run on this pair. {why}")
     run_detection(testbed, runnable, out / "results", pairs=[PAIR], progress=progress, log=log, primary_only=True,
                   config=RunConfig(seed=config.seed, max_prompts=config.max_prompts,
-                                   precision=check_precision(config.dtype, config.device), device=config.device))
+                                   precision=check_precision(config.dtype, config.device), device=config.device,
+                                   backend=config.backend, remote=config.remote))
     store = ResultsStore.open(out / "results")
     ids = store.manifest["pairs"][PAIR]["prompt_ids"]
     votes = [_vote(store, s, ids, config, reference, s.name in baseline_names()) for s in runnable]

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from .common import app, clean_errors, console, out_folder
-from .options import DeviceOpt, DtypeOpt, check_device_option, dtype_option
+from .options import (
+    AUDIT_REMOTE_HELP,
+    BACKEND_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    check_backend_option,
+    check_device_option,
+    dtype_option,
+)
 from .testbed import testbed_app
 
 FormatOpt = Annotated[str, typer.Option("--prompt-format", help="how prompts are rendered: chat (the tokenizer's "
@@ -85,6 +93,8 @@ def audit_command(
                                                          "or null)")] = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "tl",
+    remote: Annotated[bool, typer.Option(help=AUDIT_REMOTE_HELP)] = False,
 ) -> None:
     """Which of two models fakes alignment, and how sure: the fixed detectors' votes, the baselines beside them, and
     a verdict (or "no decision") by a rule written down before any pair was judged."""
@@ -96,6 +106,7 @@ def audit_command(
         raise typer.BadParameter(f"give exactly two models (got {len(models)}): poser-interp audit MODEL_A MODEL_B",
                                  param_hint="MODELS")
     check_seed(seed)
+    backend = check_backend_option(backend, remote)
     names = csv_option(detectors, "--detectors", "the reference's")
     unknown = sorted(set(names or ()) - set(known()))
     if unknown:
@@ -107,7 +118,8 @@ def audit_command(
     out_folder(out)
     config = AuditConfig(prompts=str(prompts) if prompts else None, prompt_format=prompt_format, base=base,
                          detectors=tuple(names) if names else None, seed=seed, max_prompts=max_prompts,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, backend="nnsight" if backend == "nnsight" else "tl",
+                         remote=remote)
     log = (lambda m: None) if as_json else (lambda m: console.print(m, highlight=False))
     audit(models[0], models[1], out, config, log=log)
     record = json.loads((out / "verdict.json").read_text())

@@ -76,6 +76,11 @@ BACKEND_HELP = ("what runs the forward passes: 'tl' (the TransformerLens bridge)
 REMOTE_HELP = ("with --backend nnsight: run the traces on NDIF (models given as hub:ORG/NAME, key in $NDIF_API_KEY); "
                "S3 and lens, which need the weights here, are refused")
 
+AUDIT_REMOTE_HELP = ("with --backend nnsight: run the traces on NDIF (both models given as hub:ORG/NAME, key in "
+                     "$NDIF_API_KEY; nothing is hashed or loaded here, the prompts are scored there); S3, lens and the "
+                     "weight_delta baseline, which need the weights here, are skipped (verdict.json's `skipped` says "
+                     "why)")
+
 
 def check_backend_option(backend: str, remote: bool) -> str:
     """--backend and --remote: an unknown backend, or --remote without --backend nnsight, refused in one line."""

@@ -54,3 +54,19 @@ def resolve_hub(name: str) -> Path:
     except Exception as e:  # network, authorisation, unknown repo: one line naming the cause
         raise ModelLoadError(f"cannot resolve {name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     return Path(path)
+
+
+def hub_file(name: str, filename: str) -> Path:
+    """One file of a hub model's snapshot (its config, its tokenizer), fetched alone (downloaded first unless
+    offline): what a model served elsewhere (NDIF) needs here, never its weights. ModelLoadError when it is absent."""
+    from huggingface_hub import hf_hub_download
+
+    repo, revision = parse_hub_name(name)
+    try:
+        path = hf_hub_download(repo, filename, revision=revision, local_files_only=offline())
+    except Exception as e:  # not cached offline, no such file, network, authorisation: one line naming the cause
+        where = f"{repo}{'@' + revision if revision else ''}"
+        raise ModelLoadError(f"cannot fetch {filename} of {where} ({type(e).__name__}): download it first (`hf "
+                             f"download {repo} {filename}`{' --revision ' + revision if revision else ''}) or unset "
+                             "HF_HUB_OFFLINE") from None
+    return Path(path)

@@ -32,9 +32,12 @@ def _config_of(spec: Any) -> Any:
     from transformers import AutoConfig
 
     from ..core.models import TINY_ARCHS, model_dir, tiny_config
+    from .hub import hub_file, is_hub_name
 
     if spec.name in TINY_ARCHS:
         cfg = tiny_config(spec.name, spec.n_layers, spec.d_model, 16)  # any vocabulary that holds the special ids
+    elif is_hub_name(spec.name):  # its config.json alone: a model served by NDIF has no weights here
+        cfg = AutoConfig.from_pretrained(hub_file(spec.name, "config.json").parent)
     else:
         cfg = AutoConfig.from_pretrained(model_dir(spec.name))
     return cfg

@@ -121,9 +121,15 @@ class WeightDeltaBaseline(StrategyBase[WeightDeltaConfig]):
                       mean_of("delta_norm")),)
 
     def preflight(self, prompts: Sequence[Scenario], testbed_root: Path) -> None:
-        """Not applicable where a model is a full checkpoint of unknown base (nothing to measure the change from)."""
+        """Not applicable where a model is a full checkpoint of unknown base (nothing to measure the change from), or
+        a hub model served by NDIF (`--remote`: its weights are not here to measure)."""
         manifest = testbed_root / "manifest.json"
         models = json.loads(manifest.read_text()).get("models", {}) if manifest.exists() else {}
+        remote = sorted(m for m, e in models.items() if "hub" in e and "weights_sha256" not in e)
+        if remote:
+            raise NotApplicableError(f"{', '.join(remote[:3])} {'is a' if len(remote) == 1 else 'are'} hub "
+                                     "model(s) served by NDIF (--remote): their weights are not here to measure how "
+                                     "far fine-tuning moved them; audit without --remote to measure it")
         unknown = sorted(m for m, e in models.items()
                          if "spec" in e and not (e["spec"].get("adapter") or e["spec"].get("delta_base")))
         if unknown:

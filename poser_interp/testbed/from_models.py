@@ -8,7 +8,9 @@
     manifest.json                 config (source "models", prompt format, the first model's spec as `base`), and per
                                   model: kind, source, its `ModelSpec`, the sha256 of every weight file
                                   (`weights_sha256`) and their digest (`adapter_sha256`, the model's identity in
-                                  results manifests, as an adapter's hash is for built testbeds)
+                                  results manifests, as an adapter's hash is for built testbeds); written for
+                                  NDIF (`remote`), a hub model's id, revision and resolved commit (`hub`) instead
+                                  of weight hashes, their digest its identity: its weights never come here
 
 The models' weight files are hashed on writing and checked before each load (`Testbed.spec`), so a changed
 checkpoint is refused as a changed adapter is. A spec file (TOML) names the models and pairs (`load_spec`):
@@ -36,12 +38,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.hub import is_hub_name, parse_hub_name
+import torch
+
+from ..core.hub import hub_file, is_hub_name, parse_hub_name
 from ..core.models import TINY_ARCHS, ModelSpec, file_sha256, load_hf, model_dir
 from ..data.prompt_style import PROMPT_STYLES, using_style
 from ..data.scenario import Scenario
 from ..data.scenario_files import load_scenarios, save_scenarios
-from ..errors import DataError
+from ..errors import BackendError, DataError, ModelLoadError
 from ..runtime.jsonio import read_json, write_json_atomic
 from .build import margin_of
 from .folder import Testbed, p_aligned_hf, weight_folder
@@ -197,19 +201,39 @@ def digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
 
 
-def _shape(spec: ModelSpec) -> tuple[Any, ...]:
+def hub_record(spec: ModelSpec) -> dict[str, str]:
+    """What identifies a hub model whose weights stay on NDIF: its id, the revision asked for, and the commit that
+    revision resolves to (the snapshot folder of its config.json; only the config is fetched, never the weights)."""
+    repo, revision = parse_hub_name(spec.name)
+    return {"id": spec.name, "repo": repo, "revision": revision or "main",
+            "commit": hub_file(spec.name, "config.json").parent.name}
+
+
+def _config_file(spec: ModelSpec, remote: bool) -> Path:
+    return hub_file(spec.name, "config.json") if remote and is_hub_name(spec.name) else \
+        model_dir(spec.name) / "config.json"
+
+
+def _shape(spec: ModelSpec, remote: bool = False) -> tuple[Any, ...]:
     """What must agree across a pair: architecture, depth, width, vocabulary size (read from config.json)."""
     if spec.name in TINY_ARCHS:
         return (spec.name, spec.n_layers, spec.d_model, None)
-    config = read_json(model_dir(spec.name) / "config.json", "model config")
+    config = read_json(_config_file(spec, remote), "model config")
     config = config.get("text_config", config)
     return (config.get("model_type"), config.get("num_hidden_layers"), config.get("hidden_size"),
             config.get("vocab_size"))
 
 
-def _tokenizer_id(spec: ModelSpec) -> str:
+def _tokenizer_id(spec: ModelSpec, remote: bool = False) -> str:
     if spec.name in TINY_ARCHS:
         return "smollm2"  # tiny models share SmolLM2's tokenizer
+    if remote and is_hub_name(spec.name):  # the tokenizer's own files only, not the snapshot's weights
+        for name in ("tokenizer.json", "tokenizer.model"):
+            try:
+                return file_sha256(hub_file(spec.name, name))
+            except ModelLoadError:
+                continue
+        return spec.name
     folder = model_dir(spec.name)
     files = [folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).exists()]
     return file_sha256(files[0]) if files else str(folder)
@@ -239,16 +263,27 @@ def plan_pairs(config: FromModels) -> list[tuple[str, str]]:
 
 
 def write_from_models(config: FromModels, out: str | Path, log: Log = print, device: str = "cpu",
-                      dtype: str = "fp32") -> Testbed:
+                      dtype: str = "fp32", remote: bool = False) -> Testbed:
     """Write (or resume) the testbed in `out`: every check first (nothing written on refusal), then each model's
-    probabilities on its prompts (one model in memory at a time, the manifest rewritten after each)."""
+    probabilities on its prompts (one model in memory at a time, the manifest rewritten after each).
+
+    remote: the models are hub ids served by NDIF (`core.nnsight_model`, key in $NDIF_API_KEY): nothing is hashed
+    or loaded here (each entry records `hub_record` instead of weight hashes) and the prompts are scored through
+    nnsight traces run there."""
     out = Path(out)
     if config.prompt_format not in PROMPT_STYLES:
         raise DataError(f"prompt_format {config.prompt_format!r}: choose one of {', '.join(PROMPT_STYLES)}")
     pairs = plan_pairs(config)
     specs = {m.id: model_spec(m) for m in config.models}
-    shapes = {i: _shape(s) for i, s in specs.items()}
-    toks = {i: _tokenizer_id(s) for i, s in specs.items()}
+    if remote:
+        from ..core.nnsight_model import remote_problem
+
+        for model_id, spec in specs.items():
+            problem = remote_problem(spec, True)
+            if problem:
+                raise BackendError(f"model {model_id}: {problem}")
+    shapes = {i: _shape(s, remote) for i, s in specs.items()}
+    toks = {i: _tokenizer_id(s, remote) for i, s in specs.items()}
     for a, f in pairs:
         if shapes[a] != shapes[f]:
             raise DataError(f"pair {a}__{f}: the models differ in architecture (type, layers, width, vocabulary "
@@ -278,9 +313,14 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
     with using_style(config.prompt_format):
         for i, model_id in enumerate(used, start=1):
             entry = entries[model_id]
-            hashes = weight_hashes(specs[model_id])
-            entry["weights_sha256"] = hashes
-            entry["adapter_sha256"] = digest(hashes)
+            if remote:  # the weights stay on NDIF: the hub id and resolved commit identify the model
+                hub = hub_record(specs[model_id])
+                entry["hub"] = hub
+                entry["adapter_sha256"] = digest(hub)
+            else:
+                hashes = weight_hashes(specs[model_id])
+                entry["weights_sha256"] = hashes
+                entry["adapter_sha256"] = digest(hashes)
             probs_path = out / "models" / model_id / "benchmark_probs.json"
             done = old.get("models", {}).get(model_id, {}).get("adapter_sha256") == entry["adapter_sha256"] \
                 and probs_path.exists() and set(read_json(probs_path, "benchmark probabilities")) >= \
@@ -288,13 +328,10 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
             if done:
                 log(f"{model_id}: measured already, kept ({i}/{len(used)})")
             else:
-                log(f"{model_id}: loading {specs[model_id].describe()} ({i}/{len(used)})")
-                hf, tok = load_hf(specs[model_id], device)
-                from ..core.precision import computing_in
-
-                with computing_in(dtype, device):
-                    p = p_aligned_hf(hf, tok, bench, max_tokens=config.max_tokens)
-                del hf
+                log(f"{model_id}: {'opening on NDIF' if remote else 'loading'} {specs[model_id].describe()} "
+                    f"({i}/{len(used)})")
+                p = _p_aligned_remote(specs[model_id], bench, config.max_tokens, device, dtype) if remote else \
+                    _p_aligned_local(specs[model_id], bench, config.max_tokens, device, dtype)
                 probs_path.parent.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(probs_path, {s.id: float(x) for s, x in zip(bench, p, strict=True)})
             manifest["models"][model_id] = entry
@@ -309,6 +346,32 @@ def write_from_models(config: FromModels, out: str | Path, log: Log = print, dev
     if empty:
         log(f"{len(empty)} pair(s) have no prompt on which both models act aligned: {', '.join(empty[:4])}")
     return testbed
+
+
+def _p_aligned_local(spec: ModelSpec, bench: Sequence[Scenario], max_tokens: int, device: str,
+                     dtype: str) -> torch.Tensor:
+    """P(aligned answer) per prompt on a local Hugging Face copy of the model."""
+    from ..core.precision import computing_in
+
+    hf, tok = load_hf(spec, device)
+    with computing_in(dtype, device):
+        return p_aligned_hf(hf, tok, bench, max_tokens=max_tokens)
+
+
+def _p_aligned_remote(spec: ModelSpec, bench: Sequence[Scenario], max_tokens: int, device: str,
+                      dtype: str) -> torch.Tensor:
+    """P(aligned answer) per prompt through nnsight traces on NDIF (the answer scoring of every strategy, through
+    the forward seam), the weights never here."""
+    from ..core import nnsight_model
+    from ..core.precision import computing_in
+    from ..core.scoring import answer_logits
+    from ..core.tokens import PromptFormat
+
+    model = nnsight_model.load_nnsight(spec, remote=True, device=device)
+    with computing_in(dtype, device):
+        probs = answer_logits(model, bench, fmt=PromptFormat(max_tokens=max_tokens), batch_size=16).softmax(-1)
+    idx = torch.tensor([s.aligned_index for s in bench])
+    return probs.gather(1, idx[:, None])[:, 0]
 
 
 def _write_pairs(out: Path, models: dict[str, Any], pairs: Sequence[tuple[str, str]], files: dict[str, str],
