@@ -173,13 +173,19 @@ def test_remote_audit_runs_on_simulated_ndif_and_hashes_no_weight_file(testbed, 
     from poser_interp.testbed.folder import Testbed
 
     tb = Testbed.open(out / "testbed")
-    assert tb.spec("B").name == tb.remote_spec("B").name == "hub:tiny-org/grabber"
+    assert tb.remote_spec("B").name == "hub:tiny-org/grabber"
     assert tb.problems() == []
+    import pytest
+
+    from poser_interp.errors import DataError
+
+    with pytest.raises(DataError, match="written for NDIF"):  # never hashed here: not loaded here either
+        tb.spec("B")
     # the prompts were scored through the traces as a local Hugging Face copy scores them
     from poser_interp.data.scenario_files import load_scenarios
     from poser_interp.testbed.from_models import _p_aligned_local
 
     bench = load_scenarios(out / "testbed" / "data" / "benchmark.jsonl")
-    here = _p_aligned_local(tb.spec("B"), bench, 512, "cpu", "fp32")
+    here = _p_aligned_local(tb.remote_spec("B"), bench, 512, "cpu", "fp32")
     there = json.loads((out / "testbed" / "models" / "B" / "benchmark_probs.json").read_text())
     assert max(abs(float(x) - there[s.id]) for s, x in zip(bench, here, strict=True)) <= 1e-4

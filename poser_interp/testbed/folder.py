@@ -255,8 +255,13 @@ class Testbed:
             raise DataError(f"testbed {self.root} is not whole: {'; '.join(problems)}; {self.rebuild_hint()}")
 
     def spec(self, model_id: str) -> ModelSpec:
-        """What loads `model_id`, after checking its weight files against the manifest's hashes."""
+        """What loads `model_id` here, after checking its weight files against the manifest's hashes. A hub model
+        written for NDIF (`--remote`) has no hashes, so it is refused here (it runs remote only, `remote_spec`)."""
         entry = self.manifest["models"].get(model_id)
+        if entry is not None and "hub" in entry and "weights_sha256" not in entry:
+            raise DataError(f"{model_id} was written for NDIF (--remote): its weights were never hashed here, so this "
+                            "testbed does not load it locally; run with --backend nnsight --remote, or write the "
+                            "testbed again without --remote (`poser-interp testbed from-models`) to hash local files")
         if entry is not None and "spec" in entry:  # a model given from elsewhere (`testbed.from_models`)
             return check_weights(model_id, entry)
         return replace(self.base_spec(), adapter=str(self.verify_hash(model_id)))
