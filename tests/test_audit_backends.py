@@ -175,8 +175,6 @@ def test_remote_audit_runs_on_simulated_ndif_and_hashes_no_weight_file(testbed, 
     tb = Testbed.open(out / "testbed")
     assert tb.remote_spec("B").name == "hub:tiny-org/grabber"
     assert tb.problems() == []
-    import pytest
-
     from poser_interp.errors import DataError
 
     with pytest.raises(DataError, match="written for NDIF"):  # never hashed here: not loaded here either
