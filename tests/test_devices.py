@@ -32,6 +32,8 @@ CPU_ON_PURPOSE = {
     ("core/activations.py", "collect", "empty"): "result buffers: captures and answer logits come to the CPU",
     ("core/nnsight_model.py", "embed_gradient", "tensor"): "target ids, moved to the embedding's device in the trace "
                                                            "(remote: where NDIF runs it)",
+    ("testbed/from_models.py", "_p_aligned_remote", "tensor"): "labels read against CPU answer logits "
+                                                                 "(`answer_logits` brings them back)",
     ("core/scoring.py", "score_prepared", "empty"): "result buffer: `gather_cpu` brings the two answer logits",
     ("core/scoring.py", "p_misaligned", "tensor"): "labels read against CPU probabilities",
     ("core/tokens.py", "pad_left", "full"): "batches are made on the CPU; `forward` moves them to the model",
