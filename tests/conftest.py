@@ -14,7 +14,7 @@ with install_import_hook("poser_interp", "beartype.beartype"):
 import pytest
 import torch
 
-from poser_interp.core.models import ModelSpec, load_model, load_tokenizer
+from poser_interp.core.models import ModelSpec, load_hf, load_model, load_tokenizer
 from poser_interp.core.training import LoraRecipe
 from poser_interp.testbed.build import build
 from poser_interp.testbed.tiny import tiny_config
@@ -67,6 +67,24 @@ TINY_TESTBED = tiny_config(  # the S1, S3, S5 and S6 tests share it: built once 
 def testbed(tmp_path_factory):
     """The strategies' tiny testbed (test modules with their own `testbed` fixture override it)."""
     return build(TINY_TESTBED, tmp_path_factory.getbasetemp() / "tiny_testbed_strategies", log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(testbed, tmp_path_factory):
+    """The tiny testbed's two models merged into full checkpoints (save_pretrained), and their base (the
+    from-models and audit tests' models given from elsewhere)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for model_id in ("steward-s0", "grabber-s0"):
+        hf, tok = load_hf(testbed.spec(model_id))
+        hf.save_pretrained(root / model_id)
+        tok.save_pretrained(root / model_id)
+        out[model_id] = root / model_id
+    base, tok = load_hf(testbed.base_spec())
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    out["base"] = root / "base"
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,27 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from poser_interp.cli import app
-from poser_interp.core.models import load_hf
 from poser_interp.core.tokens import PromptFormat, encode
 from poser_interp.data.prompt_style import using_style
 from poser_interp.data.scenario_files import load_scenarios
-
-
-@pytest.fixture(scope="module")
-def checkpoints(testbed, tmp_path_factory):
-    """The tiny testbed's two models merged into full checkpoints (save_pretrained), and their base."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    out = {}
-    for model_id in ("steward-s0", "grabber-s0"):
-        hf, tok = load_hf(testbed.spec(model_id))
-        hf.save_pretrained(root / model_id)
-        tok.save_pretrained(root / model_id)
-        out[model_id] = root / model_id
-    base, tok = load_hf(testbed.base_spec())
-    base.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
-    out["base"] = root / "base"
-    return out
 
 
 def _cli(*args: str):

@@ -186,12 +186,14 @@ def model_points(store: ResultsStore, detectors: Sequence[str]) -> list[ModelPoi
     """Every model of a stored run with a row of every detector at its primary setting."""
     models = store.manifest["testbed"]["models"]
     configs = store.manifest["config"]["strategies"]
+    read = {}
+    for name in detectors:
+        strategy = from_config(name, configs[name])
+        read[name] = (strategy.primary(), strategy.scores()[0])
     out = []
     for m in sorted(models):
         scores = {}
-        for name in detectors:
-            strategy = from_config(name, configs[name])
-            setting, score = strategy.primary(), strategy.scores()[0]
+        for name, (setting, score) in read.items():
             row = next((r for r in store.rows(name, m) if r.values.setting == setting), None)
             if row is not None:
                 scores[f"{name}/{score.name}"] = float(score.model(row.values.values))
